@@ -1,0 +1,55 @@
+"""Hearth's settings, read from `HEARTH_*` environment variables (and a `.env` file if present)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HEARTH_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dashboard_port: int = 8501
+    data_dir: Path = Path(".hearth")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file `hearth.db` in the data dir."
+    )
+    api_key: str | None = Field(default=None, description="Admin API key; generated on first start if unset.")
+
+    default_backend: str = "docker"
+    docker_runtime_python_image: str | None = None
+    docker_runtime_javascript_image: str | None = None
+
+    max_code_bytes: int = 1024 * 1024
+    max_request_bytes: int = 6 * 1024 * 1024
+    max_result_bytes: int = 6 * 1024 * 1024
+    max_log_bytes: int = 64 * 1024
+
+    keep_alive_s: float = 600.0
+    capacity_wait_s: float = 10.0
+    sandbox_start_timeout_s: float = 30.0
+    tmpfs_mb: int = 64
+    pids_limit: int = 128
+
+    invocation_flush_interval_s: float = 0.5
+    invocation_flush_batch: int = 500
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'hearth.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

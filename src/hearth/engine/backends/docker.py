@@ -1,0 +1,393 @@
+"""Docker containers as sandboxes (runc by default; gVisor's runsc is the same backend with another runtime).
+
+Each sandbox gets a host directory, bind-mounted read-only at /hearth, holding the listening Unix
+socket the agent connects to and the function's code. Docker API calls happen only on start, stop
+and failure paths, never per invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import LogConfig
+
+from hearth.engine import images
+from hearth.engine.channel import AgentChannel
+from hearth.engine.sandbox import (
+    Backend,
+    FunctionSpec,
+    Limits,
+    Runtime,
+    Sandbox,
+    SandboxCrashed,
+    SandboxOutOfMemory,
+    SandboxStartError,
+    SandboxStats,
+    SandboxTimeout,
+)
+
+RUNTIMES_DIR = Path(__file__).resolve().parents[2] / "runtimes"
+AGENT_COMMANDS: dict[str, list[str]] = {
+    "python": ["python3", "-I", "/opt/hearth/python/agent.py"],
+    "javascript": ["node", "/opt/hearth/javascript/agent.js"],
+}
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def materialize_code(source: Path, target: Path) -> None:
+    """Place a version's code in the sandbox dir: hard links where possible (same filesystem), else copies."""
+    if target.exists():
+        shutil.rmtree(target)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+    for root, dirs, files in os.walk(target):
+        os.chmod(root, 0o755)
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), 0o644)
+        del dirs  # walked by os.walk itself
+
+
+class DockerSandbox(Sandbox):
+    def __init__(
+        self,
+        backend: DockerBackend,
+        sandbox_id: str,
+        runtime: Runtime,
+        container_id: str,
+        directory: Path,
+        channel: AgentChannel,
+        limits: Limits,
+    ) -> None:
+        self.id = sandbox_id
+        self.backend = backend.name
+        self.runtime = runtime
+        self.container_id = container_id
+        self.directory = directory
+        self.channel = channel
+        self.limits = limits
+        self._backend = backend
+        self._poisoned = False
+        self._stopped = False
+
+    @property
+    def healthy(self) -> bool:
+        return not (self._poisoned or self._stopped or self.channel.closed)
+
+    async def load(self, spec: FunctionSpec) -> float:
+        materialize_code(spec.code_dir, self.directory / "code")
+        wanted = self._backend.limits_for(spec)
+        if wanted != self.limits:
+            await asyncio.to_thread(self._backend.update_limits, self.container_id, wanted)
+            self.limits = wanted
+        module, function = spec.module_and_function
+        frame = {
+            "type": "init",
+            "code_dir": "/hearth/code",
+            "module": module,
+            "function": function,
+            "env": dict(spec.env),
+            "function_name": spec.name,
+            "function_version": spec.version,
+            "memory_limit_in_mb": spec.memory_mb,
+            "concurrency": spec.concurrency,
+            "max_log_bytes": self._backend.max_log_bytes,
+            "max_result_bytes": self._backend.max_result_bytes,
+        }
+        try:
+            return await self.channel.init(frame, self._backend.start_timeout_s)
+        except TimeoutError:
+            self._poisoned = True
+            raise SandboxStartError(
+                f"function code did not load within {self._backend.start_timeout_s} s"
+            ) from None
+        except SandboxCrashed as exc:
+            raise await self._explain_crash(str(exc)) from None
+        except asyncio.IncompleteReadError:
+            raise await self._explain_crash("agent exited while loading the function") from None
+
+    async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(self.channel.request(frame), timeout_s)
+        except TimeoutError:
+            self._poisoned = True
+            raise SandboxTimeout(f"no answer within {timeout_s:g} s") from None
+        except SandboxCrashed as exc:
+            self._poisoned = True
+            raise await self._explain_crash(str(exc)) from None
+
+    async def _explain_crash(self, reason: str) -> SandboxCrashed:
+        state = await asyncio.to_thread(self._backend.exit_state, self.container_id)
+        if state.get("OOMKilled"):
+            return SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
+        exit_code = state.get("ExitCode")
+        detail = f" (exit code {exit_code})" if exit_code not in (None, 0) or not state.get("Running") else ""
+        return SandboxCrashed(f"{reason}{detail}")
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.channel.close()
+        await asyncio.to_thread(self._backend.remove_container, self.container_id)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def stats(self) -> SandboxStats | None:
+        memory = CGROUP_ROOT / "memory" / "docker" / self.container_id
+        usage = _read_int(memory / "memory.usage_in_bytes")
+        cpu_ns = _read_int(CGROUP_ROOT / "cpuacct" / "docker" / self.container_id / "cpuacct.usage")
+        if usage is None or cpu_ns is None:
+            return None
+        return SandboxStats(
+            cpu_seconds=cpu_ns / 1e9,
+            memory_bytes=usage,
+            memory_peak_bytes=_read_int(memory / "memory.max_usage_in_bytes"),
+        )
+
+
+class DockerBackend(Backend):
+    name = "docker"
+    docker_runtime: str | None = None
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        owner: str,
+        pids_limit: int = 128,
+        tmpfs_mb: int = 64,
+        max_log_bytes: int = 64 * 1024,
+        max_result_bytes: int = 6 * 1024 * 1024,
+        start_timeout_s: float = 30.0,
+        image_overrides: dict[str, str] | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.owner = owner
+        self.pids_limit = pids_limit
+        self.tmpfs_mb = tmpfs_mb
+        self.max_log_bytes = max_log_bytes
+        self.max_result_bytes = max_result_bytes
+        self.start_timeout_s = start_timeout_s
+        self.image_overrides = image_overrides or {}
+        self._client = client
+        run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(run_dir, 0o755)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker.DockerClient(
+                base_url="unix:///var/run/docker.sock", max_pool_size=32, timeout=60
+            )
+        return self._client
+
+    def image_for(self, runtime: str) -> str:
+        return self.image_overrides.get(runtime) or images.image_ref(runtime)
+
+    def limits_for(self, spec: FunctionSpec) -> Limits:
+        return Limits(
+            memory_mb=spec.memory_mb,
+            cpus=spec.cpus,
+            pids=self.pids_limit,
+            tmpfs_mb=self.tmpfs_mb,
+            network=spec.network,
+        )
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            self.client.ping()
+        except Exception as exc:
+            return False, f"Docker daemon not reachable: {exc}"
+        missing = [rt for rt in AGENT_COMMANDS if not self._image_present(rt)]
+        if missing:
+            return False, f"runtime images missing for {', '.join(missing)}: run `make images`"
+        return True, "ok"
+
+    def _image_present(self, runtime: str) -> bool:
+        try:
+            self.client.images.get(self.image_for(runtime))
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
+        sandbox_id = secrets.token_hex(6)
+        directory = self.run_dir / sandbox_id
+        directory.mkdir(mode=0o755)
+        os.chmod(directory, 0o755)
+        (directory / "code").mkdir(mode=0o755)
+        socket_path = directory / "agent.sock"
+
+        connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if connected.done():
+                writer.close()
+            else:
+                connected.set_result((reader, writer))
+
+        server = await asyncio.start_unix_server(on_connect, path=str(socket_path), limit=2**20)
+        os.chmod(socket_path, 0o666)
+        container_id: str | None = None
+        try:
+            container_id = await asyncio.to_thread(
+                self._run_container, sandbox_id, runtime, limits, labels, directory
+            )
+            try:
+                reader, writer = await asyncio.wait_for(connected, self.start_timeout_s)
+            except TimeoutError:
+                logs = await asyncio.to_thread(self._container_logs, container_id)
+                raise SandboxStartError(
+                    f"agent did not connect within {self.start_timeout_s} s; container output: {logs}"
+                ) from None
+        except BaseException:
+            server.close()
+            if container_id:
+                await asyncio.to_thread(self.remove_container, container_id)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        server.close()
+        socket_path.unlink(missing_ok=True)
+        channel = AgentChannel(reader, writer)
+        sandbox = DockerSandbox(self, sandbox_id, runtime, container_id, directory, channel, limits)
+        try:
+            await channel.handshake(self.start_timeout_s)
+        except BaseException:
+            await sandbox.stop()
+            raise
+        return sandbox
+
+    def _run_container(
+        self, sandbox_id: str, runtime: str, limits: Limits, labels: dict[str, str], directory: Path
+    ) -> str:
+        memory = f"{limits.memory_mb}m"
+        kwargs: dict[str, Any] = {}
+        if self.docker_runtime:
+            kwargs["runtime"] = self.docker_runtime
+        try:
+            container = self.client.containers.create(
+                self.image_for(runtime),
+                command=AGENT_COMMANDS[runtime],
+                name=f"hearth-{sandbox_id}",
+                detach=True,
+                user="65534:65534",
+                working_dir="/tmp",
+                environment={
+                    "HEARTH_AGENT_SOCKET": "/hearth/agent.sock",
+                    "HOME": "/tmp",
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                    "PYTHONUNBUFFERED": "1",
+                    "NODE_ENV": "production",
+                },
+                volumes={
+                    str(directory): {"bind": "/hearth", "mode": "ro"},
+                    str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
+                },
+                read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
+                network_mode="none" if not limits.network else self._egress_network(),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges:true"],
+                mem_limit=memory,
+                memswap_limit=memory,
+                nano_cpus=int(limits.cpus * 1e9),
+                pids_limit=limits.pids,
+                init=True,
+                labels={**labels, "hearth.owner": self.owner, "hearth.runtime": runtime},
+                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+                **kwargs,
+            )
+            container.start()
+        except docker.errors.DockerException as exc:
+            raise SandboxStartError(f"could not start a {runtime} sandbox: {exc}") from None
+        return str(container.id)
+
+    def _egress_network(self) -> str:
+        name = "hearth-egress"
+        try:
+            self.client.networks.get(name)
+        except docker.errors.NotFound:
+            self.client.networks.create(name, driver="bridge", labels={"hearth.owner": self.owner})
+        return name
+
+    def update_limits(self, container_id: str, limits: Limits) -> None:
+        memory = limits.memory_mb * 1024 * 1024
+        self.client.api.update_container(
+            container_id,
+            mem_limit=memory,
+            memswap_limit=memory,
+            cpu_period=100_000,
+            cpu_quota=int(limits.cpus * 100_000),
+        )
+
+    def exit_state(self, container_id: str) -> dict[str, Any]:
+        try:
+            with contextlib.suppress(Exception):
+                self.client.api.wait(container_id, timeout=2)
+            return dict(self.client.api.inspect_container(container_id)["State"])
+        except docker.errors.DockerException:
+            return {}
+
+    def _container_logs(self, container_id: str) -> str:
+        try:
+            raw = self.client.api.logs(container_id, tail=20)
+            return raw.decode(errors="replace").strip()[-2000:] or "(none)"
+        except docker.errors.DockerException as exc:
+            return f"(unavailable: {exc})"
+
+    def remove_container(self, container_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self.client.api.remove_container(container_id, force=True)
+
+    async def cleanup_orphans(self) -> int:
+        def sweep() -> int:
+            containers = self.client.containers.list(
+                all=True, filters={"label": f"hearth.owner={self.owner}"}
+            )
+            for container in containers:
+                self.remove_container(str(container.id))
+            return len(containers)
+
+        removed = await asyncio.to_thread(sweep)
+        for leftover in self.run_dir.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        return removed
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+
+
+def new_sandbox_labels(spec: FunctionSpec | None) -> dict[str, str]:
+    if spec is None:
+        return {"hearth.function": "", "hearth.started": str(int(time.time()))}
+    return {
+        "hearth.function": spec.name,
+        "hearth.version": str(spec.version),
+        "hearth.started": str(int(time.time())),
+    }

@@ -1,0 +1,123 @@
+"""The host side of the agent protocol (docs/protocol.md): length-prefixed JSON frames over a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from typing import Any
+
+import orjson
+
+from hearth.engine.sandbox import FunctionInitError, SandboxCrashed
+
+HEADER = struct.Struct(">I")
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+class ProtocolError(SandboxCrashed):
+    pass
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    body = orjson.dumps(frame)
+    return HEADER.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
+    header = await reader.readexactly(HEADER.size)
+    (length,) = HEADER.unpack(header)
+    if length > max_bytes:
+        raise ProtocolError(f"agent sent a frame of {length} bytes (limit {max_bytes})")
+    body = await reader.readexactly(length)
+    try:
+        frame = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"agent sent a frame that is not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("agent sent a frame that is not a JSON object")
+    return frame
+
+
+class AgentChannel:
+    """Request/response multiplexing over one agent stream; responses are matched by `id`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.close_reason: str | None = None
+        self.hello: dict[str, Any] = {}
+
+    async def handshake(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for the agent's hello."""
+        self.hello = await asyncio.wait_for(read_frame(self._reader), timeout_s)
+        if self.hello.get("type") != "hello":
+            raise ProtocolError(f"expected hello, got {self.hello.get('type')!r}")
+        return self.hello
+
+    async def init(self, frame: dict[str, Any], timeout_s: float) -> float:
+        """Send init, wait for ready; then start multiplexing. Returns the agent's init ms."""
+        await self._send(frame)
+        reply = await asyncio.wait_for(read_frame(self._reader), timeout_s)
+        if reply.get("type") == "init_error":
+            raise FunctionInitError(reply.get("error") or {"type": "InitError", "message": "unknown"})
+        if reply.get("type") != "ready":
+            raise ProtocolError(f"expected ready, got {reply.get('type')!r}")
+        self._reader_task = asyncio.create_task(self._read_loop())
+        return float(reply.get("init_ms", 0.0))
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if self.closed:
+            raise SandboxCrashed(self.close_reason or "agent connection closed")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        request_id = frame["id"]
+        self._pending[request_id] = future
+        try:
+            await self._send(frame)
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        try:
+            self._writer.write(encode_frame(frame))
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self._fail(f"agent connection lost while sending: {exc}")
+            raise SandboxCrashed(self.close_reason or "agent connection lost") from None
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                frame = await read_frame(self._reader)
+                future = self._pending.get(str(frame.get("id")))
+                if future is not None and not future.done():
+                    future.set_result(frame)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self._fail("agent connection closed")
+        except ProtocolError as exc:
+            self._fail(str(exc))
+        except asyncio.CancelledError:
+            self._fail("agent channel closed")
+            raise
+
+    def _fail(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(SandboxCrashed(reason))
+        with contextlib.suppress(Exception):
+            self._writer.close()
+
+    async def close(self) -> None:
+        self._fail("closed by host")
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task

@@ -1,0 +1,224 @@
+"""Warm pools: the one owner of sandbox lifecycles.
+
+Per function version a `VersionPool` keeps started instances, hands them to invocations up to each
+instance's `concurrency`, starts more (up to `max_instances`) while requests wait, makes callers
+wait a bounded time for capacity, evicts instances idle past the keep-alive while keeping
+`min_warm`, and drains when its version is retired by an update or a delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hearth.engine.sandbox import FunctionInitError, FunctionSpec, Sandbox
+
+log = logging.getLogger(__name__)
+
+SandboxFactory = Callable[[FunctionSpec], Awaitable[tuple[Sandbox, str, float]]]
+"""Produces a sandbox loaded with `spec`: (sandbox, path 'cold' | 'stem', init ms)."""
+
+
+class CapacityError(Exception):
+    """No instance became free within the wait limit, or the wait queue is full."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PoolRetired(Exception):
+    """The version this pool serves was replaced or deleted; resolve the function again."""
+
+
+@dataclass(eq=False)
+class Instance:
+    sandbox: Sandbox
+    spec: FunctionSpec
+    start_path: str
+    init_ms: float
+    inflight: int = 0
+    served: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class VersionPool:
+    def __init__(self, spec: FunctionSpec, factory: SandboxFactory, max_waiting: int) -> None:
+        self.spec = spec
+        self.instances: list[Instance] = []
+        self.starting = 0
+        self.retired = False
+        self._factory = factory
+        self._max_waiting = max_waiting
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _pick(self) -> Instance | None:
+        best: Instance | None = None
+        for instance in self.instances:
+            usable = instance.inflight < self.spec.concurrency and instance.sandbox.healthy
+            if usable and (best is None or instance.last_used > best.last_used):
+                best = instance
+        return best
+
+    async def acquire(self, wait_s: float) -> tuple[Instance, str]:
+        """Reserve a slot on an instance: (instance, 'warm' | 'cold' | 'stem')."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        own_start: asyncio.Task[Instance] | None = None
+        while True:
+            if self.retired:
+                self._abandon(own_start)
+                raise PoolRetired(self.spec.name)
+            instance = self._pick()
+            if instance is not None:
+                self._abandon(own_start)
+                instance.inflight += 1
+                return instance, "warm"
+            if own_start is None and self.starting + len(self.instances) < self.spec.max_instances:
+                own_start = asyncio.create_task(self._start(reserved=True))
+            timeout: float | None = None  # a cold start under way is progress, not queueing
+            if own_start is None:
+                if len(self._waiters) >= self._max_waiting:
+                    raise CapacityError(f"{self.spec.name}: {len(self._waiters)} requests already waiting")
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    raise CapacityError(f"{self.spec.name}: no instance became free within {wait_s:g} s")
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            watch: set[asyncio.Future[object]] = {waiter}  # type: ignore[assignment]
+            if own_start is not None:
+                watch.add(own_start)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait(watch, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                self._abandon(own_start)
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                if not waiter.done():
+                    waiter.cancel()
+            if own_start is not None and own_start.done():
+                instance = own_start.result()  # init errors reach the caller that started it
+                return instance, instance.start_path
+
+    def _abandon(self, start: asyncio.Task[Instance] | None) -> None:
+        """A caller no longer waits for the start it began: hand the instance to the pool when ready."""
+        if start is None:
+            return
+
+        def hand_over(task: asyncio.Task[Instance]) -> None:
+            if task.cancelled() or task.exception() is not None:
+                return
+            instance = task.result()
+            instance.served -= 1  # release() counts a served call; this one served none
+            self.release(instance)
+
+        start.add_done_callback(hand_over)
+
+    async def _start(self, *, reserved: bool) -> Instance:
+        self.starting += 1
+        try:
+            sandbox, path, init_ms = await self._factory(self.spec)
+        finally:
+            self.starting -= 1
+        instance = Instance(sandbox, self.spec, path, init_ms, inflight=1 if reserved else 0)
+        if self.retired and not reserved:
+            self._stop_later(instance)
+            return instance
+        self.instances.append(instance)
+        if self.spec.concurrency > 1 or not reserved:
+            self._wake_one()
+        return instance
+
+    def release(self, instance: Instance) -> None:
+        instance.inflight -= 1
+        instance.served += 1
+        instance.last_used = time.monotonic()
+        if not instance.sandbox.healthy or (self.retired and instance.inflight == 0):
+            self.discard(instance)
+        else:
+            self._wake_one()
+
+    def discard(self, instance: Instance) -> None:
+        """Remove an instance (dead, timed out, evicted) and stop its sandbox in the background."""
+        if instance in self.instances:
+            self.instances.remove(instance)
+        self._stop_later(instance)
+        self._wake_one()
+
+    def _stop_later(self, instance: Instance) -> None:
+        task = asyncio.create_task(instance.sandbox.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def evict_idle(self, keep_alive_s: float, now: float) -> int:
+        keep = 0 if self.retired else self.spec.min_warm
+        idle = sorted(
+            (i for i in self.instances if i.inflight == 0 and now - i.last_used > keep_alive_s),
+            key=lambda i: i.last_used,
+        )
+        evicted = 0
+        for instance in idle:
+            if len(self.instances) <= keep:
+                break
+            self.discard(instance)
+            evicted += 1
+        for instance in list(self.instances):
+            if not instance.sandbox.healthy and instance.inflight == 0:
+                self.discard(instance)
+        return evicted
+
+    def top_up(self) -> None:
+        """Start instances in the background until `min_warm` are running or starting."""
+        if self.retired:
+            return
+        missing = self.spec.min_warm - (len(self.instances) + self.starting)
+        for _ in range(max(0, missing)):
+            task = asyncio.create_task(self._start(reserved=False))
+            task.add_done_callback(_log_background_start_failure)
+
+    def retire(self) -> None:
+        self.retired = True
+        for instance in list(self.instances):
+            if instance.inflight == 0:
+                self.discard(instance)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def stop_all(self) -> None:
+        self.retired = True
+        instances, self.instances = self.instances, []
+        await asyncio.gather(*(i.sandbox.stop() for i in instances), *self._stopping, return_exceptions=True)
+
+    @property
+    def empty(self) -> bool:
+        return not self.instances and self.starting == 0 and not self._stopping
+
+
+def _log_background_start_failure(task: asyncio.Task[Instance]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if isinstance(exc, FunctionInitError):
+        log.warning("min_warm start failed: function code does not load: %s", exc)
+    elif exc is not None:
+        log.warning("min_warm start failed: %s", exc)

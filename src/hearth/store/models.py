@@ -1,0 +1,103 @@
+"""SQLAlchemy models: functions, their immutable versions, and invocation records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Function(Base):
+    __tablename__ = "functions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    route: Mapped[str] = mapped_column(String(255), unique=True)
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    versions: Mapped[list[FunctionVersion]] = relationship(
+        back_populates="function", cascade="all, delete-orphan", order_by="FunctionVersion.version"
+    )
+
+
+class FunctionVersion(Base):
+    """One immutable version of a function: its code and every setting it was deployed with."""
+
+    __tablename__ = "function_versions"
+    __table_args__ = (UniqueConstraint("function_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    function_id: Mapped[int] = mapped_column(ForeignKey("functions.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    route: Mapped[str] = mapped_column(String(255))
+    language: Mapped[str] = mapped_column(String(16))
+    handler: Mapped[str] = mapped_column(String(255))
+    code_path: Mapped[str] = mapped_column(String(512))
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    code_size: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[float] = mapped_column(Float)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    backend: Mapped[str] = mapped_column(String(32))
+    min_warm: Mapped[int] = mapped_column(Integer)
+    max_instances: Mapped[int] = mapped_column(Integer)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    auth: Mapped[str] = mapped_column(String(16), default="public")
+    network: Mapped[bool] = mapped_column(Boolean, default=False)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    function: Mapped[Function] = relationship(back_populates="versions")
+
+
+class Invocation(Base):
+    """One invocation of a function, written off the request path by the write-behind recorder."""
+
+    __tablename__ = "invocations"
+    __table_args__ = (
+        Index("ix_invocations_function_started", "function_name", "started_at"),
+        Index("ix_invocations_started", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    function_name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    mode: Mapped[str] = mapped_column(String(8))
+    started_at: Mapped[float] = mapped_column(Float)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    queue_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(12))
+    path: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    sandbox_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_type: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stdout: Mapped[str] = mapped_column(Text, default="")
+    stderr: Mapped[str] = mapped_column(Text, default="")
+    logs_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    request_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    response_bytes: Mapped[int] = mapped_column(Integer, default=0)
