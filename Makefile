@@ -1,0 +1,36 @@
+# Hearth's two set-up commands: `make up` (start Hearth) and `make test` (run the tests).
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: up test venv system images lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian's docker.io (and a running dockerd), mmdebstrap and friends; needs root to install.
+system:
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-system.sh; else bash scripts/ensure-docker.sh; fi
+
+images: venv system
+	$(BIN)/python -m hearth.engine.images
+
+up: venv system images
+	$(BIN)/hearth serve
+
+test: venv system images
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+bench: venv system images
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

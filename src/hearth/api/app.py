@@ -1,0 +1,132 @@
+"""The FastAPI application and its lifespan: everything Hearth's API process owns is built here."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from sqlalchemy import select
+
+from hearth import __version__
+from hearth.api import health
+from hearth.api.auth import load_or_create_api_key
+from hearth.api.errors import install_error_handlers
+from hearth.api.functions import router as functions_router
+from hearth.api.functions.service import FunctionService
+from hearth.api.invoke import router as invoke_router
+from hearth.api.state import HearthState
+from hearth.config import Settings, get_settings
+from hearth.engine.backends.docker import DockerBackend
+from hearth.engine.engine import Engine, EngineConfig
+from hearth.engine.registry import FunctionRegistry, spec_from_version
+from hearth.engine.sandbox import Backend
+from hearth.metrics.recorder import InvocationRecorder
+from hearth.store.code import CodeStore
+from hearth.store.db import make_engine, make_sessionmaker, migrate
+from hearth.store.models import Function, FunctionVersion
+
+log = logging.getLogger("hearth")
+
+
+def owner_id(data_dir: Path) -> str:
+    """Labels this Hearth's sandboxes, so a restart cleans up exactly its own leftovers."""
+    return hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+
+
+def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
+    # Sandbox dirs hold Unix sockets, whose paths must stay under 108 bytes: keep them short.
+    run_dir = Path(tempfile.gettempdir()) / f"hearth-{owner}"
+    overrides = {
+        rt: image
+        for rt, image in (
+            ("python", settings.docker_runtime_python_image),
+            ("javascript", settings.docker_runtime_javascript_image),
+        )
+        if image
+    }
+    docker_backend = DockerBackend(
+        run_dir=run_dir / "docker",
+        owner=owner,
+        pids_limit=settings.pids_limit,
+        tmpfs_mb=settings.tmpfs_mb,
+        max_log_bytes=settings.max_log_bytes,
+        max_result_bytes=settings.max_result_bytes,
+        start_timeout_s=settings.sandbox_start_timeout_s,
+        image_overrides=overrides,
+    )
+    return {docker_backend.name: docker_backend}
+
+
+def load_registry(state_sessions, code: CodeStore) -> FunctionRegistry:  # type: ignore[no-untyped-def]
+    registry = FunctionRegistry()
+    with state_sessions() as session:
+        rows = session.execute(
+            select(Function.name, FunctionVersion)
+            .join(FunctionVersion, FunctionVersion.function_id == Function.id)
+            .where(FunctionVersion.version == Function.current_version)
+        ).all()
+        for name, version in rows:
+            registry.put(spec_from_version(version, name, code.root))
+    return registry
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    data_dir = settings.resolved_data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    api_key, created = load_or_create_api_key(settings.api_key, data_dir)
+    if created:
+        print(
+            f"Hearth generated an admin API key (saved in {data_dir / 'api_key'}, mode 0600):\n  {api_key}",
+            flush=True,
+        )
+    url = settings.resolved_database_url
+    migrate(url)
+    db = make_engine(url)
+    sessions = make_sessionmaker(db)
+    code = CodeStore(data_dir / "code")
+    registry = load_registry(sessions, code)
+    engine = Engine(
+        build_backends(settings, owner_id(data_dir)),
+        EngineConfig(keep_alive_s=settings.keep_alive_s, capacity_wait_s=settings.capacity_wait_s),
+    )
+    recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
+    state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
+    app.state.hearth = state
+    app.state.functions = FunctionService(state)
+    await engine.start()
+    recorder.start()
+    for spec in registry.all():
+        if spec.min_warm:
+            engine.pool_for(spec)
+    log.info("Hearth %s ready: %d functions, data in %s", __version__, len(registry.all()), data_dir)
+    try:
+        yield
+    finally:
+        await engine.shutdown()
+        await recorder.close()
+        db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Hearth",
+        version=__version__,
+        description="A self-hosted serverless platform. Management endpoints live under /api and need "
+        "`Authorization: Bearer <key>`; functions are served under /fn/<route>.",
+        default_response_class=ORJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(functions_router.router)
+    app.include_router(invoke_router.router)
+    return app

@@ -1,0 +1,63 @@
+"""/api/functions: create, list, get, replace, patch, delete, versions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from hearth.api.auth import require_api_key
+from hearth.api.functions.schemas import (
+    FunctionCreate,
+    FunctionList,
+    FunctionOut,
+    FunctionPatch,
+    FunctionReplace,
+    FunctionVersionOut,
+)
+from hearth.api.functions.service import FunctionService
+
+router = APIRouter(prefix="/api/functions", tags=["functions"], dependencies=[Depends(require_api_key)])
+
+
+def service(request: Request) -> FunctionService:
+    return request.app.state.functions  # type: ignore[no-any-return]
+
+
+Svc = Annotated[FunctionService, Depends(service)]
+
+
+@router.post("", status_code=201, response_model=FunctionOut)
+async def create_function(body: FunctionCreate, svc: Svc) -> FunctionOut:
+    return await svc.create(body)
+
+
+@router.get("", response_model=FunctionList)
+async def list_functions(svc: Svc) -> FunctionList:
+    return FunctionList(functions=await svc.list())
+
+
+@router.get("/{name}", response_model=FunctionOut)
+async def get_function(name: str, svc: Svc) -> FunctionOut:
+    return await svc.get(name)
+
+
+@router.put("/{name}", response_model=FunctionOut)
+async def replace_function(name: str, body: FunctionReplace, svc: Svc) -> FunctionOut:
+    return await svc.replace(name, body)
+
+
+@router.patch("/{name}", response_model=FunctionOut)
+async def patch_function(name: str, body: FunctionPatch, svc: Svc) -> FunctionOut:
+    return await svc.patch(name, body)
+
+
+@router.delete("/{name}", status_code=204, response_class=Response)
+async def delete_function(name: str, svc: Svc) -> Response:
+    await svc.delete(name)
+    return Response(status_code=204)
+
+
+@router.get("/{name}/versions", response_model=list[FunctionVersionOut])
+async def list_versions(name: str, svc: Svc) -> list[FunctionVersionOut]:
+    return await svc.versions(name)

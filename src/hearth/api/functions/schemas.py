@@ -1,0 +1,144 @@
+"""Request and response bodies of the function management API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
+HANDLER_PATTERN = r"^(?:[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*\.)?[A-Za-z_$][A-Za-z0-9_$]*$"
+ROUTE_PATTERN = re.compile(r"^/[A-Za-z0-9._~\-/]*$")
+ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_KEYS = 128
+MAX_ENV_BYTES = 32 * 1024
+RESERVED_ENV_PREFIXES = ("HEARTH_",)
+
+Language = Literal["python", "javascript"]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-', 1-63 chars")]
+
+
+def normalize_route(route: str) -> str:
+    if not ROUTE_PATTERN.match(route):
+        raise ValueError("must start with '/' and contain only letters, digits and . _ ~ - /")
+    if any(part in (".", "..") for part in route.split("/")):
+        raise ValueError("must not contain '.' or '..' segments")
+    if len(route) > 255:
+        raise ValueError("must be at most 255 characters")
+    route = re.sub(r"/{2,}", "/", route)
+    return route.rstrip("/") or "/"
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    if len(env) > MAX_ENV_KEYS:
+        raise ValueError(f"at most {MAX_ENV_KEYS} variables")
+    size = 0
+    for key, value in env.items():
+        if not ENV_KEY_PATTERN.match(key):
+            raise ValueError(f"{key!r} is not a valid variable name (letters, digits, '_'; not starting with a digit)")
+        if key.startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(f"{key!r}: names starting with HEARTH_ are reserved")
+        if "\0" in value:
+            raise ValueError(f"{key!r}: value contains a NUL byte")
+        size += len(key.encode()) + len(value.encode())
+    if size > MAX_ENV_BYTES:
+        raise ValueError(f"variables total more than {MAX_ENV_BYTES} bytes")
+    return env
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionSettings(_Strict):
+    """Every setting of a function except its name; the body of a full replace (PUT)."""
+
+    language: Language
+    code: str = Field(min_length=1, description="source text of one file")
+    handler: str = Field(default="handler", pattern=HANDLER_PATTERN, max_length=255)
+    route: str | None = Field(default=None, description="HTTP trigger path under /fn; default /<name>")
+    timeout_s: float = Field(default=30.0, ge=0.1, le=900)
+    memory_mb: int = Field(default=128, ge=32, le=4096)
+    cpus: float = Field(default=0.5, ge=0.05, le=8)
+    env: dict[str, str] = Field(default_factory=dict)
+    backend: str | None = Field(default=None, max_length=32, description="isolation backend; default from config")
+    min_warm: int = Field(default=0, ge=0, le=100)
+    max_instances: int = Field(default=10, ge=1, le=1000)
+    concurrency: int = Field(default=1, ge=1, le=1000, description="concurrent invocations per instance")
+    auth: Literal["public", "key"] = Field(default="public", description="HTTP trigger needs the API key if 'key'")
+    network: bool = Field(default=False, description="give the sandbox a network interface")
+
+    _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
+    _check_env = field_validator("env")(lambda v: check_env(v))
+
+
+class FunctionCreate(FunctionSettings):
+    name: Name
+
+
+class FunctionReplace(FunctionSettings):
+    name: Name | None = None
+
+
+class FunctionPatch(_Strict):
+    language: Language | None = None
+    code: str | None = Field(default=None, min_length=1)
+    handler: str | None = Field(default=None, pattern=HANDLER_PATTERN, max_length=255)
+    route: str | None = None
+    timeout_s: float | None = Field(default=None, ge=0.1, le=900)
+    memory_mb: int | None = Field(default=None, ge=32, le=4096)
+    cpus: float | None = Field(default=None, ge=0.05, le=8)
+    env: dict[str, str] | None = None
+    backend: str | None = Field(default=None, max_length=32)
+    min_warm: int | None = Field(default=None, ge=0, le=100)
+    max_instances: int | None = Field(default=None, ge=1, le=1000)
+    concurrency: int | None = Field(default=None, ge=1, le=1000)
+    auth: Literal["public", "key"] | None = None
+    network: bool | None = None
+
+    _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
+    _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
+
+
+class FunctionOut(BaseModel):
+    name: str
+    version: int
+    route: str
+    language: Language
+    handler: str
+    timeout_s: float
+    memory_mb: int
+    cpus: float
+    env: dict[str, str]
+    backend: str
+    min_warm: int
+    max_instances: int
+    concurrency: int
+    auth: str
+    network: bool
+    code_sha256: str
+    code_size: int
+    created_at: datetime
+    updated_at: datetime
+    code: str | None = Field(default=None, description="source; only on GET of one function")
+    instances: dict[str, int] | None = Field(default=None, description="warm / busy / starting sandboxes")
+
+
+class FunctionVersionOut(BaseModel):
+    version: int
+    created_at: datetime
+    code_sha256: str
+    code_size: int
+    language: Language
+    handler: str
+    route: str
+    timeout_s: float
+    memory_mb: int
+    cpus: float
+    backend: str
+
+
+class FunctionList(BaseModel):
+    functions: list[FunctionOut]

@@ -1,0 +1,239 @@
+"""Function management: validate, store code and versions, keep the registry and pools in step."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from hearth.api.errors import ApiError, field_error, not_found
+from hearth.api.functions.schemas import (
+    FunctionCreate,
+    FunctionOut,
+    FunctionPatch,
+    FunctionReplace,
+    FunctionSettings,
+    FunctionVersionOut,
+)
+from hearth.api.state import HearthState
+from hearth.engine.registry import spec_from_version
+from hearth.store.models import Function, FunctionVersion
+
+SETTING_FIELDS = tuple(name for name in FunctionSettings.model_fields if name != "code")
+
+
+class FunctionService:
+    def __init__(self, state: HearthState) -> None:
+        self.state = state
+        self._write_lock = asyncio.Lock()
+
+    # ----- reads
+    async def list(self) -> list[FunctionOut]:
+        rows = await asyncio.to_thread(self._load_all)
+        return [self._out(fn, ver) for fn, ver in rows]
+
+    async def get(self, name: str, *, with_code: bool = True) -> FunctionOut:
+        fn, ver = await asyncio.to_thread(self._load, name)
+        out = self._out(fn, ver)
+        if with_code:
+            out.code = await asyncio.to_thread(self.state.code.read_source, ver.language, ver.code_path)
+        return out
+
+    async def versions(self, name: str) -> list[FunctionVersionOut]:
+        def load() -> list[FunctionVersion]:
+            with self.state.sessions() as session:
+                fn = self._find(session, name)
+                return list(fn.versions)
+
+        return [FunctionVersionOut.model_validate(v, from_attributes=True) for v in await asyncio.to_thread(load)]
+
+    # ----- writes
+    async def create(self, body: FunctionCreate) -> FunctionOut:
+        values = self._complete(body.name, body.model_dump(exclude={"name"}))
+        code = values.pop("code")
+        self._check_code(code)
+        async with self._write_lock:
+            stored = await asyncio.to_thread(self.state.code.put_source, values["language"], code)
+            fn, ver = await asyncio.to_thread(self._insert, body.name, values, stored)
+            self._deploy(fn.name, ver)
+        return self._out(fn, ver)
+
+    async def replace(self, name: str, body: FunctionReplace) -> FunctionOut:
+        if body.name is not None and body.name != name:
+            raise field_error("name", f"must match the function in the path ({name!r}); renaming is not supported")
+        return await self._update(name, body.model_dump(exclude={"name"}), replace=True)
+
+    async def patch(self, name: str, body: FunctionPatch) -> FunctionOut:
+        return await self._update(name, body.model_dump(exclude_unset=True), replace=False)
+
+    async def delete(self, name: str) -> None:
+        async with self._write_lock:
+            await asyncio.to_thread(self._delete, name)
+            self.state.registry.remove(name)
+            self.state.engine.retire(name)
+
+    async def _update(self, name: str, changes: dict[str, Any], *, replace: bool) -> FunctionOut:
+        async with self._write_lock:
+            fn, current = await asyncio.to_thread(self._load, name)
+            if replace:
+                values = dict(changes)
+            else:  # PATCH: unset or null fields keep the current version's value
+                values = {field: getattr(current, field) for field in SETTING_FIELDS}
+                values["route"] = fn.route
+                values.update({k: v for k, v in changes.items() if v is not None and k != "code"})
+                values["code"] = changes.get("code")
+            new_code = values.pop("code")
+            if new_code is None and values["language"] != current.language:
+                raise field_error("code", "changing the language needs new code")
+            values = self._complete(name, values)
+            if new_code is None:
+                code = (current.code_path, current.code_sha256, current.code_size)
+            else:
+                self._check_code(new_code)
+                stored = await asyncio.to_thread(self.state.code.put_source, values["language"], new_code)
+                code = (stored.path, stored.sha256, stored.size)
+            fn, ver = await asyncio.to_thread(self._append_version, name, values, code)
+            self._deploy(fn.name, ver)
+        return self._out(fn, ver)
+
+    def _deploy(self, name: str, ver: FunctionVersion) -> None:
+        spec = spec_from_version(ver, name, self.state.code.root)
+        self.state.registry.put(spec)
+        self.state.engine.deploy(spec)
+
+    # ----- validation of values that depend on configuration
+    def _check_code(self, code: str) -> None:
+        limit = self.state.settings.max_code_bytes
+        if len(code.encode()) > limit:
+            raise field_error("code", f"is larger than the limit of {limit} bytes")
+
+    def _complete(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+        settings = self.state.settings
+        values["route"] = values.get("route") or f"/{name}"
+        values["backend"] = values.get("backend") or settings.default_backend
+        backend = self.state.engine.backends.get(values["backend"])
+        if backend is None:
+            known = ", ".join(sorted(self.state.engine.backends))
+            raise field_error("backend", f"unknown backend {values['backend']!r} (known: {known})")
+        available, reason = backend.availability()
+        if not available:
+            raise field_error("backend", f"backend {values['backend']!r} is not available here: {reason}")
+        if values["min_warm"] > values["max_instances"]:
+            raise field_error("min_warm", "must not exceed max_instances")
+        return values
+
+    # ----- database work (runs in a worker thread)
+    def _find(self, session: Session, name: str) -> Function:
+        fn = session.scalar(select(Function).where(Function.name == name).options(selectinload(Function.versions)))
+        if fn is None:
+            raise not_found(name)
+        return fn
+
+    def _load(self, name: str) -> tuple[Function, FunctionVersion]:
+        with self.state.sessions() as session:
+            fn = self._find(session, name)
+            return fn, fn.versions[-1]
+
+    def _load_all(self) -> list[tuple[Function, FunctionVersion]]:
+        with self.state.sessions() as session:
+            rows = session.execute(
+                select(Function, FunctionVersion)
+                .join(FunctionVersion, FunctionVersion.function_id == Function.id)
+                .where(FunctionVersion.version == Function.current_version)
+                .order_by(Function.name)
+            ).all()
+            return [(fn, ver) for fn, ver in rows]
+
+    def _route_taken(self, session: Session, route: str, other_than: str | None) -> bool:
+        owner = session.scalar(select(Function.name).where(Function.route == route))
+        return owner is not None and owner != other_than
+
+    def _insert(self, name: str, values: dict[str, Any], stored: Any) -> tuple[Function, FunctionVersion]:
+        with self.state.sessions() as session:
+            if session.scalar(select(Function.id).where(Function.name == name)) is not None:
+                raise ApiError(409, "Conflict", f"a function named {name!r} already exists")
+            if self._route_taken(session, values["route"], None):
+                raise ApiError(409, "Conflict", f"route {values['route']!r} is already used by another function")
+            now = datetime.now(UTC)
+            fn = Function(name=name, route=values["route"], current_version=1, created_at=now, updated_at=now)
+            ver = FunctionVersion(
+                version=1,
+                code_path=stored.path,
+                code_sha256=stored.sha256,
+                code_size=stored.size,
+                created_at=now,
+                **values,
+            )
+            fn.versions.append(ver)
+            session.add(fn)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                raise ApiError(
+                    409, "Conflict", f"a function named {name!r} or route {values['route']!r} exists"
+                ) from None
+            return fn, ver
+
+    def _append_version(
+        self, name: str, values: dict[str, Any], code: tuple[str, str, int]
+    ) -> tuple[Function, FunctionVersion]:
+        with self.state.sessions() as session:
+            fn = self._find(session, name)
+            if self._route_taken(session, values["route"], name):
+                raise ApiError(409, "Conflict", f"route {values['route']!r} is already used by another function")
+            now = datetime.now(UTC)
+            path, sha, size = code
+            ver = FunctionVersion(
+                version=fn.current_version + 1,
+                code_path=path,
+                code_sha256=sha,
+                code_size=size,
+                created_at=now,
+                **values,
+            )
+            fn.versions.append(ver)
+            fn.current_version = ver.version
+            fn.route = values["route"]
+            fn.updated_at = now
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                raise ApiError(409, "Conflict", f"route {values['route']!r} is already used") from None
+            return fn, ver
+
+    def _delete(self, name: str) -> None:
+        with self.state.sessions() as session:
+            fn = self._find(session, name)
+            session.delete(fn)
+            session.commit()
+
+    # ----- output
+    def _out(self, fn: Function, ver: FunctionVersion) -> FunctionOut:
+        return FunctionOut(
+            name=fn.name,
+            version=ver.version,
+            route=ver.route,
+            language=ver.language,  # type: ignore[arg-type]
+            handler=ver.handler,
+            timeout_s=ver.timeout_s,
+            memory_mb=ver.memory_mb,
+            cpus=ver.cpus,
+            env=dict(ver.env or {}),
+            backend=ver.backend,
+            min_warm=ver.min_warm,
+            max_instances=ver.max_instances,
+            concurrency=ver.concurrency,
+            auth=ver.auth,
+            network=ver.network,
+            code_sha256=ver.code_sha256,
+            code_size=ver.code_size,
+            created_at=fn.created_at,
+            updated_at=fn.updated_at,
+            instances=self.state.engine.instances_of(fn.name),
+        )

@@ -1,0 +1,88 @@
+"""Invocation over HTTP: the API's invoke endpoint and the public HTTP trigger under /fn."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+
+from hearth.api.auth import check_api_key, require_api_key
+from hearth.api.errors import ApiError, not_found
+from hearth.api.invoke.responses import http_event, proxy_response, result_response
+from hearth.api.state import HearthState
+from hearth.engine.engine import InvocationResult
+from hearth.metrics.recorder import record_row
+
+router = APIRouter(tags=["invoke"])
+
+ANY_JSON_BODY: dict[str, Any] = {
+    "requestBody": {
+        "description": "the event: any JSON value (an empty body is {})",
+        "content": {"application/json": {"schema": {}}},
+    }
+}
+TRIGGER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_event(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, "InvalidJSON", f"the request body is not valid JSON: {exc}") from None
+
+
+async def invoke(state: HearthState, name: str, event: Any) -> InvocationResult:
+    try:
+        return await state.engine.invoke(lambda: state.registry.get(name), event)
+    except LookupError:
+        raise not_found(name) from None
+
+
+@router.post(
+    "/api/functions/{name}/invoke",
+    dependencies=[Depends(require_api_key)],
+    openapi_extra=ANY_JSON_BODY,
+    responses={200: {"description": "the handler's return value as JSON"}},
+)
+async def invoke_function(name: str, request: Request) -> Response:
+    state: HearthState = request.app.state.hearth
+    if state.registry.get(name) is None:
+        raise not_found(name)
+    body = await read_body(request, state.settings.max_request_bytes)
+    res = await invoke(state, name, parse_event(body))
+    response = result_response(res)
+    state.recorder.add(record_row(res, "sync", len(body), len(response.body)))
+    return response
+
+
+@router.api_route("/fn/{path:path}", methods=TRIGGER_METHODS, openapi_extra=ANY_JSON_BODY)
+async def http_trigger(path: str, request: Request) -> Response:
+    state: HearthState = request.app.state.hearth
+    route = "/" + path
+    spec = state.registry.by_route(route.rstrip("/") or "/")
+    if spec is None:
+        raise ApiError(404, "NotFound", f"no function serves {route!r}")
+    if spec.auth == "key":
+        check_api_key(request)
+    body = await read_body(request, state.settings.max_request_bytes)
+    res = await invoke(state, spec.name, await http_event(request, route, body))
+    response = proxy_response(res)
+    state.recorder.add(record_row(res, "http", len(body), len(response.body)))
+    return response

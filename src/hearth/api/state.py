@@ -1,0 +1,24 @@
+"""What the API's handlers share: built once at start by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hearth.config import Settings
+from hearth.engine.engine import Engine
+from hearth.engine.registry import FunctionRegistry
+from hearth.metrics.recorder import InvocationRecorder
+from hearth.store.code import CodeStore
+
+
+@dataclass
+class HearthState:
+    settings: Settings
+    api_key: str
+    sessions: sessionmaker[Session]
+    code: CodeStore
+    registry: FunctionRegistry
+    engine: Engine
+    recorder: InvocationRecorder

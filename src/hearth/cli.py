@@ -1,0 +1,69 @@
+"""The `hearth` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+import uvicorn
+
+from hearth.config import get_settings
+
+app = typer.Typer(help="Hearth: a self-hosted serverless platform.", no_args_is_help=True)
+REPO_SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="bind address (default HEARTH_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default HEARTH_PORT or 8000)"),
+) -> None:
+    """Run the Hearth API server in the foreground (Ctrl-C stops it and its sandboxes)."""
+    _configure_logging()
+    settings = get_settings()
+    uvicorn.run(
+        "hearth.api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def images(force: bool = typer.Option(False, help="rebuild even if present")) -> None:
+    """Build the runtime images from Debian's packages (cached by recipe hash)."""
+    from hearth.engine import images as image_builder
+
+    args = ["--force"] if force else []
+    raise typer.Exit(image_builder.main(args))
+
+
+@app.command()
+def up() -> None:
+    """Install what is missing (Docker, images), then start Hearth in the foreground."""
+    script = REPO_SCRIPTS / ("install-system.sh" if os.geteuid() == 0 else "ensure-docker.sh")
+    if script.exists() and subprocess.call(["bash", str(script)]) != 0:
+        raise typer.Exit(1)
+    from hearth.engine import images as image_builder
+
+    if image_builder.main([]) != 0:
+        raise typer.Exit(1)
+    settings = get_settings()
+    print(f"Hearth API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr, flush=True)
+    serve(host=None, port=None)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    app()

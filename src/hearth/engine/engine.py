@@ -1,0 +1,248 @@
+"""The execution engine: backends + pools + the invocation path (acquire, invoke, classify, release)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
+from hearth.engine.sandbox import (
+    Backend,
+    FunctionInitError,
+    FunctionSpec,
+    Sandbox,
+    SandboxError,
+    SandboxOutOfMemory,
+    SandboxTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+# Statuses of an invocation record (docs/api.md): ok, error, timeout, oom, crashed, throttled.
+STATUS_BY_ERROR = {SandboxTimeout: "timeout", SandboxOutOfMemory: "oom"}
+
+
+def new_invocation_id() -> str:
+    return "inv_" + secrets.token_hex(10)
+
+
+@dataclass
+class InvocationResult:
+    invocation_id: str
+    function: str
+    version: int
+    status: str
+    backend: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    logs_truncated: bool = False
+    path: str | None = None
+    sandbox_id: str | None = None
+    started_at: float = field(default_factory=time.time)
+    duration_ms: float = 0.0
+    queue_ms: float = 0.0
+    init_ms: float | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def cold(self) -> bool:
+        return self.path in ("cold", "stem")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    keep_alive_s: float = 600.0
+    capacity_wait_s: float = 10.0
+    max_waiting: int = 1000
+    reap_interval_s: float = 1.0
+
+
+class Engine:
+    def __init__(self, backends: dict[str, Backend], config: EngineConfig) -> None:
+        self.backends = backends
+        self.config = config
+        self.pools: dict[tuple[str, int], VersionPool] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.on_result: list[Callable[[InvocationResult], None]] = []
+
+    # ----- lifecycle
+    async def start(self) -> None:
+        for backend in self.backends.values():
+            ok, _ = await asyncio.to_thread(backend.availability)
+            if ok:
+                removed = await backend.cleanup_orphans()
+                if removed:
+                    log.info("removed %d sandboxes left by a previous run (%s)", removed, backend.name)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def shutdown(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await asyncio.gather(*(pool.stop_all() for pool in self.pools.values()), return_exceptions=True)
+        self.pools.clear()
+        for backend in self.backends.values():
+            await backend.close()
+
+    # ----- pools
+    def pool_for(self, spec: FunctionSpec) -> VersionPool:
+        pool = self.pools.get(spec.key)
+        if pool is None:
+            pool = VersionPool(spec, self._produce_sandbox, self.config.max_waiting)
+            self.pools[spec.key] = pool
+            pool.top_up()
+        return pool
+
+    def deploy(self, spec: FunctionSpec) -> None:
+        """A version became current: retire every other version of the function, warm this one."""
+        self.retire(spec.name, keep_version=spec.version)
+        if spec.min_warm:
+            self.pool_for(spec)
+
+    def retire(self, name: str, keep_version: int | None = None) -> None:
+        for (function, version), pool in list(self.pools.items()):
+            if function == name and version != keep_version:
+                pool.retire()
+
+    async def _produce_sandbox(self, spec: FunctionSpec) -> tuple[Sandbox, str, float]:
+        backend = self.backends[spec.backend]
+        limits = backend.limits_for(spec)  # type: ignore[attr-defined]
+        labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
+        started = time.perf_counter()
+        sandbox = await backend.create(spec.language, limits, labels)
+        try:
+            await sandbox.load(spec)
+        except BaseException:
+            await sandbox.stop()
+            raise
+        return sandbox, "cold", (time.perf_counter() - started) * 1000
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reap_interval_s)
+            try:
+                self.reap()
+            except Exception:
+                log.exception("pool reaper failed")
+
+    def reap(self) -> None:
+        now = time.monotonic()
+        for key, pool in list(self.pools.items()):
+            pool.evict_idle(self.config.keep_alive_s, now)
+            if pool.retired and pool.empty:
+                del self.pools[key]
+            else:
+                pool.top_up()
+
+    # ----- invocation
+    async def invoke(
+        self,
+        resolve: Callable[[], FunctionSpec | None],
+        event: Any,
+        *,
+        invocation_id: str | None = None,
+    ) -> InvocationResult:
+        """Run one invocation of the function `resolve()` names; raises LookupError if there is none.
+
+        `resolve` is called again if the version it gave is retired while we wait, so a caller is
+        never served by a version that an update has already replaced.
+        """
+        spec = resolve()
+        if spec is None:
+            raise LookupError("function not found")
+        res = InvocationResult(invocation_id or new_invocation_id(), spec.name, spec.version, "ok", spec.backend)
+        t0 = time.perf_counter()
+        try:
+            pool, instance, path = await self._acquire(spec, resolve)
+        except CapacityError as exc:
+            res.status, res.retry_after_s = "throttled", exc.retry_after_s
+            res.error = _error("TooManyRequests", str(exc))
+            return self._finish(res, t0)
+        except FunctionInitError as exc:
+            res.status, res.error = "error", {**exc.error, "phase": "init"}
+            return self._finish(res, t0)
+        except SandboxError as exc:
+            res.status, res.error = "crashed", _error(exc.error_type, str(exc))
+            return self._finish(res, t0)
+        spec = instance.spec
+        res.version, res.path, res.sandbox_id = spec.version, path, instance.sandbox.id
+        waited_ms = (time.perf_counter() - t0) * 1000
+        if path != "warm":
+            res.init_ms = instance.init_ms
+        res.queue_ms = max(0.0, waited_ms - (res.init_ms or 0.0))
+        frame = {
+            "type": "invoke",
+            "id": res.invocation_id,
+            "event": event,
+            "timeout_ms": int(spec.timeout_s * 1000),
+        }
+        t1 = time.perf_counter()
+        try:
+            reply = await instance.sandbox.invoke(frame, spec.timeout_s)
+        except SandboxTimeout:
+            res.status = "timeout"
+            res.error = _error("Timeout", f"the function did not finish within its timeout of {spec.timeout_s:g} s")
+        except SandboxError as exc:
+            res.status = STATUS_BY_ERROR.get(type(exc), "crashed")
+            res.error = _error(exc.error_type, str(exc))
+        else:
+            res.stdout = reply.get("stdout") or ""
+            res.stderr = reply.get("stderr") or ""
+            res.logs_truncated = bool(reply.get("logs_truncated"))
+            if reply.get("ok"):
+                res.result = reply.get("result")
+            else:
+                res.status = "error"
+                res.error = reply.get("error") or _error("HandlerError", "the handler failed")
+        finally:
+            res.duration_ms = (time.perf_counter() - t1) * 1000
+            pool.release(instance)
+        return self._finish(res, t0, measured=True)
+
+    async def _acquire(
+        self, spec: FunctionSpec, resolve: Callable[[], FunctionSpec | None]
+    ) -> tuple[VersionPool, Instance, str]:
+        while True:
+            pool = self.pool_for(spec)
+            try:
+                instance, path = await pool.acquire(self.config.capacity_wait_s)
+                return pool, instance, path
+            except PoolRetired:
+                fresh = resolve()
+                if fresh is None:
+                    raise LookupError("function not found") from None
+                spec = fresh
+
+    def _finish(self, res: InvocationResult, t0: float, measured: bool = False) -> InvocationResult:
+        if not measured:
+            res.duration_ms = (time.perf_counter() - t0) * 1000
+        for hook in self.on_result:
+            try:
+                hook(res)
+            except Exception:
+                log.exception("invocation hook failed")
+        return res
+
+    # ----- introspection
+    def instances_of(self, name: str) -> dict[str, int]:
+        counts = {"warm": 0, "busy": 0, "starting": 0}
+        for (function, _), pool in self.pools.items():
+            if function != name or pool.retired:
+                continue
+            counts["starting"] += pool.starting
+            for instance in pool.instances:
+                counts["busy" if instance.inflight else "warm"] += 1
+        return counts
+
+
+def _error(error_type: str, message: str) -> dict[str, Any]:
+    return {"type": error_type, "message": message}

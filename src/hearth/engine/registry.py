@@ -1,0 +1,71 @@
+"""The deployed functions as the engine serves them: name and route to the current version's spec.
+
+Kept in memory so the invocation path never reads the database; the function service updates it
+on every create, update and delete, and it is loaded from the store at start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hearth.engine.sandbox import FunctionSpec
+from hearth.store.models import FunctionVersion
+
+
+def spec_from_version(row: FunctionVersion, name: str, code_root: Path) -> FunctionSpec:
+    return FunctionSpec(
+        name=name,
+        version=row.version,
+        language=row.language,  # type: ignore[arg-type]
+        handler=row.handler,
+        code_dir=code_root / row.code_path,
+        timeout_s=row.timeout_s,
+        memory_mb=row.memory_mb,
+        cpus=row.cpus,
+        env=dict(row.env or {}),
+        backend=row.backend,
+        min_warm=row.min_warm,
+        max_instances=row.max_instances,
+        concurrency=row.concurrency,
+        network=row.network,
+        route=row.route,
+        auth=row.auth,
+        extra=dict(row.extra or {}),
+    )
+
+
+class FunctionRegistry:
+    def __init__(self) -> None:
+        self._by_name: dict[str, FunctionSpec] = {}
+        self._by_route: dict[str, str] = {}
+
+    def put(self, spec: FunctionSpec) -> None:
+        old = self._by_name.get(spec.name)
+        if old is not None:
+            self._by_route.pop(old.route, None)
+        self._by_name[spec.name] = spec
+        self._by_route[spec.route] = spec.name
+
+    def remove(self, name: str) -> FunctionSpec | None:
+        spec = self._by_name.pop(name, None)
+        if spec is not None:
+            self._by_route.pop(spec.route, None)
+        return spec
+
+    def get(self, name: str) -> FunctionSpec | None:
+        return self._by_name.get(name)
+
+    def by_route(self, path: str) -> FunctionSpec | None:
+        """Exact route first, then the longest route that is a path prefix (`/api` serves `/api/x`)."""
+        name = self._by_route.get(path)
+        if name is None:
+            probe = path
+            while "/" in probe.rstrip("/") and name is None:
+                probe = probe.rstrip("/").rsplit("/", 1)[0] or "/"
+                name = self._by_route.get(probe)
+                if probe == "/":
+                    break
+        return self._by_name.get(name) if name else None
+
+    def all(self) -> list[FunctionSpec]:
+        return list(self._by_name.values())

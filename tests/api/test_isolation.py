@@ -1,0 +1,101 @@
+"""What a function cannot do inside its sandbox: network, writes outside /tmp, privileges."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from tests.support import HearthServer
+
+PROBE = """
+import os, socket
+
+def handler(event, context):
+    out = {"uid": os.getuid(), "interfaces": sorted(os.listdir("/sys/class/net"))}
+    try:
+        socket.create_connection(("127.0.0.1", event["port"]), timeout=2).close()
+        out["host_loopback"] = "reached"
+    except OSError as exc:
+        out["host_loopback"] = type(exc).__name__
+    try:
+        socket.create_connection(("192.0.2.1", 80), timeout=1).close()
+        out["outside"] = "reached"
+    except OSError as exc:
+        out["outside"] = type(exc).__name__
+    for path in ("/hearth/code/evil.py", "/etc/evil", "/opt/hearth/evil", "/evil"):
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            out[path] = "written"
+        except OSError as exc:
+            out[path] = type(exc).__name__
+    with open("/tmp/fine", "w") as f:
+        f.write("ok")
+    out["tmp"] = open("/tmp/fine").read()
+    out["docker_sock"] = os.path.exists("/var/run/docker.sock")
+    with open("/proc/self/status") as f:
+        caps = [line.split()[1] for line in f if line.startswith("CapEff")]
+    out["cap_eff"] = caps[0]
+    return out
+"""
+
+
+def test_no_network_no_writes_outside_tmp_no_privileges(hearth: HearthServer, fname: str) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[object] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        hearth.deploy(fname, PROBE)
+        response = hearth.invoke(fname, {"port": port})
+        assert response.status_code == 200, response.text
+        out = response.json()
+    finally:
+        listener.close()
+    assert out["uid"] == 65534
+    assert out["interfaces"] == ["lo"]
+    assert out["host_loopback"] != "reached" and not accepted
+    assert out["outside"] != "reached"
+    for path in ("/hearth/code/evil.py", "/etc/evil", "/opt/hearth/evil", "/evil"):
+        assert out[path] in ("OSError", "PermissionError"), (path, out[path])
+    assert out["tmp"] == "ok"
+    assert out["docker_sock"] is False
+    assert int(out["cap_eff"], 16) == 0
+
+
+def test_javascript_cannot_write_outside_tmp(hearth: HearthServer, fname: str) -> None:
+    code = (
+        "const fs = require('fs');\n"
+        "exports.handler = async () => {\n"
+        "  const r = {};\n"
+        "  for (const p of ['/hearth/code/x.js', '/etc/x', '/tmp/ok']) {\n"
+        "    try { fs.writeFileSync(p, 'x'); r[p] = 'written'; } catch (e) { r[p] = e.code; }\n"
+        "  }\n"
+        "  r.uid = process.getuid();\n"
+        "  return r;\n"
+        "};\n"
+    )
+    hearth.deploy(fname, code, language="javascript")
+    out = hearth.invoke(fname).json()
+    assert out["/hearth/code/x.js"] == "EROFS" and out["/etc/x"] in ("EROFS", "EACCES")
+    assert out["/tmp/ok"] == "written" and out["uid"] == 65534
+
+
+def test_limits_are_applied_to_the_container(hearth: HearthServer, fname: str, docker_client) -> None:  # type: ignore[no-untyped-def]
+    hearth.deploy(fname, "def handler(e, c):\n    return 1\n", memory_mb=96, cpus=0.25)
+    response = hearth.invoke(fname)
+    sandbox = response.headers["X-Hearth-Invocation-Id"]
+    assert sandbox
+    containers = docker_client.containers.list(filters={"label": f"hearth.function={fname}"})
+    assert len(containers) == 1
+    host = containers[0].attrs["HostConfig"]
+    assert host["Memory"] == 96 * 1024 * 1024
+    assert host["NanoCpus"] == 250_000_000
+    assert host["PidsLimit"] > 0
+    assert host["ReadonlyRootfs"] is True
+    assert host["NetworkMode"] == "none"
+    assert host["CapDrop"] == ["ALL"]
+    assert any("no-new-privileges" in opt for opt in host["SecurityOpt"])
+    assert containers[0].attrs["Config"]["User"] == "65534:65534"

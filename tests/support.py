@@ -1,0 +1,91 @@
+"""Test support: a real Hearth server process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HearthServer:
+    """A Hearth API process started the way a user starts it, on a free loopback port."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.api_key = "test-" + secrets.token_hex(8)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.client = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=60
+        )
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "HEARTH_DATA_DIR": str(self.data_dir),
+            "HEARTH_PORT": str(self.port),
+            "HEARTH_API_KEY": self.api_key,
+            **self.extra_env,
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hearth.cli", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Hearth exited at start:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Hearth did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    # conveniences
+    def deploy(self, name: str, code: str, language: str = "python", **settings: Any) -> dict[str, Any]:
+        response = self.client.post(
+            "/api/functions", json={"name": name, "language": language, "code": code, **settings}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def invoke(self, name: str, event: Any = None) -> httpx.Response:
+        return self.client.post(f"/api/functions/{name}/invoke", json=event if event is not None else {})
