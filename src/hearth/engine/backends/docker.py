@@ -120,9 +120,7 @@ class DockerSandbox(Sandbox):
             return await self.channel.init(frame, self._backend.start_timeout_s)
         except TimeoutError:
             self._poisoned = True
-            raise SandboxStartError(
-                f"function code did not load within {self._backend.start_timeout_s} s"
-            ) from None
+            raise SandboxStartError(f"function code did not load within {self._backend.start_timeout_s} s") from None
         except SandboxCrashed as exc:
             raise await self._explain_crash(str(exc)) from None
         except asyncio.IncompleteReadError:
@@ -199,9 +197,7 @@ class DockerBackend(Backend):
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker.DockerClient(
-                base_url="unix:///var/run/docker.sock", max_pool_size=32, timeout=60
-            )
+            self._client = docker.DockerClient(base_url="unix:///var/run/docker.sock", max_pool_size=32, timeout=60)
         return self._client
 
     def image_for(self, runtime: str) -> str:
@@ -255,9 +251,7 @@ class DockerBackend(Backend):
         os.chmod(socket_path, 0o666)
         container_id: str | None = None
         try:
-            container_id = await asyncio.to_thread(
-                self._run_container, sandbox_id, runtime, limits, labels, directory
-            )
+            container_id = await asyncio.to_thread(self._run_container, sandbox_id, runtime, limits, labels, directory)
             try:
                 reader, writer = await asyncio.wait_for(connected, self.start_timeout_s)
             except TimeoutError:
@@ -366,9 +360,7 @@ class DockerBackend(Backend):
 
     async def cleanup_orphans(self) -> int:
         def sweep() -> int:
-            containers = self.client.containers.list(
-                all=True, filters={"label": f"hearth.owner={self.owner}"}
-            )
+            containers = self.client.containers.list(all=True, filters={"label": f"hearth.owner={self.owner}"})
             for container in containers:
                 self.remove_container(str(container.id))
             return len(containers)

@@ -53,9 +53,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("invocations", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_invocations_function_started", ["function_name", "started_at"], unique=False
-        )
+        batch_op.create_index("ix_invocations_function_started", ["function_name", "started_at"], unique=False)
         batch_op.create_index("ix_invocations_started", ["started_at"], unique=False)
 
     op.create_table(
