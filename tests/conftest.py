@@ -8,7 +8,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from tests.support import REPO, HearthServer
+
+from hearth.testing import REPO, HearthServer
 
 OUTPUT_DIR = REPO / "test-output"
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import HearthServer
+
+from hearth.testing import HearthServer
 
 PY = "def handler(event, context):\n    return {'echo': event}\n"
 

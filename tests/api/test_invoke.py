@@ -7,7 +7,8 @@ import sqlite3
 import time
 
 import httpx
-from tests.support import HearthServer
+
+from hearth.testing import HearthServer
 
 PY_CONTEXT = """
 def handler(event, context):

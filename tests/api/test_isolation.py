@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from tests.support import HearthServer
+from hearth.testing import HearthServer
 
 PROBE = """
 import os, socket

@@ -5,7 +5,8 @@ from __future__ import annotations
 import signal
 
 import docker
-from tests.support import HearthServer
+
+from hearth.testing import HearthServer
 
 
 def owned_containers(client: docker.DockerClient, name: str) -> list[object]:

@@ -1,4 +1,4 @@
-"""Test support: a real Hearth server process on a free loopback port."""
+"""A real Hearth server process on a free loopback port, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
