@@ -139,7 +139,7 @@ def test_unknown_function_is_404_json(hearth: HearthServer) -> None:
     assert httpx.get(f"{hearth.base_url}/fn/nothing-here").status_code == 404
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer "])
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic abc", "Bearer"])
 def test_api_requires_the_key(hearth: HearthServer, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     for method, path in [

@@ -23,7 +23,10 @@ def test_restart_keeps_functions_and_stops_sandboxes(
     assert fresh_hearth.invoke(fname + "-js").json() == "js"
     assert owned_containers(docker_client, fname)
 
-    assert fresh_hearth.stop(signal.SIGTERM) == 0
+    assert fresh_hearth.stop(signal.SIGTERM) in (
+        0,
+        -signal.SIGTERM,
+    )  # uvicorn re-raises the signal after a clean shutdown
     assert owned_containers(docker_client, fname) == []
     assert owned_containers(docker_client, fname + "-js") == []
 
