@@ -36,7 +36,7 @@ def migrate(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")  # components add their own migration branches off 0001
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
