@@ -1,8 +1,10 @@
 """Hearth's in-sandbox agent for Python functions (stdlib only; protocol in docs/protocol.md).
 
-Connects to the host, loads the function once, then serves invoke and batch frames: sync handlers
-in a thread pool sized by the function's concurrency, async handlers on this loop. Each
-invocation's stdout/stderr is captured on its own, also when several run at once.
+Connects to the host, loads the function once, then serves invoke and batch frames with blocking
+I/O: a sync handler with concurrency 1 runs right in the read loop (no threads, no event loop: the
+fastest path), sync handlers with concurrency > 1 in a thread pool, async handlers on an event loop
+in a second thread. Each invocation's stdout/stderr is captured on its own, also when several run
+at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import json
 import os
 import platform
+import socket
 import struct
 import sys
 import threading
@@ -105,30 +108,51 @@ def describe(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(lines)}
 
 
+class Frames:
+    """Blocking length-prefixed JSON frames over a file descriptor (Unix socket or virtio-serial port)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def _exact(self, size: int) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < size:
+            chunk = os.read(self.fd, size - len(chunks))
+            if not chunk:
+                raise EOFError("host closed the stream")
+            chunks += chunk
+        return bytes(chunks)
+
+    def read(self) -> dict[str, Any]:
+        (length,) = HEADER.unpack(self._exact(HEADER.size))
+        if length > MAX_FRAME:
+            raise EOFError(f"frame of {length} bytes")
+        frame = json.loads(self._exact(length))
+        if not isinstance(frame, dict):
+            raise EOFError("frame is not an object")
+        return frame
+
+    def send(self, frame: dict[str, Any], raw_result: str | None = None) -> None:
+        """Send `frame`; `raw_result` is an already-encoded JSON result spliced in as "result"."""
+        text = json.dumps(frame, separators=(",", ":"), allow_nan=False)
+        if raw_result is not None:
+            text = text[:-1] + ',"result":' + raw_result + "}"
+        body = text.encode()
+        data = memoryview(HEADER.pack(len(body)) + body)
+        with self.lock:
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+
+
 class Agent:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
         self.init: dict[str, Any] = {}
         self.handler: Any = None
         self.is_async = False
-        self.pool: ThreadPoolExecutor | None = None
-        self.inline = False
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def read(self) -> dict[str, Any]:
-        (length,) = HEADER.unpack(await self.reader.readexactly(HEADER.size))
-        if length > MAX_FRAME:
-            raise ValueError(f"frame of {length} bytes")
-        frame = json.loads(await self.reader.readexactly(length))
-        if not isinstance(frame, dict):
-            raise ValueError("frame is not an object")
-        return frame
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        body = json.dumps(frame, separators=(",", ":"), allow_nan=False).encode()
-        self.writer.write(HEADER.pack(len(body)) + body)
-        await self.writer.drain()
+        self.concurrency = 1
 
     def load(self, init: dict[str, Any]) -> None:
         self.init = init
@@ -137,6 +161,8 @@ class Agent:
         os.environ["AWS_LAMBDA_FUNCTION_VERSION"] = str(init.get("function_version", ""))
         os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(init.get("memory_limit_in_mb", ""))
         code_dir = init["code_dir"]
+        for extra in init.get("paths") or []:
+            sys.path.insert(0, str(extra))
         module_path = str(init["module"])
         if module_path.startswith("/") or ".." in module_path.split("/"):
             raise ImportError(f"invalid module path {module_path!r}")
@@ -158,142 +184,184 @@ class Agent:
             raise TypeError(f"handler {init['function']!r} is not callable")
         self.handler = handler
         self.is_async = inspect.iscoroutinefunction(handler)
-        concurrency = max(1, int(init.get("concurrency", 1)))
-        self.inline = concurrency == 1 and not self.is_async
-        if not self.is_async and not self.inline:
-            self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="handler")
+        self.concurrency = max(1, int(init.get("concurrency", 1)))
 
-    async def call(self, event: Any, invocation_id: str, timeout_ms: int) -> tuple[bool, Any]:
-        context = Context(self.init, invocation_id, timeout_ms)
-        if self.is_async:
-            return True, await self.handler(event, context)
-        if self.inline:
-            return True, self.handler(event, context)
-        loop = asyncio.get_running_loop()
-        ctx = contextvars.copy_context()
-        return True, await loop.run_in_executor(self.pool, ctx.run, self.handler, event, context)
-
-    async def run_one(self, item: dict[str, Any], timeout_ms: int) -> dict[str, Any]:
-        """One invocation with its own capture; never raises."""
+    # ----- one invocation: start capturing, call, finish into a reply (never raises)
+    def _begin(self) -> tuple[Capture, contextvars.Token[Capture | None], float]:
         capture = Capture(int(self.init.get("max_log_bytes", 65536)))
-        token = CURRENT.set(capture)
-        started = time.perf_counter()
-        invocation_id = str(item.get("id", ""))
-        try:
-            _, result = await self.call(item.get("event"), invocation_id, timeout_ms)
-            reply: dict[str, Any] = {"id": invocation_id, "ok": True, "result": result}
-        except BaseException as exc:  # SystemExit and friends must not end the agent
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            reply = {"id": invocation_id, "ok": False, "error": describe(exc)}
-        finally:
-            CURRENT.reset(token)
+        return capture, CURRENT.set(capture), time.perf_counter()
+
+    def _reply(
+        self, item_id: str, outcome: tuple[bool, Any], capture: Capture, started: float
+    ) -> tuple[dict[str, Any], str | None]:
+        """(reply without its result, the result encoded as JSON or None)."""
+        ok, value = outcome
+        reply: dict[str, Any] = {"id": item_id, "ok": ok}
+        encoded: str | None = None
+        if ok:
+            encoded, error = self.encode_result(value)
+            if error is not None:
+                reply.update(ok=False, error=error)
+        else:
+            reply["error"] = describe(value)
         reply["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         reply["stdout"] = capture.text("stdout")
         reply["stderr"] = capture.text("stderr")
         reply["logs_truncated"] = capture.truncated
-        return self.checked(reply)
+        return reply, encoded
 
-    def checked(self, reply: dict[str, Any]) -> dict[str, Any]:
-        """Make sure the result encodes as JSON within the size limit."""
-        if not reply["ok"]:
-            return reply
+    def encode_result(self, value: Any) -> tuple[str | None, dict[str, Any] | None]:
         try:
-            encoded = json.dumps(reply["result"], separators=(",", ":"), allow_nan=False)
+            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError, RecursionError) as exc:
-            reply.pop("result")
-            reply.update(ok=False, error={"type": "ResultNotSerializable", "message": str(exc), "traceback": ""})
-            return reply
+            return None, {"type": "ResultNotSerializable", "message": str(exc), "traceback": ""}
         limit = int(self.init.get("max_result_bytes", 6 * 1024 * 1024))
         if len(encoded) > limit:
-            reply.pop("result")
             message = f"result of {len(encoded)} bytes is over the limit of {limit} bytes"
-            reply.update(ok=False, error={"type": "ResultTooLarge", "message": message, "traceback": ""})
-        return reply
+            return None, {"type": "ResultTooLarge", "message": message, "traceback": ""}
+        return encoded, None
 
-    async def run_batch(self, frame: dict[str, Any]) -> dict[str, Any]:
+    def run_sync(self, item_id: str, event: Any, timeout_ms: int) -> tuple[dict[str, Any], str | None]:
+        capture, token, started = self._begin()
+        try:
+            outcome: tuple[bool, Any] = (True, self.handler(event, Context(self.init, item_id, timeout_ms)))
+        except BaseException as exc:  # SystemExit and friends must not end the agent
+            outcome = (False, exc)
+        finally:
+            CURRENT.reset(token)
+        return self._reply(item_id, outcome, capture, started)
+
+    async def run_async(self, item_id: str, event: Any, timeout_ms: int) -> tuple[dict[str, Any], str | None]:
+        capture, token, started = self._begin()
+        try:
+            outcome: tuple[bool, Any] = (True, await self.handler(event, Context(self.init, item_id, timeout_ms)))
+        except BaseException as exc:  # SystemExit and friends must not end the agent
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            outcome = (False, exc)
+        finally:
+            CURRENT.reset(token)
+        return self._reply(item_id, outcome, capture, started)
+
+    # ----- frames
+    def respond_invoke(self, frame: dict[str, Any], done: tuple[dict[str, Any], str | None]) -> None:
+        reply, encoded = done
+        reply["type"] = "result"
+        self.frames.send(reply, encoded)
+
+    def respond_batch(self, frame: dict[str, Any], replies: list[tuple[dict[str, Any], str | None]]) -> None:
+        results = []
+        for reply, encoded in replies:
+            if encoded is not None:
+                reply["result"] = json.loads(encoded)
+            results.append(reply)
+        self.frames.send({"type": "batch_result", "id": frame.get("id"), "results": results})
+
+    def batch_from_handler(
+        self, frame: dict[str, Any], one: tuple[dict[str, Any], str | None]
+    ) -> list[tuple[dict[str, Any], str | None]]:
+        """Split one call of a batch handler (a list in, a list out) into per-item replies."""
         items = frame.get("items") or []
-        timeout_ms = int(frame.get("timeout_ms", 30000))
-        if frame.get("batch_handler"):
-            one = await self.run_one({"id": frame.get("id"), "event": [i.get("event") for i in items]}, timeout_ms)
-            results = one.get("result") if one.get("ok") else None
-            if isinstance(results, list) and len(results) == len(items):
-                replies = [{"id": i.get("id"), "ok": True, "result": r} for i, r in zip(items, results, strict=True)]
-            else:
-                error = one.get("error") or {
-                    "type": "BatchResultMismatch",
-                    "message": f"batch handler must return a list of {len(items)} results",
-                }
-                replies = [{"id": i.get("id"), "ok": False, "error": error} for i in items]
-            if replies:
-                replies[0].update(stdout=one["stdout"], stderr=one["stderr"], logs_truncated=one["logs_truncated"])
-            for reply in replies:
-                reply.setdefault("duration_ms", one["duration_ms"])
-            return {"type": "batch_result", "id": frame.get("id"), "results": replies}
-        replies = [await self.run_one(item, timeout_ms) for item in items]
-        return {"type": "batch_result", "id": frame.get("id"), "results": replies}
-
-    async def serve_request(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "batch":
-            reply = await self.run_batch(frame)
+        reply, encoded = one
+        results = json.loads(encoded) if encoded is not None else None
+        if isinstance(results, list) and len(results) == len(items):
+            replies = [({"id": i.get("id"), "ok": True}, json.dumps(r)) for i, r in zip(items, results, strict=True)]
         else:
-            reply = await self.run_one(frame, int(frame.get("timeout_ms", 30000)))
-            reply["type"] = "result"
-        await self.send(reply)
+            error = reply.get("error") or {
+                "type": "BatchResultMismatch",
+                "message": f"batch handler must return a list of {len(items)} results",
+                "traceback": "",
+            }
+            replies = [({"id": i.get("id"), "ok": False, "error": error}, None) for i in items]
+        for k, (item_reply, _) in enumerate(replies):
+            item_reply["duration_ms"] = reply["duration_ms"]
+            item_reply["stdout"] = reply["stdout"] if k == 0 else ""
+            item_reply["stderr"] = reply["stderr"] if k == 0 else ""
+            item_reply["logs_truncated"] = reply["logs_truncated"] if k == 0 else False
+        return replies
 
-    async def serve(self) -> None:
-        await self.send(
+    def handle_sync(self, frame: dict[str, Any]) -> None:
+        timeout_ms = int(frame.get("timeout_ms", 30000))
+        if frame.get("type") == "batch":
+            items = frame.get("items") or []
+            if frame.get("batch_handler"):
+                one = self.run_sync(str(frame.get("id")), [i.get("event") for i in items], timeout_ms)
+                replies = self.batch_from_handler(frame, one)
+            else:
+                replies = [self.run_sync(str(i.get("id")), i.get("event"), timeout_ms) for i in items]
+            self.respond_batch(frame, replies)
+        else:
+            self.respond_invoke(frame, self.run_sync(str(frame.get("id")), frame.get("event"), timeout_ms))
+
+    async def handle_async(self, frame: dict[str, Any]) -> None:
+        timeout_ms = int(frame.get("timeout_ms", 30000))
+        if frame.get("type") == "batch":
+            items = frame.get("items") or []
+            if frame.get("batch_handler"):
+                one = await self.run_async(str(frame.get("id")), [i.get("event") for i in items], timeout_ms)
+                replies = self.batch_from_handler(frame, one)
+            else:
+                replies = [await self.run_async(str(i.get("id")), i.get("event"), timeout_ms) for i in items]
+            self.respond_batch(frame, replies)
+        else:
+            self.respond_invoke(frame, await self.run_async(str(frame.get("id")), frame.get("event"), timeout_ms))
+
+    def serve(self) -> None:
+        frames = self.frames
+        frames.send(
             {"type": "hello", "runtime": "python", "runtime_version": platform.python_version(), "pid": os.getpid()}
         )
-        init = await self.read()
+        init = frames.read()
         started = time.perf_counter()
         try:
             self.load(init)
-        except BaseException as exc:  # report every load failure, then wait
-            await self.send({"type": "init_error", "error": describe(exc)})
-            await self.reader.read()
+        except BaseException as exc:  # report every load failure, then wait for the host to close
+            frames.send({"type": "init_error", "error": describe(exc)})
+            while os.read(frames.fd, 65536):
+                pass
             return
-        await self.send({"type": "ready", "init_ms": round((time.perf_counter() - started) * 1000, 3)})
-        while True:
-            frame = await self.read()
-            if self.inline and frame.get("type") == "invoke":
-                await self.serve_request(frame)  # concurrency 1: the host sends one request at a time
-                continue
-            task = asyncio.create_task(self.serve_request(frame))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        frames.send({"type": "ready", "init_ms": round((time.perf_counter() - started) * 1000, 3)})
+        if self.is_async:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="handlers", daemon=True).start()
+            while True:
+                asyncio.run_coroutine_threadsafe(self.handle_async(frames.read()), loop)
+        elif self.concurrency > 1:
+            pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="handler")
+            while True:
+                pool.submit(self.handle_sync, frames.read())
+        else:
+            while True:  # the host sends one request at a time to a concurrency-1 sandbox
+                self.handle_sync(frames.read())
 
 
-async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+def connect() -> int:
+    """A file descriptor connected to the host."""
     port = os.environ.get("HEARTH_AGENT_PORT")
     if port:  # microVMs: a virtio-serial port
-        fd = os.open(port, os.O_RDWR | os.O_NOCTTY)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=2**20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
-        transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, os.fdopen(os.dup(fd), "wb", 0)
-        )
-        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+        return os.open(port, os.O_RDWR | os.O_NOCTTY)
     path = os.environ.get("HEARTH_AGENT_SOCKET", "/hearth/agent.sock")
     deadline = time.monotonic() + 5
     while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            return await asyncio.open_unix_connection(path, limit=2**20)
+            sock.connect(path)
+            return sock.detach()
         except OSError:
+            sock.close()
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.005)
+            time.sleep(0.005)
 
 
-async def main() -> None:
-    reader, writer = await connect()
+def main() -> None:
+    frames = Frames(connect())
     sys.stdout = CapturingStream("stdout", sys.__stdout__)
     sys.stderr = CapturingStream("stderr", sys.__stderr__)
-    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):  # the host closed the stream
-        await Agent(reader, writer).serve()
+    with contextlib.suppress(EOFError, OSError):  # the host closed the stream: we are done
+        Agent(frames).serve()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
     os._exit(0)  # do not wait for handler threads or daemon children the function left behind
