@@ -30,7 +30,7 @@ def serve(
     _configure_logging()
     settings = get_settings()
     uvicorn.run(
-        "hearth.api.app:create_app",
+        "hearth.api.app:create_asgi_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,

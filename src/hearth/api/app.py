@@ -20,6 +20,7 @@ from hearth.api.errors import install_error_handlers
 from hearth.api.functions import router as functions_router
 from hearth.api.functions.service import FunctionService
 from hearth.api.invoke import router as invoke_router
+from hearth.api.invoke.fast_path import HttpTriggerFastPath
 from hearth.api.state import HearthState
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
@@ -130,3 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(functions_router.router)
     app.include_router(invoke_router.router)
     return app
+
+
+def create_asgi_app() -> HttpTriggerFastPath:
+    """What the server runs: the FastAPI app behind the HTTP trigger's fast path."""
+    return HttpTriggerFastPath(create_app())

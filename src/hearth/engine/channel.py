@@ -69,22 +69,28 @@ class AgentChannel:
         self._reader_task = asyncio.create_task(self._read_loop())
         return float(reply.get("init_ms", 0.0))
 
-    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send a frame, wait for the answer with the same id; TimeoutError after `timeout_s`."""
         if self.closed:
             raise SandboxCrashed(self.close_reason or "agent connection closed")
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         request_id = frame["id"]
         self._pending[request_id] = future
+        # A timer instead of asyncio.wait_for: no extra task per request on the hot path.
+        timer = loop.call_later(timeout_s, _expire, future)
         try:
             await self._send(frame)
             return await future
         finally:
+            timer.cancel()
             self._pending.pop(request_id, None)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         try:
             self._writer.write(encode_frame(frame))
-            await self._writer.drain()
+            if self._writer.transport.get_write_buffer_size() > 1 << 20:
+                await self._writer.drain()
         except (ConnectionError, RuntimeError) as exc:
             self._fail(f"agent connection lost while sending: {exc}")
             raise SandboxCrashed(self.close_reason or "agent connection lost") from None
@@ -121,3 +127,8 @@ class AgentChannel:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader_task
+
+
+def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

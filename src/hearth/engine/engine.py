@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -28,8 +29,13 @@ log = logging.getLogger(__name__)
 STATUS_BY_ERROR = {SandboxTimeout: "timeout", SandboxOutOfMemory: "oom"}
 
 
+# Unique across restarts (start time + randomness) and cheap per call (no urandom syscall per id).
+_ID_PREFIX = f"inv_{int(time.time()):x}{secrets.token_hex(3)}"
+_id_counter = itertools.count()
+
+
 def new_invocation_id() -> str:
-    return "inv_" + secrets.token_hex(10)
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 @dataclass

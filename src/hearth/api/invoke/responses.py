@@ -58,14 +58,15 @@ async def http_event(request: Request, path: str, body: bytes) -> dict[str, Any]
         text, encoded = body.decode("utf-8"), False
     except UnicodeDecodeError:
         text, encoded = base64.b64encode(body).decode("ascii"), True
+    scope = request.scope
     return {
-        "method": request.method,
+        "method": scope["method"],
         "path": path,
-        "query": dict(request.query_params),
-        "headers": {k.lower(): v for k, v in request.headers.items()},
+        "query": dict(request.query_params) if scope.get("query_string") else {},
+        "headers": {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
         "body": text,
         "isBase64Encoded": encoded,
-        "requestContext": {"http": {"method": request.method, "path": path}},
+        "requestContext": {"http": {"method": scope["method"], "path": path}},
     }
 
 

@@ -72,10 +72,9 @@ async def invoke_function(name: str, request: Request) -> Response:
     return response
 
 
-@router.api_route("/fn/{path:path}", methods=TRIGGER_METHODS, openapi_extra=ANY_JSON_BODY)
-async def http_trigger(path: str, request: Request) -> Response:
-    state: HearthState = request.app.state.hearth
-    route = "/" + path
+async def serve_trigger(state: HearthState, request: Request) -> Response:
+    """The HTTP trigger: shared by the FastAPI route (and its docs) and the ASGI fast path."""
+    route = request.scope["path"][len("/fn") :] or "/"
     spec = state.registry.by_route(route.rstrip("/") or "/")
     if spec is None:
         raise ApiError(404, "NotFound", f"no function serves {route!r}")
@@ -86,3 +85,9 @@ async def http_trigger(path: str, request: Request) -> Response:
     response = proxy_response(res)
     state.recorder.add(record_row(res, "http", len(body), len(response.body)))
     return response
+
+
+@router.api_route("/fn/{path:path}", methods=TRIGGER_METHODS, openapi_extra=ANY_JSON_BODY)
+async def http_trigger(path: str, request: Request) -> Response:
+    """Any method on /fn/<route>: invokes the function whose route is the longest prefix of the path."""
+    return await serve_trigger(request.app.state.hearth, request)

@@ -128,7 +128,7 @@ class DockerSandbox(Sandbox):
 
     async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         try:
-            return await asyncio.wait_for(self.channel.request(frame), timeout_s)
+            return await self.channel.request(frame, timeout_s)
         except TimeoutError:
             self._poisoned = True
             raise SandboxTimeout(f"no answer within {timeout_s:g} s") from None
