@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     max_result_bytes: int = 6 * 1024 * 1024
     max_log_bytes: int = 64 * 1024
 
+    stem_cells: int = Field(default=1, ge=0, le=32, description="pre-started generic sandboxes per runtime")
     keep_alive_s: float = 600.0
     capacity_wait_s: float = 10.0
     sandbox_start_timeout_s: float = 30.0

@@ -10,7 +10,7 @@ from hearth.testing import HearthServer
 
 
 def owned_containers(client: docker.DockerClient, name: str) -> list[object]:
-    return client.containers.list(all=True, filters={"label": f"hearth.function={name}"})
+    return client.containers.list(all=True, filters={"name": f"hearth-{name}-v"})
 
 
 def test_restart_keeps_functions_and_stops_sandboxes(

@@ -96,7 +96,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = load_registry(sessions, code)
     engine = Engine(
         build_backends(settings, owner_id(data_dir)),
-        EngineConfig(keep_alive_s=settings.keep_alive_s, capacity_wait_s=settings.capacity_wait_s),
+        EngineConfig(
+            keep_alive_s=settings.keep_alive_s,
+            capacity_wait_s=settings.capacity_wait_s,
+            stem_cells_per_runtime=settings.stem_cells,
+        ),
     )
     recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
     state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)

@@ -22,6 +22,7 @@ from hearth.engine.sandbox import (
     SandboxOutOfMemory,
     SandboxTimeout,
 )
+from hearth.engine.stem_cells import StemCells
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class EngineConfig:
     capacity_wait_s: float = 10.0
     max_waiting: int = 1000
     reap_interval_s: float = 1.0
+    stem_cells_per_runtime: int = 1
 
 
 class Engine:
@@ -78,15 +80,17 @@ class Engine:
         self.pools: dict[tuple[str, int], VersionPool] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.on_result: list[Callable[[InvocationResult], None]] = []
+        self.stem_cells = StemCells(backends, config.stem_cells_per_runtime)
 
     # ----- lifecycle
     async def start(self) -> None:
-        for backend in self.backends.values():
+        for name, backend in self.backends.items():
             ok, _ = await asyncio.to_thread(backend.availability)
             if ok:
                 removed = await backend.cleanup_orphans()
                 if removed:
                     log.info("removed %d sandboxes left by a previous run (%s)", removed, backend.name)
+                self.stem_cells.enable(name)
         self._reaper = asyncio.create_task(self._reap_forever())
 
     async def shutdown(self) -> None:
@@ -94,7 +98,9 @@ class Engine:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await asyncio.gather(*(pool.stop_all() for pool in self.pools.values()), return_exceptions=True)
+        await asyncio.gather(
+            self.stem_cells.stop_all(), *(pool.stop_all() for pool in self.pools.values()), return_exceptions=True
+        )
         self.pools.clear()
         for backend in self.backends.values():
             await backend.close()
@@ -120,17 +126,20 @@ class Engine:
                 pool.retire()
 
     async def _produce_sandbox(self, spec: FunctionSpec) -> tuple[Sandbox, str, float]:
+        """A sandbox loaded with `spec`: a stem cell if one is ready, else a freshly started one."""
         backend = self.backends[spec.backend]
-        limits = backend.limits_for(spec)  # type: ignore[attr-defined]
-        labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
         started = time.perf_counter()
-        sandbox = await backend.create(spec.language, limits, labels)
+        sandbox = None if spec.network else self.stem_cells.take(spec.backend, spec.language)
+        path = "stem" if sandbox is not None else "cold"
+        if sandbox is None:
+            labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
+            sandbox = await backend.create(spec.language, backend.limits_for(spec), labels)
         try:
             await sandbox.load(spec)
         except BaseException:
             await sandbox.stop()
             raise
-        return sandbox, "cold", (time.perf_counter() - started) * 1000
+        return sandbox, path, (time.perf_counter() - started) * 1000
 
     async def _reap_forever(self) -> None:
         while True:

@@ -131,6 +131,22 @@ class Backend(abc.ABC):
     """Creates sandboxes of one isolation technology."""
 
     name: str
+    pids_limit: int = 128
+    tmpfs_mb: int = 64
+    stem_memory_mb: int = 128
+
+    def limits_for(self, spec: FunctionSpec) -> Limits:
+        return Limits(
+            memory_mb=spec.memory_mb, cpus=spec.cpus, pids=self.pids_limit, tmpfs_mb=self.tmpfs_mb, network=spec.network
+        )
+
+    def stem_limits(self, runtime: Runtime) -> Limits | None:
+        """Limits a stem cell (generic pre-started sandbox) is created with; None: no stem cells here.
+
+        `Sandbox.load` must be able to move a stem cell to any function's limits (the Docker backend
+        rewrites its cgroup limits); a backend that cannot, returns None.
+        """
+        return Limits(memory_mb=self.stem_memory_mb, cpus=1.0, pids=self.pids_limit, tmpfs_mb=self.tmpfs_mb)
 
     @abc.abstractmethod
     async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:

@@ -1,0 +1,88 @@
+"""Stem cells: generic sandboxes started ahead of need, not yet bound to any function.
+
+The first call of a function with no warm instance takes one, loads the function into it (code,
+env, limits) and is served without starting a sandbox on the request path; a replacement starts in
+the background. A stem cell serves exactly one function version for its whole life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from hearth.engine.sandbox import Backend, Runtime, Sandbox
+
+log = logging.getLogger(__name__)
+RUNTIMES: tuple[Runtime, ...] = ("python", "javascript")
+
+
+class StemCells:
+    def __init__(self, backends: dict[str, Backend], per_runtime: int) -> None:
+        self.backends = backends
+        self.per_runtime = per_runtime
+        self.ready: dict[tuple[str, Runtime], list[Sandbox]] = {}
+        self.starting: dict[tuple[str, Runtime], int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.enabled_backends: set[str] = set()
+
+    def enable(self, backend: str) -> None:
+        """Keep stem cells for `backend` (called once it is known to be available)."""
+        if self.per_runtime > 0 and self.backends[backend].stem_limits("python") is not None:
+            self.enabled_backends.add(backend)
+            for runtime in RUNTIMES:
+                self._refill((backend, runtime))
+
+    def take(self, backend: str, runtime: Runtime) -> Sandbox | None:
+        key = (backend, runtime)
+        cells = self.ready.get(key, [])
+        while cells:
+            sandbox = cells.pop()
+            if sandbox.healthy:
+                self._refill(key)
+                return sandbox
+            self._spawn(sandbox.stop())
+        self._refill(key)
+        return None
+
+    def count(self) -> int:
+        return sum(len(cells) for cells in self.ready.values())
+
+    def _refill(self, key: tuple[str, Runtime]) -> None:
+        if self._closed or key[0] not in self.enabled_backends:
+            return
+        missing = self.per_runtime - len(self.ready.get(key, [])) - self.starting.get(key, 0)
+        for _ in range(max(0, missing)):
+            self.starting[key] = self.starting.get(key, 0) + 1
+            self._spawn(self._start(key))
+
+    async def _start(self, key: tuple[str, Runtime]) -> None:
+        backend = self.backends[key[0]]
+        limits = backend.stem_limits(key[1])
+        try:
+            assert limits is not None
+            sandbox = await backend.create(key[1], limits, {"hearth.function": "", "hearth.stem": "true"})
+        except Exception as exc:
+            log.warning("could not start a %s stem cell on %s: %s", key[1], key[0], exc)
+            return
+        finally:
+            self.starting[key] -= 1
+        if self._closed:
+            await sandbox.stop()
+            return
+        self.ready.setdefault(key, []).append(sandbox)
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop_all(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        cells = [sandbox for sandboxes in self.ready.values() for sandbox in sandboxes]
+        self.ready.clear()
+        await asyncio.gather(*(sandbox.stop() for sandbox in cells), return_exceptions=True)
