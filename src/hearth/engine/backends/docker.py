@@ -295,16 +295,33 @@ class DockerBackend(Backend):
     def _run_container(
         self, sandbox_id: str, runtime: str, limits: Limits, labels: dict[str, str], directory: Path
     ) -> str:
-        memory = f"{limits.memory_mb}m"
-        kwargs: dict[str, Any] = {}
-        if self.docker_runtime:
-            kwargs["runtime"] = self.docker_runtime
+        """Create and start the container: two Docker API calls (the SDK's high-level create adds an inspect)."""
+        memory = limits.memory_mb * 1024 * 1024
+        api = self.client.api
+        host_config = api.create_host_config(
+            binds={
+                str(directory): {"bind": "/hearth", "mode": "ro"},
+                str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
+            },
+            read_only=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
+            network_mode="none" if not limits.network else self._egress_network(),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            mem_limit=memory,
+            memswap_limit=memory,
+            cpu_period=CPU_PERIOD_US,
+            cpu_quota=int(limits.cpus * CPU_PERIOD_US),
+            pids_limit=limits.pids,
+            init=True,
+            log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+            **({"runtime": self.docker_runtime} if self.docker_runtime else {}),
+        )
         try:
-            container = self.client.containers.create(
+            created = api.create_container(
                 self.image_for(runtime),
                 command=AGENT_COMMANDS[runtime],
                 name=container_name(labels.get("hearth.function"), labels.get("hearth.version"), sandbox_id),
-                detach=True,
                 user="65534:65534",
                 working_dir="/tmp",
                 environment={
@@ -314,29 +331,13 @@ class DockerBackend(Backend):
                     "PYTHONUNBUFFERED": "1",
                     "NODE_ENV": "production",
                 },
-                volumes={
-                    str(directory): {"bind": "/hearth", "mode": "ro"},
-                    str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
-                },
-                read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
-                network_mode="none" if not limits.network else self._egress_network(),
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges:true"],
-                mem_limit=memory,
-                memswap_limit=memory,
-                cpu_period=CPU_PERIOD_US,
-                cpu_quota=int(limits.cpus * CPU_PERIOD_US),
-                pids_limit=limits.pids,
-                init=True,
                 labels={**labels, "hearth.owner": self.owner, "hearth.runtime": runtime},
-                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-                **kwargs,
+                host_config=host_config,
             )
-            container.start()
+            api.start(created["Id"])
         except docker.errors.DockerException as exc:
             raise SandboxStartError(f"could not start a {runtime} sandbox: {exc}") from None
-        return str(container.id)
+        return str(created["Id"])
 
     def _egress_network(self) -> str:
         name = "hearth-egress"
