@@ -46,4 +46,5 @@ async def readyz(request: Request) -> ORJSONResponse:
     checks["database"] = {"ok": ok, "detail": detail}
     default = checks.get(f"backend:{state.settings.default_backend}", {"ok": False})
     ready = bool(checks["database"]["ok"] and default["ok"])
-    return ORJSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    body = {"ready": ready, "checks": checks, "stem_cells": state.engine.stem_cells.counts()}
+    return ORJSONResponse(body, status_code=200 if ready else 503)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hearth.engine.batching import Batcher, BatchPolicy
 from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
 from hearth.engine.sandbox import (
     Backend,
@@ -81,6 +82,7 @@ class Engine:
         self._reaper: asyncio.Task[None] | None = None
         self.on_result: list[Callable[[InvocationResult], None]] = []
         self.stem_cells = StemCells(backends, config.stem_cells_per_runtime)
+        self.batchers: dict[tuple[str, int], Batcher] = {}
 
     # ----- lifecycle
     async def start(self) -> None:
@@ -155,6 +157,7 @@ class Engine:
             pool.evict_idle(self.config.keep_alive_s, now)
             if pool.retired and pool.empty:
                 del self.pools[key]
+                self.batchers.pop(key, None)
             else:
                 pool.top_up()
 
@@ -169,59 +172,88 @@ class Engine:
         """Run one invocation of the function `resolve()` names; raises LookupError if there is none.
 
         `resolve` is called again if the version it gave is retired while we wait, so a caller is
-        never served by a version that an update has already replaced.
+        never served by a version that an update has already replaced. Functions with batching
+        enabled go through their batcher, which groups calls into one round trip.
         """
         spec = resolve()
         if spec is None:
             raise LookupError("function not found")
         res = InvocationResult(invocation_id or new_invocation_id(), spec.name, spec.version, "ok", spec.backend)
+        policy = BatchPolicy.of(spec)
+        if policy is not None:
+            batcher = self.batchers.get(spec.key)
+            if batcher is None or batcher.policy != policy:
+                batcher = self.batchers[spec.key] = Batcher(policy, self.dispatch)
+            await batcher.submit(res, event, resolve)
+        else:
+            await self.dispatch(spec, resolve, [(res, event)], batch_handler=False)
+        for hook in self.on_result:
+            try:
+                hook(res)
+            except Exception:
+                log.exception("invocation hook failed")
+        return res
+
+    async def dispatch(
+        self,
+        spec: FunctionSpec,
+        resolve: Callable[[], FunctionSpec | None],
+        items: list[tuple[InvocationResult, Any]],
+        *,
+        batch_handler: bool,
+    ) -> None:
+        """Acquire an instance and run `items` in one round trip (one invoke frame, or a batch frame).
+
+        Fills in every item's result; never raises for a function or sandbox failure.
+        """
+        results = [res for res, _ in items]
         t0 = time.perf_counter()
         try:
             pool, instance, path = await self._acquire(spec, resolve)
         except CapacityError as exc:
-            res.status, res.retry_after_s = "throttled", exc.retry_after_s
-            res.error = _error("TooManyRequests", str(exc))
-            return self._finish(res, t0)
+            _fail_all(results, "throttled", _error("TooManyRequests", str(exc)), t0, retry_after_s=exc.retry_after_s)
+            return
         except FunctionInitError as exc:
-            res.status, res.error = "error", {**exc.error, "phase": "init"}
-            return self._finish(res, t0)
+            _fail_all(results, "error", {**exc.error, "phase": "init"}, t0)
+            return
         except SandboxError as exc:
-            res.status, res.error = "crashed", _error(exc.error_type, str(exc))
-            return self._finish(res, t0)
+            _fail_all(results, "crashed", _error(exc.error_type, str(exc)), t0)
+            return
         spec = instance.spec
-        res.version, res.path, res.sandbox_id = spec.version, path, instance.sandbox.id
         waited_ms = (time.perf_counter() - t0) * 1000
-        if path != "warm":
-            res.init_ms = instance.init_ms
-        res.queue_ms = max(0.0, waited_ms - (res.init_ms or 0.0))
-        frame = {
-            "type": "invoke",
-            "id": res.invocation_id,
-            "event": event,
-            "timeout_ms": int(spec.timeout_s * 1000),
-        }
+        init_ms = instance.init_ms if path != "warm" else None
+        for res in results:
+            res.version, res.path, res.sandbox_id, res.init_ms = spec.version, path, instance.sandbox.id, init_ms
+            res.queue_ms += max(0.0, waited_ms - (init_ms or 0.0))
+        timeout_ms = int(spec.timeout_s * 1000)
+        if len(items) == 1 and not batch_handler:
+            res, event = items[0]
+            frame = {"type": "invoke", "id": res.invocation_id, "event": event, "timeout_ms": timeout_ms}
+        else:
+            frame = {
+                "type": "batch",
+                "id": results[0].invocation_id + "-batch",
+                "items": [{"id": res.invocation_id, "event": event} for res, event in items],
+                "timeout_ms": timeout_ms,
+                "batch_handler": batch_handler,
+            }
         t1 = time.perf_counter()
         try:
             reply = await instance.sandbox.invoke(frame, spec.timeout_s)
         except SandboxTimeout:
-            res.status = "timeout"
-            res.error = _error("Timeout", f"the function did not finish within its timeout of {spec.timeout_s:g} s")
+            error = _error("Timeout", f"the function did not finish within its timeout of {spec.timeout_s:g} s")
+            _fail_all(results, "timeout", error, t1)
         except SandboxError as exc:
-            res.status = STATUS_BY_ERROR.get(type(exc), "crashed")
-            res.error = _error(exc.error_type, str(exc))
+            _fail_all(results, STATUS_BY_ERROR.get(type(exc), "crashed"), _error(exc.error_type, str(exc)), t1)
         else:
-            res.stdout = reply.get("stdout") or ""
-            res.stderr = reply.get("stderr") or ""
-            res.logs_truncated = bool(reply.get("logs_truncated"))
-            if reply.get("ok"):
-                res.result = reply.get("result")
-            else:
-                res.status = "error"
-                res.error = reply.get("error") or _error("HandlerError", "the handler failed")
+            batched = frame["type"] == "batch"
+            replies = reply.get("results") if batched else [reply]
+            by_id = {str(r.get("id")): r for r in replies or [] if isinstance(r, dict)}
+            elapsed_ms = (time.perf_counter() - t1) * 1000
+            for res in results:
+                _apply_reply(res, by_id.get(res.invocation_id), elapsed_ms, batched)
         finally:
-            res.duration_ms = (time.perf_counter() - t1) * 1000
             pool.release(instance)
-        return self._finish(res, t0, measured=True)
 
     async def _acquire(
         self, spec: FunctionSpec, resolve: Callable[[], FunctionSpec | None]
@@ -237,16 +269,6 @@ class Engine:
                     raise LookupError("function not found") from None
                 spec = fresh
 
-    def _finish(self, res: InvocationResult, t0: float, measured: bool = False) -> InvocationResult:
-        if not measured:
-            res.duration_ms = (time.perf_counter() - t0) * 1000
-        for hook in self.on_result:
-            try:
-                hook(res)
-            except Exception:
-                log.exception("invocation hook failed")
-        return res
-
     # ----- introspection
     def instances_of(self, name: str) -> dict[str, int]:
         counts = {"warm": 0, "busy": 0, "starting": 0}
@@ -261,3 +283,32 @@ class Engine:
 
 def _error(error_type: str, message: str) -> dict[str, Any]:
     return {"type": error_type, "message": message}
+
+
+def _fail_all(
+    results: list[InvocationResult],
+    status: str,
+    error: dict[str, Any],
+    since: float,
+    retry_after_s: float | None = None,
+) -> None:
+    duration_ms = (time.perf_counter() - since) * 1000
+    for res in results:
+        res.status, res.error, res.duration_ms, res.retry_after_s = status, dict(error), duration_ms, retry_after_s
+
+
+def _apply_reply(res: InvocationResult, reply: dict[str, Any] | None, elapsed_ms: float, batched: bool) -> None:
+    res.duration_ms = elapsed_ms
+    if reply is None:
+        res.status, res.error = "crashed", _error("ProtocolError", "the agent's answer had no result for this call")
+        return
+    if batched:  # items of a batch run one after another: each one's own time is the agent's measurement
+        res.duration_ms = float(reply.get("duration_ms") or 0.0)
+    res.stdout = reply.get("stdout") or ""
+    res.stderr = reply.get("stderr") or ""
+    res.logs_truncated = bool(reply.get("logs_truncated"))
+    if reply.get("ok"):
+        res.result = reply.get("result")
+    else:
+        res.status = "error"
+        res.error = reply.get("error") or _error("HandlerError", "the handler failed")

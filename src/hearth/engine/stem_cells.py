@@ -49,6 +49,10 @@ class StemCells:
     def count(self) -> int:
         return sum(len(cells) for cells in self.ready.values())
 
+    def counts(self) -> dict[str, int]:
+        """Ready stem cells by `backend/runtime`."""
+        return {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b in sorted(self.enabled_backends) for rt in RUNTIMES}
+
     def _refill(self, key: tuple[str, Runtime]) -> None:
         if self._closed or key[0] not in self.enabled_backends:
             return

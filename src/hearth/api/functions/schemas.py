@@ -52,6 +52,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BatchSettings(_Strict):
+    """Group pending invocations into one round trip to one instance."""
+
+    max_size: int = Field(ge=1, le=1000, description="most invocations in one batch")
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000, description="longest a batch waits to fill")
+    batch_handler: bool = Field(default=False, description="call the handler once with the list of events")
+
+
 class FunctionSettings(_Strict):
     """Every setting of a function except its name; the body of a full replace (PUT)."""
 
@@ -69,6 +77,7 @@ class FunctionSettings(_Strict):
     concurrency: int = Field(default=1, ge=1, le=1000, description="concurrent invocations per instance")
     auth: Literal["public", "key"] = Field(default="public", description="HTTP trigger needs the API key if 'key'")
     network: bool = Field(default=False, description="give the sandbox a network interface")
+    batch: BatchSettings | None = Field(default=None, description="request batching; off when absent")
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
@@ -97,6 +106,7 @@ class FunctionPatch(_Strict):
     concurrency: int | None = Field(default=None, ge=1, le=1000)
     auth: Literal["public", "key"] | None = None
     network: bool | None = None
+    batch: BatchSettings | None = Field(default=None, description="null turns batching off")
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
@@ -122,6 +132,7 @@ class FunctionOut(BaseModel):
     code_size: int
     created_at: datetime
     updated_at: datetime
+    batch: BatchSettings | None = None
     code: str | None = Field(default=None, description="source; only on GET of one function")
     instances: dict[str, int] | None = Field(default=None, description="warm / busy / starting sandboxes")
 

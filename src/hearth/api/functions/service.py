@@ -23,7 +23,16 @@ from hearth.api.state import HearthState
 from hearth.engine.registry import spec_from_version
 from hearth.store.models import Function, FunctionVersion
 
-SETTING_FIELDS = tuple(name for name in FunctionSettings.model_fields if name != "code")
+# Settings kept in the version's `extra` JSON column rather than a column of their own.
+EXTRA_FIELDS: tuple[str, ...] = ("batch",)
+COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name != "code" and name not in EXTRA_FIELDS)
+
+
+def pack_extra(values: dict[str, Any]) -> dict[str, Any]:
+    """Move the settings that live in `extra` there (absent or null ones are dropped)."""
+    extra = {name: values.pop(name) for name in EXTRA_FIELDS if name in values}
+    values["extra"] = {name: value for name, value in extra.items() if value is not None}
+    return values
 
 
 class FunctionService:
@@ -58,7 +67,7 @@ class FunctionService:
         self._check_code(code)
         async with self._write_lock:
             stored = await asyncio.to_thread(self.state.code.put_source, values["language"], code)
-            fn, ver = await asyncio.to_thread(self._insert, body.name, values, stored)
+            fn, ver = await asyncio.to_thread(self._insert, body.name, pack_extra(values), stored)
             self._deploy(fn.name, ver)
         return self._out(fn, ver)
 
@@ -81,10 +90,13 @@ class FunctionService:
             fn, current = await asyncio.to_thread(self._load, name)
             if replace:
                 values = dict(changes)
-            else:  # PATCH: unset or null fields keep the current version's value
-                values = {field: getattr(current, field) for field in SETTING_FIELDS}
+            else:  # PATCH: unset or null fields keep the current version's value (null clears an extra one)
+                values = {field: getattr(current, field) for field in COLUMN_FIELDS}
+                values.update({field: (current.extra or {}).get(field) for field in EXTRA_FIELDS})
                 values["route"] = fn.route
-                values.update({k: v for k, v in changes.items() if v is not None and k != "code"})
+                values.update(
+                    {k: v for k, v in changes.items() if (v is not None or k in EXTRA_FIELDS) and k != "code"}
+                )
                 values["code"] = changes.get("code")
             new_code = values.pop("code")
             if new_code is None and values["language"] != current.language:
@@ -96,7 +108,7 @@ class FunctionService:
                 self._check_code(new_code)
                 stored = await asyncio.to_thread(self.state.code.put_source, values["language"], new_code)
                 code = (stored.path, stored.sha256, stored.size)
-            fn, ver = await asyncio.to_thread(self._append_version, name, values, code)
+            fn, ver = await asyncio.to_thread(self._append_version, name, pack_extra(values), code)
             self._deploy(fn.name, ver)
         return self._out(fn, ver)
 
@@ -231,6 +243,7 @@ class FunctionService:
             concurrency=ver.concurrency,
             auth=ver.auth,
             network=ver.network,
+            batch=(ver.extra or {}).get("batch"),
             code_sha256=ver.code_sha256,
             code_size=ver.code_size,
             created_at=fn.created_at,

@@ -1,0 +1,242 @@
+"""Pool behaviour with real containers: stem cells, keep-alive, capacity, concurrency, batching, versions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from hearth.testing import HearthServer
+
+
+def containers_named(client: docker.DockerClient, prefix: str) -> list[object]:
+    return client.containers.list(filters={"name": prefix})
+
+
+def wait_until(predicate, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def short_lived(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[HearthServer]:
+    """A server with a 1 s keep-alive and a 1 s wait for capacity."""
+    server = HearthServer(
+        tmp_path / "data", env={"HEARTH_KEEP_ALIVE_S": "1", "HEARTH_CAPACITY_WAIT_S": "1", "HEARTH_STEM_CELLS": "1"}
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_stem_cell_is_taken_and_refilled(hearth: HearthServer, fname: str, docker_client: docker.DockerClient) -> None:
+    def stems() -> int:
+        return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"]["docker/python"])
+
+    assert wait_until(lambda: stems() == 1), "one stem cell per runtime should be ready"
+    hearth.deploy(fname, "def handler(e, c):\n    return 'first'\n")
+    first = hearth.invoke(fname)
+    assert (first.json(), first.headers["X-Hearth-Path"], first.headers["X-Hearth-Cold"]) == ("first", "stem", "true")
+    assert wait_until(lambda: stems() == 1), "the stem cell taken was replaced"
+    hearth.deploy(fname + "-2", "def handler(e, c):\n    return 'second'\n")
+    second = hearth.invoke(fname + "-2")
+    assert (second.json(), second.headers["X-Hearth-Path"]) == ("second", "stem")
+    assert second.headers["X-Hearth-Invocation-Id"] != first.headers["X-Hearth-Invocation-Id"]
+    # A stem cell serves one function for life: the two functions run in different containers.
+    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1)
+    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-2-v1-")) == 1)
+    assert hearth.invoke(fname).headers["X-Hearth-Path"] == "warm"
+
+
+def test_keep_alive_expiry_stops_idle_sandboxes(
+    short_lived: HearthServer, fname: str, docker_client: docker.DockerClient
+) -> None:
+    short_lived.deploy(fname, "def handler(e, c):\n    return 1\n")
+    assert short_lived.invoke(fname).headers["X-Hearth-Cold"] == "true"
+    assert short_lived.invoke(fname).headers["X-Hearth-Path"] == "warm"
+    assert wait_until(lambda: not containers_named(docker_client, f"hearth-{fname}-v1-"), timeout_s=10)
+    instances = short_lived.client.get(f"/api/functions/{fname}").json()["instances"]
+    assert instances == {"warm": 0, "busy": 0, "starting": 0}
+    assert short_lived.invoke(fname).headers["X-Hearth-Cold"] == "true"
+
+
+def test_min_warm_keeps_instances_past_the_keep_alive(
+    short_lived: HearthServer, fname: str, docker_client: docker.DockerClient
+) -> None:
+    short_lived.deploy(fname, "def handler(e, c):\n    return 1\n", min_warm=1)
+    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1)
+    time.sleep(2.5)  # past the 1 s keep-alive
+    assert len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1
+    assert short_lived.invoke(fname).headers["X-Hearth-Path"] == "warm"
+
+
+def test_max_instances_under_a_burst_throttles_and_loses_nothing(
+    short_lived: HearthServer, fname: str, docker_client: docker.DockerClient
+) -> None:
+    code = "import time\ndef handler(event, context):\n    time.sleep(0.6)\n    return event['n']\n"
+    short_lived.deploy(fname, code, max_instances=2)
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda n: short_lived.invoke(fname, {"n": n}), range(12)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 2 and statuses.count(429) >= 1, statuses
+    for n, response in enumerate(responses):
+        if response.status_code == 200:
+            assert response.json() == n
+        else:
+            assert response.json()["error"]["type"] == "TooManyRequests"
+            assert int(response.headers["Retry-After"]) >= 1
+    assert len(containers_named(docker_client, f"hearth-{fname}-v1-")) <= 2
+
+
+def test_a_burst_within_the_wait_limit_is_all_served(hearth: HearthServer, fname: str) -> None:
+    code = "import time\ndef handler(event, context):\n    time.sleep(0.1)\n    return event['n']\n"
+    hearth.deploy(fname, code, max_instances=2)
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(16)))
+    assert [r.status_code for r in responses] == [200] * 16
+    assert [r.json() for r in responses] == list(range(16))
+    function = hearth.client.get(f"/api/functions/{fname}").json()
+    assert sum(function["instances"].values()) <= 2
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_concurrency_runs_invocations_in_parallel_in_one_instance(
+    hearth: HearthServer, fname: str, language: str, docker_client: docker.DockerClient
+) -> None:
+    # Four calls meet at a barrier: they only all return if they really run at the same time.
+    if language == "python":
+        code = (
+            "import threading\n"
+            "barrier = threading.Barrier(4, timeout=10)\n"
+            "def handler(event, context):\n"
+            "    barrier.wait()\n"
+            "    return event['n']\n"
+        )
+    else:
+        code = (
+            "let waiting = [];\n"
+            "exports.handler = (event) => new Promise((resolve, reject) => {\n"
+            "  waiting.push(() => resolve(event.n));\n"
+            "  if (waiting.length === 4) { waiting.forEach((go) => go()); waiting = []; }\n"
+            "  setTimeout(() => reject(new Error('not concurrent')), 10000);\n"
+            "});\n"
+        )
+    hearth.deploy(fname, code, language=language, concurrency=4, max_instances=1)
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(4)))
+    assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
+    assert sorted(r.json() for r in responses) == [0, 1, 2, 3]
+    assert len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1
+
+
+def test_logs_of_concurrent_invocations_do_not_mix(hearth: HearthServer, fname: str) -> None:
+    code = (
+        "import time\n"
+        "def handler(event, context):\n"
+        "    for i in range(20):\n"
+        "        print(event['n'], i)\n"
+        "        time.sleep(0.002)\n"
+        "    return event['n']\n"
+    )
+    hearth.deploy(fname, code, concurrency=4, max_instances=1)
+    with ThreadPoolExecutor(4) as pool:
+        ids = dict(pool.map(lambda n: (hearth.invoke(fname, {"n": n}).headers["X-Hearth-Invocation-Id"], n), range(4)))
+    import sqlite3
+
+    rows: list[tuple[str, str]] = []
+    assert wait_until(
+        lambda: (
+            len(rows) == 4
+            or bool(rows.clear())
+            or (
+                bool(
+                    rows.extend(
+                        sqlite3.connect(hearth.data_dir / "hearth.db")
+                        .execute("SELECT id, stdout FROM invocations WHERE function_name = ?", (fname,))
+                        .fetchall()
+                    )
+                )
+                and len(rows) == 4
+            )
+        ),
+        timeout_s=5,
+    )
+    for inv_id, stdout in rows:
+        n = ids[inv_id]
+        assert stdout == "".join(f"{n} {i}\n" for i in range(20))
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_batching_keeps_results_and_errors_per_item(hearth: HearthServer, fname: str, language: str) -> None:
+    if language == "python":
+        code = (
+            "def handler(event, context):\n"
+            "    print('item', event['n'])\n"
+            "    if event['n'] == 3:\n"
+            "        raise ValueError('item 3 is bad')\n"
+            "    return event['n'] * 10\n"
+        )
+    else:
+        code = (
+            "exports.handler = async (event) => {\n"
+            "  console.log('item', event.n);\n"
+            "  if (event.n === 3) throw new RangeError('item 3 is bad');\n"
+            "  return event.n * 10;\n"
+            "};\n"
+        )
+    hearth.deploy(fname, code, language=language, batch={"max_size": 8, "max_wait_ms": 200}, max_instances=1)
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(8)))
+    for n, response in enumerate(responses):
+        if n == 3:
+            assert response.status_code == 500
+            assert response.json()["error"]["message"] == "item 3 is bad"
+        else:
+            assert (response.status_code, response.json()) == (200, n * 10), response.text
+
+
+def test_batch_handler_receives_the_whole_list(hearth: HearthServer, fname: str) -> None:
+    code = "def handler(events, context):\n    return [{'n': e['n'], 'batch': len(events)} for e in events]\n"
+    hearth.deploy(fname, code, batch={"max_size": 6, "max_wait_ms": 500, "batch_handler": True})
+    hearth.invoke(fname, {"n": -1})  # start the instance first, so the burst below is one batch
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(6)))
+    assert [r.json()["n"] for r in responses] == list(range(6))
+    assert max(r.json()["batch"] for r in responses) > 1, [r.json() for r in responses]
+
+
+def test_updated_function_is_never_served_by_the_old_version(hearth: HearthServer, fname: str) -> None:
+    hearth.deploy(fname, "def handler(e, c):\n    return 0\n", max_instances=3)
+    stop = False
+
+    def hammer() -> int:
+        calls = 0
+        with httpx.Client(base_url=hearth.base_url) as client:
+            while not stop:
+                client.post(f"/fn/{fname}", json={})
+                calls += 1
+        return calls
+
+    with ThreadPoolExecutor(2) as pool:
+        background = [pool.submit(hammer) for _ in range(2)]
+        try:
+            for version in range(1, 6):
+                code = f"def handler(e, c):\n    return {version}\n"
+                updated = hearth.client.patch(f"/api/functions/{fname}", json={"code": code})
+                assert updated.json()["version"] == version + 1
+                for _ in range(3):
+                    response = hearth.invoke(fname)
+                    assert (response.json(), response.headers["X-Hearth-Version"]) == (version, str(version + 1))
+        finally:
+            stop = True
+        assert all(f.result() > 0 for f in background)
