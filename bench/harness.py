@@ -39,10 +39,23 @@ def summary_ms(values_ms: list[float]) -> dict[str, float]:
 
 def wrk(url: str, connections: int, seconds: float, body: str = "{}") -> dict[str, Any]:
     """Run wrk (Debian's) against `url`; returns rps and latency percentiles in ms."""
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(BENCH_DIR / "wrk_report.lua"), url],
-        capture_output=True, text=True, env={**os.environ, "WRK_BODY": body}, check=True,
-    ).stdout
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "-s",
+            str(BENCH_DIR / "wrk_report.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WRK_BODY": body},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
+    out = done.stdout
     line = next(line for line in out.splitlines() if line.startswith("JSON "))
     data = json.loads(line[5:])
     seconds_run = data["duration_us"] / 1e6
@@ -66,8 +79,21 @@ class BaselineServer:
 
     def __enter__(self) -> BaselineServer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(self.port),
-             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.baseline_app:app",
+                "--port",
+                str(self.port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             cwd=BENCH_DIR.parent,
         )
         deadline = time.monotonic() + 30

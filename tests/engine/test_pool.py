@@ -136,7 +136,7 @@ def test_concurrency_runs_invocations_in_parallel_in_one_instance(
         responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(4)))
     assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
     assert sorted(r.json() for r in responses) == [0, 1, 2, 3]
-    assert len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1
+    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1)
 
 
 def test_logs_of_concurrent_invocations_do_not_mix(hearth: HearthServer, fname: str) -> None:

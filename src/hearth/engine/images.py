@@ -1,35 +1,69 @@
 """Runtime images built from Debian's packages: `mmdebstrap ... | docker import`, cached by recipe hash.
 
-No registry is needed: the image is a minimal Debian (essential variant) with the runtime's package
-installed, built from the host's own apt sources (read at build time, so no mirror host name lives
+No registry is needed: an image is a minimal Debian (mmdebstrap's essential variant: no apt, but
+`/bin/sh`, base-passwd's `nobody` (65534) and a 1777 `/tmp`) with the runtime's package installed,
+built from the host's own apt sources and suite (read at build time, so no mirror host name lives
 in this repository). Agents are not baked in: they are bind-mounted at run time.
+
+The tag is a hash of the recipe (a plain dict, see `recipe()`), so changing the recipe builds a new
+image and never reuses a stale one. `python -m hearth.engine.images [--runtime R] [--force]` builds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
 
 RUNTIMES: tuple[str, ...] = ("python", "javascript")
-PACKAGES = {"python": ["python3"], "javascript": ["nodejs"]}
-RECIPE_VERSION = 1
-TRIMMED = ["/usr/share/man/*", "/usr/share/locale/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/lintian/*"]
-HOOKS = Path("/usr/share/mmdebstrap/hooks")
-LOCK_PATH = Path(tempfile.gettempdir()) / "hearth-image-build.lock"
+PACKAGES: dict[str, tuple[str, ...]] = {"python": ("python3",), "javascript": ("nodejs",)}
+IMAGE_PREFIX = "hearth-runtime-"
+RECIPE_VERSION = 2
+# Dropped at unpack time by dpkg; nothing a runtime executes lives there.
+TRIMMED: tuple[str, ...] = (
+    "/usr/share/man/*",
+    "/usr/share/locale/*",
+    "/usr/share/doc/*",
+    "/usr/share/info/*",
+    "/usr/share/lintian/*",
+)
+HOOKS: tuple[str, ...] = ("eatmydata", "merged-usr")  # under /usr/share/mmdebstrap/hooks
+CUSTOMIZE: tuple[str, ...] = (
+    # The image carries no apt sources (and no mirror name): it is never updated in place.
+    'rm -rf "$1"/etc/apt/sources.list "$1"/etc/apt/sources.list.d/* "$1"/var/lib/apt/lists/*',
+    'rm -rf "$1"/var/cache/* "$1"/var/log/*',
+)
+CHANGES: tuple[str, ...] = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+)
+HOOKS_DIR = Path("/usr/share/mmdebstrap/hooks")
+OS_RELEASE = Path("/etc/os-release")
+SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+# Host tools the build needs -> Debian package (dpkg-architecture is called by mmdebstrap's hooks).
+HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "eatmydata": "eatmydata", "dpkg-architecture": "dpkg-dev"}
+LOCK_DIR = Path(tempfile.gettempdir())
+# mmdebstrap's helpers (mmtarfilter, once per package) start with `#!/usr/bin/env python3`: the
+# system's directories go first so that no pyenv shim or virtualenv python sits in their way.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+TAIL_LINES = 40
+
 Progress = Callable[[str], None]
 
 
@@ -37,122 +71,246 @@ class ImageBuildError(RuntimeError):
     pass
 
 
+# ---------------------------------------------------------------------------------------------- recipe
+
+
 def host_suite() -> str:
-    for line in Path("/etc/os-release").read_text().splitlines():
+    """The host's release code name (VERSION_CODENAME in /etc/os-release); bookworm if unknown."""
+    try:
+        text = OS_RELEASE.read_text()
+    except OSError:
+        return "bookworm"
+    for line in text.splitlines():
         if line.startswith("VERSION_CODENAME="):
-            return line.split("=", 1)[1].strip().strip('"')
+            value = line.split("=", 1)[1].strip().strip("\"'")
+            if value:
+                return value
     return "bookworm"
 
 
 def host_sources() -> Path:
-    """The host's apt sources, passed to mmdebstrap as its mirror argument."""
-    deb822 = Path("/etc/apt/sources.list.d/debian.sources")
-    if deb822.exists():
-        return deb822
-    legacy = Path("/etc/apt/sources.list")
-    if legacy.exists() and legacy.read_text().strip():
-        return legacy
-    raise ImageBuildError("no apt sources found (/etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list)")
+    """The host's apt sources file, given to mmdebstrap as its mirror argument."""
+    for path in SOURCES:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip():
+                return path
+    raise ImageBuildError(f"no apt sources found (looked at {', '.join(map(str, SOURCES))})")
 
 
 def recipe(runtime: str) -> dict[str, Any]:
+    """Everything that determines the image's content; its hash is the tag."""
     if runtime not in PACKAGES:
         raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
     return {
         "version": RECIPE_VERSION,
+        "runtime": runtime,
         "suite": host_suite(),
         "variant": "essential",
-        "packages": PACKAGES[runtime],
-        "trimmed": TRIMMED,
-        "hooks": ["eatmydata", "merged-usr"],
+        "packages": list(PACKAGES[runtime]),
+        "path_exclude": list(TRIMMED),
+        "hooks": list(HOOKS),
+        "customize": list(CUSTOMIZE),
+        "changes": list(CHANGES),
     }
 
 
 def tag_for(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def ref_for(spec: dict[str, Any]) -> str:
+    return f"{IMAGE_PREFIX}{spec['runtime']}:{tag_for(spec)}"
 
 
 def image_ref(runtime: str) -> str:
-    return f"hearth-runtime-{runtime}:{tag_for(recipe(runtime))}"
+    """name:tag of `runtime`'s image for the current recipe."""
+    return ref_for(recipe(runtime))
+
+
+def _present(client: docker.DockerClient, ref: str) -> bool:
+    return _image_id(client, ref) is not None
+
+
+def _image_id(client: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return client.images.get(ref).id
+    except docker.errors.ImageNotFound:
+        return None
 
 
 def image_present(client: docker.DockerClient, runtime: str) -> bool:
-    try:
-        client.images.get(image_ref(runtime))
-        return True
-    except docker.errors.ImageNotFound:
-        return False
+    return _present(client, image_ref(runtime))
 
 
-def _mmdebstrap_command(spec: dict[str, Any]) -> list[str]:
-    if shutil.which("mmdebstrap") is None:
-        raise ImageBuildError("mmdebstrap is not installed: run `bash scripts/install-system.sh` as root")
+# ----------------------------------------------------------------------------------------------- build
+
+
+def mmdebstrap_command(spec: dict[str, Any], sources: Path | None = None) -> list[str]:
     command = [
         "mmdebstrap",
         "--mode=root",
         f"--variant={spec['variant']}",
         f"--include={','.join(spec['packages'])}",
-        "--customize-hook=rm -rf $1/etc/apt/sources.list $1/etc/apt/sources.list.d/* $1/var/lib/apt/lists/*",
-        "--customize-hook=rm -rf $1/var/cache/* $1/var/log/*",
     ]
-    for hook in spec["hooks"]:
-        if (HOOKS / hook).is_dir():
-            command.append(f"--hook-directory={HOOKS / hook}")
-    for pattern in spec["trimmed"]:
-        command.append(f"--dpkgopt=path-exclude={pattern}")
-    command += ["--format=tar", spec["suite"], "-", str(host_sources())]
+    command += [f"--hook-directory={HOOKS_DIR / hook}" for hook in spec["hooks"]]
+    command += [f"--dpkgopt=path-exclude={pattern}" for pattern in spec["path_exclude"]]
+    command += [f"--customize-hook={hook}" for hook in spec["customize"]]
+    command += ["--format=tar", spec["suite"], "-", str(sources or host_sources())]
     return command
 
 
-def build_image(client: docker.DockerClient, runtime: str, progress: Progress | None = None) -> str:
-    """Build the image for `runtime` now (no cache check); returns its ref."""
-    say = progress or (lambda _line: None)
-    spec = recipe(runtime)
-    ref = image_ref(runtime)
-    name, tag = ref.split(":")
-    started = time.monotonic()
-    say(f"[{runtime}] building {ref} from Debian packages: {', '.join(spec['packages'])}")
-    tail: deque[str] = deque(maxlen=30)
-    with tempfile.TemporaryDirectory(prefix="hearth-image-") as tmp:
-        tarball = Path(tmp) / "rootfs.tar"
-        with open(tarball, "wb") as out:
-            proc = subprocess.Popen(_mmdebstrap_command(spec), stdout=out, stderr=subprocess.PIPE, text=True)
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                line = line.rstrip()
-                tail.append(line)
-                if line.startswith("I:"):
-                    say(f"[{runtime}] {time.monotonic() - started:5.1f}s {line[2:].strip()}")
-            if proc.wait() != 0:
-                raise ImageBuildError(f"mmdebstrap failed for {runtime}:\n" + "\n".join(tail))
-        say(
-            f"[{runtime}] {time.monotonic() - started:5.1f}s importing into Docker ({tarball.stat().st_size >> 20} MiB)"
+def _system_env() -> dict[str, str]:
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": f"{SYSTEM_PATH}:{path}" if path else SYSTEM_PATH, "DEBIAN_FRONTEND": "noninteractive"}
+
+
+def _ensure_host_tools(say: Progress) -> None:
+    """mmdebstrap and friends; installed with apt-get when missing and we are root."""
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "building runtime images needs root (mmdebstrap --mode=root): run `make images` or "
+            "`python -m hearth.engine.images` as root"
         )
-        with open(tarball, "rb") as data:
-            client.api.import_image_from_data(
-                data.read(),
-                repository=name,
-                tag=tag,
-                changes=[
-                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "ENV LANG=C.UTF-8",
-                    f"LABEL hearth.runtime={runtime} hearth.recipe={tag}",
-                ],
-            )
-    if not image_present(client, runtime):
-        raise ImageBuildError(f"docker import did not produce {ref}")
-    say(f"[{runtime}] built {ref} in {time.monotonic() - started:.1f}s")
+    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        raise ImageBuildError(f"missing build tools ({', '.join(missing)}) and no apt-get to install them")
+    say(f"installing Debian packages for image builds: {' '.join(missing)}")
+    env = _system_env()
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-TAIL_LINES:]
+            raise ImageBuildError(f"`{' '.join(command)}` failed:\n" + "\n".join(tail))
+    if still := [tool for tool in HOST_TOOLS if shutil.which(tool) is None]:
+        raise ImageBuildError(f"still missing after install: {', '.join(still)}")
+
+
+def _chunks(stream: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk
+
+
+def _imported_id(result: str) -> str:
+    """The image id from `POST /images/create?fromSrc=-`'s JSON-lines answer."""
+    image_id = ""
+    for line in result.splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("error"):
+            raise ImageBuildError(f"docker import failed: {message['error']}")
+        status = str(message.get("status", ""))
+        if status.startswith("sha256:"):
+            image_id = status
+    if not image_id:
+        raise ImageBuildError(f"docker import gave no image id: {result[-500:]!r}")
+    return image_id
+
+
+def build_image(
+    client: docker.DockerClient,
+    runtime: str,
+    progress: Progress | None = None,
+    spec: dict[str, Any] | None = None,
+) -> str:
+    """Build `runtime`'s image now (no cache check, no lock) and return its ref.
+
+    mmdebstrap's tar is streamed straight into Docker as an untagged image, which is tagged only
+    once mmdebstrap and the import both succeeded; otherwise it is removed: no half image remains.
+    """
+    say = progress or (lambda _line: None)
+    spec = spec or recipe(runtime)
+    ref = ref_for(spec)
+    name, tag = ref.rsplit(":", 1)
+    started = time.monotonic()
+
+    def elapsed() -> str:
+        return f"{time.monotonic() - started:5.1f}s"
+
+    say(f"[{runtime}] building {ref} from Debian {spec['suite']} packages: {', '.join(spec['packages'])}")
+    _ensure_host_tools(say)
+    command = mmdebstrap_command(spec)
+    say(f"[{runtime}] {elapsed()} mmdebstrap (sources: {command[-1]})")
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    proc = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_system_env()
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    stderr = proc.stderr
+
+    def forward() -> None:
+        for raw in stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                tail.append(line)
+                say(f"[{runtime}] {elapsed()} {line}")
+
+    reader = threading.Thread(target=forward, name=f"mmdebstrap-{runtime}", daemon=True)
+    reader.start()
+    image_id = ""
+    import_error: BaseException | None = None
+    try:
+        # import_image_from_data, not import_image: the latter treats any non-path `src` as a URL.
+        # A generator body is sent with chunked transfer encoding, as mmdebstrap writes it.
+        result = client.api.import_image_from_data(
+            _chunks(proc.stdout), changes=[*spec["changes"], f"LABEL hearth.runtime={runtime} hearth.recipe={tag}"]
+        )
+        image_id = _imported_id(result if isinstance(result, str) else json.dumps(result))
+    except (docker.errors.DockerException, ImageBuildError, OSError) as exc:
+        import_error = exc
+    finally:
+        proc.stdout.close()  # an early import failure: mmdebstrap then stops on a broken pipe
+        returncode = proc.wait()
+        reader.join(timeout=10)
+
+    if returncode != 0 or import_error is not None:
+        if image_id:
+            with contextlib.suppress(docker.errors.DockerException):
+                client.api.remove_image(image_id, force=True, noprune=False)
+        why = f"mmdebstrap exited with {returncode}" if returncode != 0 else f"docker import failed: {import_error}"
+        raise ImageBuildError(f"building {ref} failed ({why}); last mmdebstrap output:\n" + "\n".join(tail))
+
+    previous = _image_id(client, ref)
+    client.api.tag(image_id, name, tag)
+    if previous and previous != image_id:  # a forced rebuild: drop the old image unless a container uses it
+        with contextlib.suppress(docker.errors.DockerException):
+            client.api.remove_image(previous)
+    size = client.images.get(ref).attrs.get("Size", 0)
+    say(f"[{runtime}] {elapsed()} built {ref} ({size / 1e6:.0f} MB)")
     return ref
 
 
+@contextlib.contextmanager
+def _build_lock(runtime: str) -> Iterator[None]:
+    """An exclusive lock per runtime, shared by every process on this host (flock: freed on exit)."""
+    path = LOCK_DIR / f"hearth-image-{runtime}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # created by another user: a read-only descriptor can still be flocked
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_image(client: docker.DockerClient, runtime: str, progress: Progress | None = None) -> str:
-    """The image for `runtime`, built first if missing; safe when several processes ask at once."""
-    if image_present(client, runtime):
-        return image_ref(runtime)
-    with open(LOCK_PATH, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if image_present(client, runtime):  # built by whoever held the lock before us
-            return image_ref(runtime)
+    """`runtime`'s image ref, built first if missing; safe when several processes ask at once."""
+    ref = image_ref(runtime)
+    if _present(client, ref):
+        return ref
+    say = progress or (lambda _line: None)
+    with _build_lock(runtime):
+        if _present(client, ref):  # built by whoever held the lock before us
+            say(f"[{runtime}] {ref} was built by another process")
+            return ref
         return build_image(client, runtime, progress)
 
 
@@ -168,21 +326,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     args = parser.parse_args(argv)
     runtimes = tuple(args.runtime or RUNTIMES)
-    client = docker.from_env()
 
     def say(line: str) -> None:
         print(line, flush=True)
 
     try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        print(f"error: no Docker daemon answers ({exc}); run scripts/ensure-docker.sh", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    try:
         for runtime in runtimes:
             if args.force:
-                build_image(client, runtime, say)
+                with _build_lock(runtime):
+                    ref = build_image(client, runtime, say)
             else:
                 ref = ensure_image(client, runtime, say)
-                say(f"[{runtime}] {ref} ready")
+            say(f"[{runtime}] {ref} ready")
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if len(runtimes) > 1:
+        say(f"images ready in {time.monotonic() - started:.1f}s")
     return 0
 
 

@@ -55,7 +55,7 @@ class VersionPool:
         self.retired = False
         self._factory = factory
         self._max_waiting = max_waiting
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[Instance | None]] = deque()
         self._stopping: set[asyncio.Task[None]] = set()
 
     @property
@@ -71,7 +71,11 @@ class VersionPool:
         return best
 
     async def acquire(self, wait_s: float) -> tuple[Instance, str]:
-        """Reserve a slot on an instance: (instance, 'warm' | 'cold' | 'stem')."""
+        """Reserve a slot on an instance: (instance, 'warm' | 'cold' | 'stem').
+
+        Waiters are served first come, first served: a freed slot is handed to the oldest waiter
+        directly, so a newly arriving call cannot take it first and starve those already queued.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         own_start: asyncio.Task[Instance] | None = None
@@ -79,7 +83,7 @@ class VersionPool:
             if self.retired:
                 self._abandon(own_start)
                 raise PoolRetired(self.spec.name)
-            instance = self._pick()
+            instance = None if self._waiters else self._pick()
             if instance is not None:
                 self._abandon(own_start)
                 instance.inflight += 1
@@ -93,24 +97,43 @@ class VersionPool:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     raise CapacityError(f"{self.spec.name}: no instance became free within {wait_s:g} s")
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[Instance | None] = loop.create_future()
             self._waiters.append(waiter)
-            watch: set[asyncio.Future[object]] = {waiter}  # type: ignore[assignment]
-            if own_start is not None:
-                watch.add(own_start)  # type: ignore[arg-type]
             try:
-                await asyncio.wait(watch, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if own_start is None:
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                else:
+                    await asyncio.wait({waiter, own_start}, return_when=asyncio.FIRST_COMPLETED)
+            except TimeoutError:
+                handed = self._withdraw(waiter)
+                if handed is not None:  # handed over in the same instant the wait ran out
+                    return handed, "warm"
+                raise CapacityError(f"{self.spec.name}: no instance became free within {wait_s:g} s") from None
             except asyncio.CancelledError:
+                handed = self._withdraw(waiter)
+                if handed is not None:  # give the slot back to the next waiter
+                    handed.inflight -= 1
+                    self._offer(handed)
                 self._abandon(own_start)
                 raise
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-                if not waiter.done():
-                    waiter.cancel()
+            handed = self._withdraw(waiter)
+            if handed is not None:
+                self._abandon(own_start)
+                return handed, "warm"
             if own_start is not None and own_start.done():
                 instance = own_start.result()  # init errors reach the caller that started it
                 return instance, instance.start_path
+
+    def _withdraw(self, waiter: asyncio.Future[Instance | None]) -> Instance | None:
+        """Leave the queue; returns the instance handed to this waiter, if one was."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if not waiter.done():
+            waiter.cancel()
+            return None
+        if waiter.cancelled() or waiter.exception() is not None:
+            return None
+        return waiter.result()
 
     def _abandon(self, start: asyncio.Task[Instance] | None) -> None:
         """A caller no longer waits for the start it began: hand the instance to the pool when ready."""
@@ -137,8 +160,7 @@ class VersionPool:
             self._stop_later(instance)
             return instance
         self.instances.append(instance)
-        if self.spec.concurrency > 1 or not reserved:
-            self._wake_one()
+        self._offer(instance)
         return instance
 
     def release(self, instance: Instance) -> None:
@@ -148,21 +170,30 @@ class VersionPool:
         if not instance.sandbox.healthy or (self.retired and instance.inflight == 0):
             self.discard(instance)
         else:
-            self._wake_one()
+            self._offer(instance)
 
     def discard(self, instance: Instance) -> None:
         """Remove an instance (dead, timed out, evicted) and stop its sandbox in the background."""
         if instance in self.instances:
             self.instances.remove(instance)
         self._stop_later(instance)
-        self._wake_one()
+        self._wake_one()  # there is room to start another instance now
 
     def _stop_later(self, instance: Instance) -> None:
         task = asyncio.create_task(instance.sandbox.stop())
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
+    def _offer(self, instance: Instance) -> None:
+        """Hand free slots of `instance` to the oldest waiters."""
+        while self._waiters and instance.inflight < self.spec.concurrency and instance.sandbox.healthy:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                instance.inflight += 1
+                waiter.set_result(instance)
+
     def _wake_one(self) -> None:
+        """Wake the oldest waiter with nothing handed over: it looks again (and may start an instance)."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -202,7 +233,7 @@ class VersionPool:
                 self.discard(instance)
         for waiter in self._waiters:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_exception(PoolRetired(self.spec.name))
 
     async def stop_all(self) -> None:
         self.retired = True

@@ -1,0 +1,196 @@
+"""Hearth's fast-path benchmarks: `make bench` (or `python -m bench.run [--only warm,cold,...]`).
+
+Every figure comes with its baseline measured in the same run (bare FastAPI app, `docker run --rm`,
+batching off), printed and written to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from bench.harness import BaselineServer, hearth_server, summary_ms, wrk
+from hearth.engine import images
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NOOP_PY = "def handler(event, context):\n    return 1\n"
+NOOP_JS = "exports.handler = async () => 1;\n"
+SMALL_PY = "def handler(event, context):\n    return sum(event.get('xs', []))\n"
+
+
+def machine() -> dict[str, Any]:
+    with open("/proc/meminfo") as f:
+        total_kb = int(f.readline().split()[1])
+    return {"cpus": os.cpu_count(), "memory_gib": round(total_kb / 2**20, 1), "kernel": platform.release()}
+
+
+def bench_warm(seconds: float) -> dict[str, Any]:
+    """Warm no-op throughput and latency through /fn vs a bare FastAPI hello app."""
+    out: dict[str, Any] = {"python": [], "javascript": [], "baseline": []}
+    server = hearth_server({"HEARTH_KEEP_ALIVE_S": "600"})
+    try:
+        server.deploy("noop-py", NOOP_PY, max_instances=4)
+        server.deploy("noop-js", NOOP_JS, language="javascript", max_instances=4)
+        for runtime, name in (("python", "noop-py"), ("javascript", "noop-js")):
+            url = f"{server.base_url}/fn/{name}"
+            wrk(url, 64, 3)  # start the instances: the figures below are warm
+            for connections in (1, 16, 64):
+                out[runtime].append(wrk(url, connections, seconds))
+    finally:
+        server.stop()
+    with BaselineServer() as baseline:
+        wrk(baseline.url, 16, 2)
+        for connections in (1, 16, 64):
+            out["baseline"].append(wrk(baseline.url, connections, seconds))
+    for runtime in ("python", "javascript"):
+        for row, base in zip(out[runtime], out["baseline"], strict=True):
+            row["ratio_to_baseline_rps"] = round(row["rps"] / base["rps"], 2)
+            row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
+    return out
+
+
+def bench_cold(trials: int) -> dict[str, Any]:
+    """First call of a freshly deployed function: from a stem cell, from nothing; vs `docker run --rm`."""
+    out: dict[str, Any] = {}
+    for label, stems in (("stem_cell", "1"), ("true_cold", "0")):
+        server = hearth_server({"HEARTH_STEM_CELLS": stems})
+        try:
+            time.sleep(2)
+            latencies = []
+            for i in range(trials):
+                server.deploy(f"c{i}", NOOP_PY)
+                started = time.perf_counter()
+                response = server.invoke(f"c{i}")
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, response.text
+                assert response.headers["X-Hearth-Path"] == ("stem" if stems == "1" else "cold")
+                server.client.delete(f"/api/functions/c{i}")
+                time.sleep(0.6 if stems == "1" else 0.1)  # let the stem cell refill, as between real deploys
+            out[label] = summary_ms(latencies)
+        finally:
+            server.stop()
+    image = images.image_ref("python")
+    runs = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        subprocess.run(["docker", "run", "--rm", "--network", "none", image, "python3", "-c", "pass"], check=True)
+        runs.append((time.perf_counter() - started) * 1000)
+    out["docker_run_baseline"] = summary_ms(runs)
+    base = out["docker_run_baseline"]["p50_ms"]
+    out["stem_cell"]["ratio_to_docker_run_p50"] = round(out["stem_cell"]["p50_ms"] / base, 3)
+    out["true_cold"]["ratio_to_docker_run_p50"] = round(out["true_cold"]["p50_ms"] / base, 3)
+    return out
+
+
+def bench_batching(seconds: float) -> dict[str, Any]:
+    """A small handler at 64 concurrent clients, batching on vs off, same instances."""
+    server = hearth_server()
+    out: dict[str, Any] = {}
+    body = json.dumps({"xs": list(range(10))})
+    try:
+        server.deploy("sum-off", SMALL_PY, max_instances=2)
+        server.deploy("sum-on", SMALL_PY, max_instances=2, batch={"max_size": 32, "max_wait_ms": 2})
+        for label, name in (("off", "sum-off"), ("on", "sum-on")):
+            url = f"{server.base_url}/fn/{name}"
+            wrk(url, 64, 2, body)
+            out[label] = wrk(url, 64, seconds, body)
+    finally:
+        server.stop()
+    out["throughput_ratio_on_vs_off"] = round(out["on"]["rps"] / out["off"]["rps"], 2)
+    return out
+
+
+def _shim_rss_kb(container_id: str) -> int:
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"containerd-shim" in cmdline and container_id.encode() in cmdline:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def bench_density(sandboxes: int) -> dict[str, Any]:
+    """Warm Python sandboxes: memory each (cgroup + containerd shim), idle CPU, how many fit in 24 GiB."""
+    server = hearth_server({"HEARTH_STEM_CELLS": "0"})
+    client = docker.from_env()
+    try:
+        server.deploy("dense", NOOP_PY, min_warm=sandboxes, max_instances=sandboxes)
+        deadline = time.monotonic() + 300
+        containers: list[Any] = []
+        while time.monotonic() < deadline:
+            containers = client.containers.list(filters={"name": "hearth-dense-v1-"})
+            if len(containers) >= sandboxes:
+                break
+            time.sleep(1)
+        time.sleep(3)
+        memory, shims, cpu_before = [], [], {}
+        for container in containers:
+            base = Path(f"/sys/fs/cgroup/memory/docker/{container.id}")
+            memory.append(int((base / "memory.usage_in_bytes").read_text()))
+            shims.append(_shim_rss_kb(container.id) * 1024)
+            cpu_before[container.id] = int(
+                Path(f"/sys/fs/cgroup/cpuacct/docker/{container.id}/cpuacct.usage").read_text()
+            )
+        time.sleep(10)
+        idle_cpu_ns = sum(
+            int(Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage").read_text()) - before
+            for cid, before in cpu_before.items()
+        )
+    finally:
+        server.stop()
+        client.close()
+    per_sandbox = statistics.median(memory) + statistics.median(shims)
+    return {
+        "sandboxes": len(containers),
+        "cgroup_memory_mib_p50": round(statistics.median(memory) / 2**20, 2),
+        "shim_rss_mib_p50": round(statistics.median(shims) / 2**20, 2),
+        "per_sandbox_mib": round(per_sandbox / 2**20, 2),
+        "fit_in_24_gib": int(24 * 2**30 / per_sandbox),
+        "idle_cpu_percent_all": round(idle_cpu_ns / 10e9 * 100, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default="warm,cold,batching,density")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
+    parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if "warm" in only:
+        results["warm"] = bench_warm(args.seconds)
+        print(json.dumps({"warm": results["warm"]}, indent=1), flush=True)
+    if "cold" in only:
+        results["cold"] = bench_cold(args.trials)
+        print(json.dumps({"cold": results["cold"]}, indent=1), flush=True)
+    if "batching" in only:
+        results["batching"] = bench_batching(args.seconds)
+        print(json.dumps({"batching": results["batching"]}, indent=1), flush=True)
+    if "density" in only:
+        results["density"] = bench_density(args.sandboxes)
+        print(json.dumps({"density": results["density"]}, indent=1), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
+    print(f"written to {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
