@@ -99,9 +99,10 @@ class VersionPool:
                     raise CapacityError(f"{self.spec.name}: no instance became free within {wait_s:g} s")
             waiter: asyncio.Future[Instance | None] = loop.create_future()
             self._waiters.append(waiter)
+            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
             try:
                 if own_start is None:
-                    await asyncio.wait_for(asyncio.shield(waiter), timeout)
+                    await waiter  # a timer, not asyncio.wait_for: no task per waiting call
                 else:
                     await asyncio.wait({waiter, own_start}, return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
@@ -116,6 +117,9 @@ class VersionPool:
                     self._offer(handed)
                 self._abandon(own_start)
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
             handed = self._withdraw(waiter)
             if handed is not None:
                 self._abandon(own_start)
@@ -243,6 +247,11 @@ class VersionPool:
     @property
     def empty(self) -> bool:
         return not self.instances and self.starting == 0 and not self._stopping
+
+
+def _expire(waiter: asyncio.Future[Instance | None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _log_background_start_failure(task: asyncio.Task[Instance]) -> None:
