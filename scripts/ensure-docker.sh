@@ -20,6 +20,15 @@ if ! command -v dockerd >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
 fi
 
+# Under systemd, the packaged service is the right way to run it.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 \
+    && systemctl start docker >/dev/null 2>&1; then
+  for _ in $(seq 1 120); do
+    if answers; then exit 0; fi
+    sleep 0.25
+  done
+fi
+
 echo "Starting dockerd (log: $log) ..."
 # setsid: dockerd must outlive the shell (and make's process group) that started it.
 setsid nohup dockerd --bridge=none --iptables=false --ip-masq=false --log-level=warn >"$log" 2>&1 < /dev/null &

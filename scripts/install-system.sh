@@ -1,34 +1,54 @@
 #!/usr/bin/env bash
 # Install the Debian packages Hearth needs that are missing, then make sure dockerd runs.
-# Idempotent and quiet when everything is there. Needs root.
+# Root only; idempotent; quiet when everything is already there (apt-get update runs only if
+# something is missing). Packages: docker.io (the engine), mmdebstrap + eatmydata + dpkg-dev
+# (runtime images; mmdebstrap's hooks call dpkg-architecture), nodejs (host-side tests run the
+# JavaScript agent), wrk (benchmarks), curl (ensure-docker.sh's health check).
+# Extra packages: HEARTH_EXTRA_PACKAGES="pkg1 pkg2".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 if [ "$(id -u)" != 0 ]; then
-  echo "install-system.sh needs root to install Debian packages; checking Docker only." >&2
-  exec bash "$here/ensure-docker.sh"
+  echo "install-system.sh installs Debian packages and must run as root (e.g. sudo bash $0)." >&2
+  echo "Without root, scripts/ensure-docker.sh checks that a Docker daemon answers." >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system.sh needs apt-get (Debian 12 or a derivative)." >&2
+  exit 1
 fi
 
-# command -> Debian package
-declare -A wanted=(
-  [dockerd]=docker.io
-  [mmdebstrap]=mmdebstrap
-  [eatmydata]=eatmydata
-  [wrk]=wrk
-  [curl]=curl
+# command that proves the package is there -> Debian package
+wanted=(
+  "dockerd docker.io"
+  "mmdebstrap mmdebstrap"
+  "eatmydata eatmydata"
+  "dpkg-architecture dpkg-dev"
+  "node nodejs"
+  "wrk wrk"
+  "curl curl"
 )
 missing=()
-for cmd in "${!wanted[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+for entry in "${wanted[@]}"; do
+  read -r cmd pkg <<<"$entry"
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
 for pkg in ${HEARTH_EXTRA_PACKAGES:-}; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  log=$(mktemp)
+  # Recommends stay on: docker.io's (cgroupfs-mount, ...) matter on hosts without systemd.
+  if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}"; } >"$log" 2>&1; then
+    echo "apt-get failed:" >&2
+    tail -30 "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
 fi
 
-bash "$here/ensure-docker.sh"
+exec bash "$here/ensure-docker.sh"

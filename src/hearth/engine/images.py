@@ -88,13 +88,27 @@ def host_suite() -> str:
     return "bookworm"
 
 
+def _has_debian_sources(path: Path) -> bool:
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    if path.suffix == ".sources":
+        return any(line.strip().startswith("URIs:") for line in text.splitlines())
+    return any(line.split()[:1] == ["deb"] for line in text.splitlines())
+
+
 def host_sources() -> Path:
-    """The host's apt sources file, given to mmdebstrap as its mirror argument."""
-    for path in SOURCES:
-        with contextlib.suppress(OSError):
-            if path.read_text().strip():
-                return path
-    raise ImageBuildError(f"no apt sources found (looked at {', '.join(map(str, SOURCES))})")
+    """The host's Debian apt sources file, given to mmdebstrap as its mirror argument.
+
+    debian.sources (Debian 12's deb822 file), else sources.list, else another deb822 file with
+    "debian" in its name (mmdebstrap-made systems call it 0000debian.sources).
+    """
+    candidates = [*SOURCES, *sorted(SOURCES[0].parent.glob("*debian*.sources"))]
+    for path in candidates:
+        if _has_debian_sources(path):
+            return path
+    raise ImageBuildError(f"no Debian apt sources found (looked at {', '.join(map(str, candidates))})")
 
 
 def recipe(runtime: str) -> dict[str, Any]:
@@ -238,8 +252,15 @@ def build_image(
     say(f"[{runtime}] {elapsed()} mmdebstrap (sources: {command[-1]})")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
+    # A session (process group) of its own: when writing the tarball fails (say, Docker closed the
+    # import), mmdebstrap sends SIGHUP to its whole process group, which would otherwise be ours.
     proc = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_system_env()
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_system_env(),
+        start_new_session=True,
     )
     assert proc.stdout is not None and proc.stderr is not None
     stderr = proc.stderr
@@ -264,6 +285,10 @@ def build_image(
         image_id = _imported_id(result if isinstance(result, str) else json.dumps(result))
     except (docker.errors.DockerException, ImageBuildError, OSError) as exc:
         import_error = exc
+        proc.terminate()  # no point finishing the bootstrap (it cleans up its tempdir on SIGTERM)
+    except BaseException:  # KeyboardInterrupt and the like
+        proc.terminate()
+        raise
     finally:
         proc.stdout.close()  # an early import failure: mmdebstrap then stops on a broken pipe
         returncode = proc.wait()
@@ -273,7 +298,7 @@ def build_image(
         if image_id:
             with contextlib.suppress(docker.errors.DockerException):
                 client.api.remove_image(image_id, force=True, noprune=False)
-        why = f"mmdebstrap exited with {returncode}" if returncode != 0 else f"docker import failed: {import_error}"
+        why = f"docker import failed: {import_error}" if import_error else f"mmdebstrap exited with {returncode}"
         raise ImageBuildError(f"building {ref} failed ({why}); last mmdebstrap output:\n" + "\n".join(tail))
 
     previous = _image_id(client, ref)

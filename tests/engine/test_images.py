@@ -1,0 +1,136 @@
+"""Runtime images: built from Debian packages (cached by recipe hash), run as nobody without network."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from hearth.engine import images
+
+RUN_OPTIONS = {"network_mode": "none", "user": "65534:65534", "read_only": True, "remove": True}
+VERSION_PROGRAMS = {
+    "python": (["python3", "-c", "import json,sys; print(sys.version)"], r"^3\.\d+\.\d+"),
+    "javascript": (["node", "-e", "console.log(process.version)"], r"^v\d+\.\d+\.\d+"),
+}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception:
+        pytest.skip("no docker daemon")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def refs(client: docker.DockerClient) -> dict[str, str]:
+    return images.ensure_images(client, progress=lambda line: print(line, flush=True))
+
+
+def run(client: docker.DockerClient, ref: str, command: list[str]) -> str:
+    return client.containers.run(ref, command, **RUN_OPTIONS).decode()
+
+
+def test_ensure_images_returns_current_refs(client: docker.DockerClient, refs: dict[str, str]) -> None:
+    assert set(refs) == set(images.RUNTIMES)
+    for runtime, ref in refs.items():
+        assert ref == images.image_ref(runtime)
+        assert images.image_present(client, runtime)
+        # The second call is served from Docker's cache (no lock, no build).
+        assert images.ensure_image(client, runtime, progress=pytest.fail) == ref
+
+
+@pytest.mark.parametrize("runtime", images.RUNTIMES)
+def test_runtime_runs_as_nobody_without_network(
+    client: docker.DockerClient, refs: dict[str, str], runtime: str
+) -> None:
+    command, version = VERSION_PROGRAMS[runtime]
+    out = run(client, refs[runtime], command)
+    assert re.match(version, out.strip()), out
+
+
+@pytest.mark.parametrize("runtime", images.RUNTIMES)
+def test_image_contents(client: docker.DockerClient, refs: dict[str, str], runtime: str) -> None:
+    script = (
+        "echo uid=$(id -u) gid=$(id -g); "
+        "grep '^nobody:' /etc/passwd; "
+        "stat -c 'tmp=%a' /tmp; "
+        "echo sources=$(ls -A /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null | grep -v : | wc -w); "
+        "echo lists=$(find /var/lib/apt/lists -type f ! -name lock 2>/dev/null | wc -l); "
+        "echo doc=$(find /usr/share/doc /usr/share/man -mindepth 1 2>/dev/null | wc -l)"
+    )
+    out = run(client, refs[runtime], ["sh", "-c", script])
+    assert "uid=65534 gid=65534" in out
+    assert "nobody:" in out
+    assert "tmp=1777" in out
+    assert "sources=0" in out, out
+    assert "lists=0" in out, out
+    assert "doc=0" in out, out
+    env = client.images.get(refs[runtime]).attrs["Config"]["Env"]
+    assert "LANG=C.UTF-8" in env
+    assert any(item.startswith("PATH=") and "/usr/bin" in item for item in env)
+
+
+def test_image_ref_follows_the_recipe() -> None:
+    for runtime in images.RUNTIMES:
+        ref = images.image_ref(runtime)
+        assert ref == images.image_ref(runtime)
+        assert re.fullmatch(rf"hearth-runtime-{runtime}:[0-9a-f]{{12}}", ref)
+        assert ref.endswith(images.tag_for(images.recipe(runtime)))
+    assert images.image_ref("python") != images.image_ref("javascript")
+
+    base = images.recipe("python")
+    assert images.tag_for(base) == images.tag_for(images.recipe("python"))
+    assert images.tag_for(base) == images.tag_for(dict(reversed(list(base.items()))))  # key order is irrelevant
+    for change in (
+        {"packages": [*base["packages"], "python3-yaml"]},
+        {"suite": "trixie"},
+        {"path_exclude": base["path_exclude"][:-1]},
+        {"customize": []},
+        {"variant": "minbase"},
+    ):
+        assert images.tag_for({**base, **change}) != images.tag_for(base), change
+
+    with pytest.raises(ValueError):
+        images.recipe("cobol")
+
+
+def test_image_ref_ignores_agent_code() -> None:
+    recipe_text = repr(images.recipe("python")) + repr(images.recipe("javascript"))
+    assert "agent" not in recipe_text
+
+
+def test_mmdebstrap_command_reads_the_host() -> None:
+    command = images.mmdebstrap_command(images.recipe("python"))
+    assert command[-3:-1] == [images.host_suite(), "-"]
+    assert command[-1] == str(images.host_sources())
+    assert "--include=python3" in command
+    # No mirror is ever spelled out: the host's sources file is the mirror argument.
+    assert not any("://" in part for part in command)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mmdebstrap") is None, reason="needs root and mmdebstrap")
+def test_failed_build_raises_and_leaves_no_image(client: docker.DockerClient) -> None:
+    # An unknown suite leaves mmdebstrap with no essential set: it fails within seconds (a missing
+    # package would fail only after the essential set is installed, ~20 s in).
+    spec = {**images.recipe("python"), "suite": "hearth-no-such-suite"}
+    ref = images.ref_for(spec)
+    lines: list[str] = []
+    with pytest.raises(images.ImageBuildError) as failure:
+        images.build_image(client, "python", progress=lines.append, spec=spec)
+    assert "mmdebstrap exited with" in str(failure.value)
+    assert "E: " in str(failure.value)  # the tail of mmdebstrap's output
+    assert any("mmdebstrap" in line for line in lines)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(ref)
+    labelled = client.images.list(filters={"label": f"hearth.recipe={ref.rsplit(':', 1)[1]}"})
+    assert labelled == []
