@@ -101,3 +101,26 @@ class Invocation(Base):
     logs_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     request_bytes: Mapped[int] = mapped_column(Integer, default=0)
     response_bytes: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Build(Base):
+    """One dependency build of a deploy: installing requirements.txt / package.json into a layer."""
+
+    __tablename__ = "builds"
+    __table_args__ = (Index("ix_builds_function_created", "function_name", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    function_name: Mapped[str] = mapped_column(String(63))
+    language: Mapped[str] = mapped_column(String(16))
+    manifest: Mapped[str] = mapped_column(String(64))
+    layer_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    layer_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    layer_files: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
