@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     tmpfs_mb: int = 64
     pids_limit: int = 128
 
+    max_zip_bytes: int = Field(default=50 * 1024 * 1024, description="largest zip bundle accepted")
+    max_unzipped_bytes: int = Field(default=250 * 1024 * 1024, description="largest bundle once unpacked")
+    build_timeout_s: float = Field(default=600.0, description="limit of one dependency install (pip / npm)")
+    build_allow_scripts: bool = Field(
+        default=False, description="let dependency installs run package code on the host (sdists, npm scripts)"
+    )
+    lambda_account_id: str = Field(default="000000000000", description="account id in the Lambda API's ARNs")
+
     invocation_flush_interval_s: float = 0.5
     invocation_flush_batch: int = 500
 
