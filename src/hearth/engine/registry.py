@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hearth.engine.sandbox import FunctionSpec
+from hearth.packaging.deps import LAYER_SUBDIR, LAYERS_DIR
 from hearth.store.models import FunctionVersion
 
 
@@ -31,7 +32,15 @@ def spec_from_version(row: FunctionVersion, name: str, code_root: Path) -> Funct
         route=row.route,
         auth=row.auth,
         extra=dict(row.extra or {}),
+        layer_dir=layer_dir(code_root, row.language, (row.extra or {}).get("layer")),
     )
+
+
+def layer_dir(code_root: Path, language: str, layer: str | None) -> Path | None:
+    """A version's dependency layer: `<code root>/layers/<key>/<python|node_modules>` (see hearth.packaging)."""
+    if not layer:
+        return None
+    return code_root / LAYERS_DIR / layer / LAYER_SUBDIR[language]
 
 
 class FunctionRegistry:

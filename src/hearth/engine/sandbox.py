@@ -36,6 +36,7 @@ class FunctionSpec:
     route: str = ""
     auth: str = "public"
     extra: dict[str, Any] = field(default_factory=dict)
+    layer_dir: Path | None = None  # installed dependencies (site-packages / node_modules), read-only
 
     @property
     def key(self) -> tuple[str, int]:

@@ -117,6 +117,8 @@ class DockerSandbox(Sandbox):
 
     async def load(self, spec: FunctionSpec) -> float:
         materialize_code(spec.code_dir, self.directory / "code")
+        if spec.layer_dir is not None:  # the function's installed dependencies, beside its code
+            await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / "deps")
         wanted = self._backend.limits_for(spec)
         if wanted != self.limits:
             await self._backend.update_limits(self.container_id, wanted)
@@ -134,6 +136,7 @@ class DockerSandbox(Sandbox):
             "concurrency": spec.concurrency,
             "max_log_bytes": self._backend.max_log_bytes,
             "max_result_bytes": self._backend.max_result_bytes,
+            "paths": ["/hearth/deps"] if spec.layer_dir is not None else [],
         }
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)

@@ -162,6 +162,12 @@ function load(frame) {
   process.env.AWS_LAMBDA_FUNCTION_NAME = String(frame.function_name || '');
   process.env.AWS_LAMBDA_FUNCTION_VERSION = String(frame.function_version || '');
   process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE = String(frame.memory_limit_in_mb || '');
+  const extraPaths = Array.isArray(frame.paths) ? frame.paths.map(String) : [];
+  if (extraPaths.length) {
+    // Dependency layers: searched after the code's own node_modules, like NODE_PATH set at start.
+    process.env.NODE_PATH = [...extraPaths, process.env.NODE_PATH].filter(Boolean).join(path.delimiter);
+    require('module').Module._initPaths();
+  }
   const modulePath = String(frame.module);
   if (modulePath.startsWith('/') || modulePath.split('/').includes('..')) {
     throw new Error(`invalid module path ${modulePath}`);

@@ -171,7 +171,7 @@ class Agent:
         os.environ["AWS_LAMBDA_FUNCTION_VERSION"] = str(init.get("function_version", ""))
         os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(init.get("memory_limit_in_mb", ""))
         code_dir = init["code_dir"]
-        for extra in init.get("paths") or []:
+        for extra in init.get("paths") or []:  # dependency layers; code_dir goes before them
             sys.path.insert(0, str(extra))
         module_path = str(init["module"])
         if module_path.startswith("/") or ".." in module_path.split("/"):

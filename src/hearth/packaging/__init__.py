@@ -1,0 +1,1 @@
+"""Function bundles and their dependency layers."""
