@@ -16,11 +16,14 @@ from sqlalchemy import select
 from hearth import __version__
 from hearth.api import health
 from hearth.api.auth import load_or_create_api_key
+from hearth.api.builds import router as builds_router
+from hearth.api.builds.service import BuildService
 from hearth.api.errors import install_error_handlers
 from hearth.api.functions import router as functions_router
 from hearth.api.functions.service import FunctionService
 from hearth.api.invoke import router as invoke_router
 from hearth.api.invoke.fast_path import HttpTriggerFastPath
+from hearth.api.lambda_api import router as lambda_router
 from hearth.api.state import HearthState
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
@@ -28,6 +31,9 @@ from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry, spec_from_version
 from hearth.engine.sandbox import Backend
 from hearth.metrics.recorder import InvocationRecorder
+from hearth.packaging.builder import LayerBuilder
+from hearth.packaging.deps import LAYERS_DIR
+from hearth.packaging.runtime_version import RuntimeVersions
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
 from hearth.store.models import Function, FunctionVersion
@@ -106,6 +112,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
     app.state.hearth = state
     app.state.functions = FunctionService(state)
+    builder = LayerBuilder(
+        code.root / LAYERS_DIR,
+        RuntimeVersions(engine.backends.get("docker")),
+        timeout_s=settings.build_timeout_s,
+        allow_scripts=settings.build_allow_scripts,
+    )
+    state.builds = BuildService(sessions, code, builder)
+    await state.builds.recover()
     await engine.start()
     recorder.start()
     for spec in registry.all():
@@ -134,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(functions_router.router)
     app.include_router(invoke_router.router)
+    app.include_router(builds_router.router)
+    app.include_router(lambda_router.router)
     return app
 
 

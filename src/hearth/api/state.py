@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from hearth.api.builds.service import BuildService
 from hearth.config import Settings
 from hearth.engine.engine import Engine
 from hearth.engine.registry import FunctionRegistry
@@ -22,3 +23,4 @@ class HearthState:
     registry: FunctionRegistry
     engine: Engine
     recorder: InvocationRecorder
+    builds: BuildService = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 HANDLER_PATTERN = r"^(?:[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*\.)?[A-Za-z_$][A-Za-z0-9_$]*$"
@@ -64,7 +64,11 @@ class FunctionSettings(_Strict):
     """Every setting of a function except its name; the body of a full replace (PUT)."""
 
     language: Language
-    code: str = Field(min_length=1, description="source text of one file")
+    code: str | None = Field(default=None, min_length=1, description="source text of one file (or zip_base64)")
+    zip_base64: str | None = Field(
+        default=None, min_length=1, description="a zip bundle, base64: several files, requirements.txt / package.json"
+    )
+    description: str = Field(default="", max_length=1024)
     handler: str = Field(default="handler", pattern=HANDLER_PATTERN, max_length=255)
     route: str | None = Field(default=None, description="HTTP trigger path under /fn; default /<name>")
     timeout_s: float = Field(default=30.0, ge=0.1, le=900)
@@ -82,6 +86,12 @@ class FunctionSettings(_Strict):
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
 
+    @model_validator(mode="after")
+    def _one_source(self) -> FunctionSettings:
+        if (self.code is None) == (self.zip_base64 is None):
+            raise ValueError("give the code as exactly one of `code` (one source file) or `zip_base64` (a zip bundle)")
+        return self
+
 
 class FunctionCreate(FunctionSettings):
     name: Name
@@ -94,6 +104,8 @@ class FunctionReplace(FunctionSettings):
 class FunctionPatch(_Strict):
     language: Language | None = None
     code: str | None = Field(default=None, min_length=1)
+    zip_base64: str | None = Field(default=None, min_length=1)
+    description: str | None = Field(default=None, max_length=1024)
     handler: str | None = Field(default=None, pattern=HANDLER_PATTERN, max_length=255)
     route: str | None = None
     timeout_s: float | None = Field(default=None, ge=0.1, le=900)
@@ -110,6 +122,12 @@ class FunctionPatch(_Strict):
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FunctionPatch:
+        if self.code is not None and self.zip_base64 is not None:
+            raise ValueError("give at most one of `code` and `zip_base64`")
+        return self
 
 
 class FunctionOut(BaseModel):
@@ -133,7 +151,11 @@ class FunctionOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     batch: BatchSettings | None = None
+    description: str = ""
+    layer: str | None = Field(default=None, description="key of the dependency layer (requirements / package.json)")
+    build_id: str | None = Field(default=None, description="the build that made the layer")
     code: str | None = Field(default=None, description="source; only on GET of one function")
+    files: list[str] | None = Field(default=None, description="the bundle's files; only on GET of one function")
     instances: dict[str, int] | None = Field(default=None, description="warm / busy / starting sandboxes")
 
 

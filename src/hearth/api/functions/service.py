@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from hearth.api.builds.service import PreparedCode, collect_files
 from hearth.api.errors import ApiError, field_error, not_found
 from hearth.api.functions.schemas import (
     FunctionCreate,
@@ -24,8 +25,18 @@ from hearth.engine.registry import spec_from_version
 from hearth.store.models import Function, FunctionVersion
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
-EXTRA_FIELDS: tuple[str, ...] = ("batch",)
-COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name != "code" and name not in EXTRA_FIELDS)
+EXTRA_FIELDS: tuple[str, ...] = ("batch", "description")
+CODE_FIELDS: tuple[str, ...] = ("code", "zip_base64")
+COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name not in CODE_FIELDS + EXTRA_FIELDS)
+# What a version's `extra` says about its dependency layer (set by the build, not by the user).
+LAYER_KEYS: tuple[str, ...] = ("layer", "build_id")
+
+
+def with_layer(values: dict[str, Any], prepared: PreparedCode) -> dict[str, Any]:
+    """`values` packed for a version row, with what the build says about its dependency layer."""
+    values = pack_extra(values)
+    values["extra"].update(prepared.extra())
+    return values
 
 
 def pack_extra(values: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +61,12 @@ class FunctionService:
         out = self._out(fn, ver)
         if with_code:
             out.code = await asyncio.to_thread(self.state.code.read_source, ver.language, ver.code_path)
+            out.files = await asyncio.to_thread(self._files, ver.code_path)
         return out
+
+    def _files(self, code_path: str) -> list[str]:
+        root = self.state.code.directory(code_path)
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
     async def versions(self, name: str) -> list[FunctionVersionOut]:
         def load() -> list[FunctionVersion]:
@@ -63,12 +79,14 @@ class FunctionService:
     # ----- writes
     async def create(self, body: FunctionCreate) -> FunctionOut:
         values = self._complete(body.name, body.model_dump(exclude={"name"}))
-        code = values.pop("code")
-        self._check_code(code)
+        code, zipped = values.pop("code"), values.pop("zip_base64")
+        # Dependencies install before the write lock is taken: a build may take minutes.
+        prepared = await self._prepare_code(body.name, values["language"], values["handler"], code, zipped)
         async with self._write_lock:
-            stored = await asyncio.to_thread(self.state.code.put_source, values["language"], code)
-            fn, ver = await asyncio.to_thread(self._insert, body.name, pack_extra(values), stored)
+            row_values = with_layer(values, prepared)
+            fn, ver = await asyncio.to_thread(self._insert, body.name, row_values, prepared.stored)
             self._deploy(fn.name, ver)
+        await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
 
     async def replace(self, name: str, body: FunctionReplace) -> FunctionOut:
@@ -86,31 +104,60 @@ class FunctionService:
             self.state.engine.retire(name)
 
     async def _update(self, name: str, changes: dict[str, Any], *, replace: bool) -> FunctionOut:
+        code, zipped = changes.get("code"), changes.get("zip_base64")
+        prepared: PreparedCode | None = None
+        if code is not None or zipped is not None:
+            # New code is stored and its dependencies installed outside the write lock, from a snapshot
+            # of the settings; the version is then written from the settings current under the lock.
+            fn, current = await asyncio.to_thread(self._load, name)
+            snapshot = self._merge(name, fn, current, changes, replace=replace)
+            prepared = await self._prepare_code(name, snapshot["language"], snapshot["handler"], code, zipped)
         async with self._write_lock:
             fn, current = await asyncio.to_thread(self._load, name)
-            if replace:
-                values = dict(changes)
-            else:  # PATCH: unset or null fields keep the current version's value (null clears an extra one)
-                values = {field: getattr(current, field) for field in COLUMN_FIELDS}
-                values.update({field: (current.extra or {}).get(field) for field in EXTRA_FIELDS})
-                values["route"] = fn.route
-                values.update(
-                    {k: v for k, v in changes.items() if (v is not None or k in EXTRA_FIELDS) and k != "code"}
-                )
-                values["code"] = changes.get("code")
-            new_code = values.pop("code")
-            if new_code is None and values["language"] != current.language:
-                raise field_error("code", "changing the language needs new code")
-            values = self._complete(name, values)
-            if new_code is None:
-                code = (current.code_path, current.code_sha256, current.code_size)
+            values = self._merge(name, fn, current, changes, replace=replace)
+            if prepared is None:
+                stored: tuple[str, str, int] = (current.code_path, current.code_sha256, current.code_size)
+                layer = {key: value for key, value in (current.extra or {}).items() if key in LAYER_KEYS}
             else:
-                self._check_code(new_code)
-                stored = await asyncio.to_thread(self.state.code.put_source, values["language"], new_code)
-                code = (stored.path, stored.sha256, stored.size)
-            fn, ver = await asyncio.to_thread(self._append_version, name, pack_extra(values), code)
+                if prepared.language != values["language"]:
+                    raise ApiError(409, "Conflict", "the function's language changed while its code was prepared")
+                stored = (prepared.stored.path, prepared.stored.sha256, prepared.stored.size)
+                layer = prepared.extra()
+            extra_values = pack_extra(values)
+            extra_values["extra"].update(layer)
+            fn, ver = await asyncio.to_thread(self._append_version, name, extra_values, stored)
             self._deploy(fn.name, ver)
+        if prepared is not None:
+            await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
+
+    def _merge(
+        self, name: str, fn: Function, current: FunctionVersion, changes: dict[str, Any], *, replace: bool
+    ) -> dict[str, Any]:
+        """The new version's settings (without its code): PUT replaces them all, PATCH only the given ones."""
+        if replace:
+            values = dict(changes)
+        else:  # PATCH: unset or null fields keep the current version's value (null clears an extra one)
+            values = {field: getattr(current, field) for field in COLUMN_FIELDS}
+            values.update({field: (current.extra or {}).get(field) for field in EXTRA_FIELDS})
+            values["route"] = fn.route
+            values.update(
+                {k: v for k, v in changes.items() if (v is not None or k in EXTRA_FIELDS) and k not in CODE_FIELDS}
+            )
+        for field in CODE_FIELDS:
+            values.pop(field, None)
+        new_code = any(changes.get(field) is not None for field in CODE_FIELDS)
+        if not new_code and values["language"] != current.language:
+            raise field_error("code", "changing the language needs new code")
+        return self._complete(name, values)
+
+    async def _prepare_code(
+        self, name: str, language: str, handler: str, code: str | None, zipped: str | None
+    ) -> PreparedCode:
+        if code is not None:
+            self._check_code(code)
+        files, field = collect_files(language, handler, code, zipped, self.state.settings)
+        return await self.state.builds.prepare(name, language, files, field)
 
     def _deploy(self, name: str, ver: FunctionVersion) -> None:
         spec = spec_from_version(ver, name, self.state.code.root)
@@ -244,6 +291,9 @@ class FunctionService:
             auth=ver.auth,
             network=ver.network,
             batch=(ver.extra or {}).get("batch"),
+            description=(ver.extra or {}).get("description") or "",
+            layer=(ver.extra or {}).get("layer"),
+            build_id=(ver.extra or {}).get("build_id"),
             code_sha256=ver.code_sha256,
             code_size=ver.code_size,
             created_at=fn.created_at,

@@ -1,0 +1,131 @@
+"""Translation between Lambda's shapes and Hearth's: names and ARNs, runtimes, handlers, configurations."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from hearth.api.functions.schemas import NAME_PATTERN, FunctionOut
+from hearth.api.lambda_api.errors import LambdaError, invalid
+
+LATEST = "$LATEST"
+ARN_PATTERN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]*):(?P<account>\d*):function:(?P<name>[^:]+)(?::(?P<q>[^:]+))?$"
+)
+PARTIAL_ARN_PATTERN = re.compile(r"^(?P<account>\d{12}):function:(?P<name>[^:]+)(?::(?P<q>[^:]+))?$")
+HEARTH_NAME = re.compile(NAME_PATTERN)
+REVISION_NAMESPACE = uuid.UUID("2c0b6a52-1c1d-4d8e-9a55-6f1f4f1d8e90")
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    name: str
+    qualifier: str | None
+
+
+def parse_function_name(raw: str, qualifier: str | None = None) -> FunctionRef:
+    """`name`, `name:qualifier`, `account:function:name[:q]` or a full ARN (already URL-decoded)."""
+    match = ARN_PATTERN.match(raw) or PARTIAL_ARN_PATTERN.match(raw)
+    if match:
+        name, inline = match["name"], match["q"]
+    else:
+        name, _, inline = raw.partition(":")
+        inline = inline or None
+    if inline and qualifier and inline != qualifier:
+        raise invalid(f"The derived qualifier from the function name does not match the specified qualifier: {raw}")
+    return FunctionRef(name, qualifier or inline)
+
+
+def check_name(name: str) -> str:
+    if not HEARTH_NAME.match(name):
+        raise invalid(
+            f"Function name {name!r} is not valid on Hearth: use 1-63 lowercase letters, digits and '-' "
+            "(Hearth names are also DNS-safe routes)"
+        )
+    return name
+
+
+def arn(region: str, account: str, name: str, qualifier: str | None = None) -> str:
+    base = f"arn:aws:lambda:{region}:{account}:function:{name}"
+    return f"{base}:{qualifier}" if qualifier else base
+
+
+def language_of(runtime: str | None) -> str:
+    if runtime and re.fullmatch(r"python3(\.\d+)?", runtime):
+        return "python"
+    if runtime and re.fullmatch(r"nodejs(\d+(\.x)?)?", runtime):
+        return "javascript"
+    raise invalid(
+        f"Value {runtime!r} at 'runtime' failed to satisfy constraint: Hearth runs python3.x and nodejs*.x runtimes"
+    )
+
+
+def runtime_name(language: str, version: str | None) -> str:
+    if language == "python":
+        return f"python{version or '3'}"
+    return f"nodejs{version}.x" if version else "nodejs"
+
+
+def handler_to_hearth(handler: str, language: str) -> str:
+    """Lambda's Python `pkg.module.function` is Hearth's `pkg/module.function`."""
+    module, dot, function = handler.rpartition(".")
+    if language == "python" and dot and "." in module:
+        module = module.replace(".", "/")
+    return f"{module}.{function}" if dot else handler
+
+
+def handler_to_lambda(handler: str, language: str) -> str:
+    if "." not in handler:  # a single-file Hearth function: the module is `main`
+        return f"main.{handler}"
+    if language == "python":
+        module, _, function = handler.rpartition(".")
+        return f"{module.replace('/', '.')}.{function}"
+    return handler
+
+
+def revision_id(fn: FunctionOut) -> str:
+    return str(uuid.uuid5(REVISION_NAMESPACE, f"{fn.name}/{fn.version}/{fn.code_sha256}/{fn.updated_at.isoformat()}"))
+
+
+def lambda_timestamp(fn: FunctionOut) -> str:
+    return fn.updated_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{fn.updated_at.microsecond // 1000:03d}+0000"
+
+
+def configuration(fn: FunctionOut, *, region: str, account: str, runtime_version: str | None) -> dict[str, Any]:
+    return {
+        "FunctionName": fn.name,
+        "FunctionArn": arn(region, account, fn.name),
+        "Runtime": runtime_name(fn.language, runtime_version),
+        "Role": f"arn:aws:iam::{account}:role/hearth",
+        "Handler": handler_to_lambda(fn.handler, fn.language),
+        "CodeSize": fn.code_size,
+        "Description": getattr(fn, "description", None) or "",
+        "Timeout": max(1, math.ceil(fn.timeout_s)),
+        "MemorySize": fn.memory_mb,
+        "LastModified": lambda_timestamp(fn),
+        "CodeSha256": base64.b64encode(bytes.fromhex(fn.code_sha256)).decode("ascii"),
+        "Version": LATEST,
+        "Environment": {"Variables": dict(fn.env)},
+        "TracingConfig": {"Mode": "PassThrough"},
+        "RevisionId": revision_id(fn),
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": ["x86_64"],
+        "EphemeralStorage": {"Size": 512},
+    }
+
+
+def check_qualifier(ref: FunctionRef, fn: FunctionOut) -> None:
+    """Hearth serves the current version only: `$LATEST` or its number."""
+    if ref.qualifier in (None, LATEST, str(fn.version)):
+        return
+    raise LambdaError(
+        404,
+        "ResourceNotFoundException",
+        f"Function not found: {fn.name}:{ref.qualifier} (Hearth serves $LATEST, currently version {fn.version})",
+    )

@@ -1,0 +1,338 @@
+"""Lambda REST API routes (API version 2015-03-31) over Hearth's function service and engine.
+
+Not part of Hearth's OpenAPI schema: the contract is AWS's, and errors have its shape (see errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
+
+from hearth.api.errors import ApiError
+from hearth.api.functions.schemas import FunctionCreate, FunctionOut, FunctionPatch
+from hearth.api.functions.service import FunctionService
+from hearth.api.lambda_api import invoke as lambda_invoke
+from hearth.api.lambda_api.auth import require_aws_auth
+from hearth.api.lambda_api.errors import LambdaError, error_response, from_api_error, invalid, not_found
+from hearth.api.lambda_api.mapping import (
+    LATEST,
+    FunctionRef,
+    arn,
+    check_name,
+    check_qualifier,
+    configuration,
+    handler_to_hearth,
+    language_of,
+    parse_function_name,
+)
+from hearth.api.state import HearthState
+
+log = logging.getLogger(__name__)
+PREFIX = "/2015-03-31/functions"
+LAMBDA_DEFAULT_TIMEOUT_S = 3
+LAMBDA_DEFAULT_MEMORY_MB = 128
+
+
+class LambdaRoute(APIRoute):
+    """Every failure of a Lambda route answers in Lambda's error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except LambdaError as exc:
+                return error_response(exc)
+            except ApiError as exc:
+                return error_response(from_api_error(exc))
+            except (RequestValidationError, ValidationError) as exc:
+                return error_response(invalid(validation_message(exc.errors())))
+            except HTTPException as exc:
+                return error_response(LambdaError(exc.status_code, "InvalidRequestContentException", str(exc.detail)))
+            except Exception:
+                log.exception("unexpected error in the Lambda API")
+                return error_response(LambdaError(500, "ServiceException", "Hearth failed unexpectedly"))
+
+        return handler
+
+
+def validation_message(errors: Any) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+router = APIRouter(route_class=LambdaRoute, include_in_schema=False, dependencies=[Depends(require_aws_auth)])
+
+
+# ----- request bodies (unknown AWS fields are accepted and ignored)
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CodeInput(_Loose):
+    ZipFile: str | None = None
+    S3Bucket: str | None = None
+    ImageUri: str | None = None
+
+
+class EnvironmentInput(_Loose):
+    Variables: dict[str, str] = Field(default_factory=dict)
+
+
+class CreateFunctionInput(_Loose):
+    FunctionName: str
+    Runtime: str | None = None
+    Handler: str | None = None
+    Code: CodeInput
+    Description: str | None = None
+    Timeout: int | None = None
+    MemorySize: int | None = None
+    Publish: bool = False
+    Environment: EnvironmentInput | None = None
+    PackageType: str | None = None
+    Layers: list[str] | None = None
+    Architectures: list[str] | None = None
+
+
+class UpdateCodeInput(CodeInput):
+    Publish: bool = False
+    DryRun: bool = False
+    RevisionId: str | None = None
+    Architectures: list[str] | None = None
+
+
+class UpdateConfigurationInput(_Loose):
+    Runtime: str | None = None
+    Handler: str | None = None
+    Description: str | None = None
+    Timeout: int | None = None
+    MemorySize: int | None = None
+    Environment: EnvironmentInput | None = None
+    RevisionId: str | None = None
+    Layers: list[str] | None = None
+
+
+# ----- helpers
+def state_of(request: Request) -> HearthState:
+    return request.app.state.hearth  # type: ignore[no-any-return]
+
+
+def service_of(request: Request) -> FunctionService:
+    return request.app.state.functions  # type: ignore[no-any-return]
+
+
+def body_of(request: Request, model: type[BaseModel]) -> Any:
+    raw = getattr(request, "_body", b"") or b"{}"
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            raise LambdaError(400, "InvalidRequestContentException", "Could not parse request body into json") from None
+        raise
+
+
+def region(request: Request) -> str:
+    return str(getattr(request.state, "aws_region", "us-east-1"))
+
+
+def account(request: Request) -> str:
+    return state_of(request).settings.lambda_account_id
+
+
+async def runtime_version(request: Request, language: str) -> str | None:
+    builds = getattr(state_of(request), "builds", None)
+    if builds is None:
+        return None
+    try:
+        return str(await builds.builder.runtime_version(language))
+    except Exception:  # Docker unreachable: answer without the minor version
+        return None
+
+
+async def config_of(request: Request, fn: FunctionOut, version: str | None = None) -> dict[str, Any]:
+    version_of_runtime = await runtime_version(request, fn.language)
+    config = configuration(fn, region=region(request), account=account(request), runtime_version=version_of_runtime)
+    if version:
+        config["Version"] = version
+    return config
+
+
+async def load(request: Request, ref: FunctionRef) -> FunctionOut:
+    try:
+        fn = await service_of(request).get(ref.name, with_code=False)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise not_found(ref.name, arn(region(request), account(request), ref.name, ref.qualifier)) from None
+        raise
+    check_qualifier(ref, fn)
+    return fn
+
+
+def check_supported(*, layers: list[str] | None = None, architectures: list[str] | None = None) -> None:
+    if layers:
+        raise invalid("Hearth has no Lambda layers: declare dependencies in requirements.txt / package.json")
+    if architectures and architectures != ["x86_64"]:
+        raise invalid(f"Hearth runs x86_64 only, not {architectures}")
+
+
+def zip_of(code: CodeInput) -> str:
+    if code.S3Bucket or code.ImageUri:
+        raise invalid("Hearth takes the code as Code.ZipFile only (no S3 or container images)")
+    if not code.ZipFile:
+        raise invalid("Code.ZipFile is required")
+    return code.ZipFile
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def check_revision(fn: FunctionOut, wanted: str | None, config: dict[str, Any]) -> None:
+    if wanted and wanted != config["RevisionId"]:
+        raise LambdaError(412, "PreconditionFailedException", "The Revision Id provided does not match the latest")
+
+
+def has_field(model: type[BaseModel], name: str) -> bool:
+    return name in model.model_fields
+
+
+# ----- routes
+@router.post(PREFIX)
+async def create_function(request: Request) -> Response:
+    body: CreateFunctionInput = body_of(request, CreateFunctionInput)
+    if body.PackageType not in (None, "Zip"):
+        raise invalid("Hearth deploys Zip packages only")
+    check_supported(layers=body.Layers, architectures=body.Architectures)
+    name = check_name(parse_function_name(body.FunctionName).name)
+    language = language_of(body.Runtime)
+    if not body.Handler:
+        raise invalid("Handler is required for Zip packages")
+    timeout = body.Timeout if body.Timeout is not None else LAMBDA_DEFAULT_TIMEOUT_S
+    settings: dict[str, Any] = {
+        "name": name,
+        "language": language,
+        "zip_base64": zip_of(body.Code),
+        "handler": handler_to_hearth(body.Handler, language),
+        "timeout_s": timeout,
+        "memory_mb": body.MemorySize if body.MemorySize is not None else LAMBDA_DEFAULT_MEMORY_MB,
+        "env": body.Environment.Variables if body.Environment else {},
+    }
+    if body.Description and has_field(FunctionCreate, "description"):
+        settings["description"] = body.Description
+    fn = await service_of(request).create(FunctionCreate.model_validate(settings))
+    return json_response(await config_of(request, fn, str(fn.version) if body.Publish else None), 201)
+
+
+@router.get(PREFIX)
+@router.get(PREFIX + "/")
+async def list_functions(
+    request: Request,
+    marker: Annotated[str | None, Query(alias="Marker")] = None,
+    max_items: Annotated[int, Query(alias="MaxItems", ge=1, le=10000)] = 50,
+) -> Response:
+    functions = sorted(await service_of(request).list(), key=lambda fn: fn.name)
+    if marker:
+        functions = [fn for fn in functions if fn.name > marker]
+    page = functions[:max_items]
+    body: dict[str, Any] = {"Functions": [await config_of(request, fn) for fn in page]}
+    if len(functions) > max_items:
+        body["NextMarker"] = page[-1].name
+    return json_response(body)
+
+
+@router.get(PREFIX + "/{function_name}")
+async def get_function(
+    function_name: str, request: Request, qualifier: Annotated[str | None, Query(alias="Qualifier")] = None
+) -> Response:
+    fn = await load(request, parse_function_name(function_name, qualifier))
+    location = str(request.base_url).rstrip("/") + f"/api/functions/{fn.name}/code"
+    return json_response(
+        {
+            "Configuration": await config_of(request, fn),
+            "Code": {"RepositoryType": "Hearth", "Location": location},
+            "Tags": {},
+        }
+    )
+
+
+@router.get(PREFIX + "/{function_name}/configuration")
+async def get_function_configuration(
+    function_name: str, request: Request, qualifier: Annotated[str | None, Query(alias="Qualifier")] = None
+) -> Response:
+    fn = await load(request, parse_function_name(function_name, qualifier))
+    return json_response(await config_of(request, fn))
+
+
+@router.put(PREFIX + "/{function_name}/code")
+async def update_function_code(function_name: str, request: Request) -> Response:
+    body: UpdateCodeInput = body_of(request, UpdateCodeInput)
+    check_supported(architectures=body.Architectures)
+    ref = parse_function_name(function_name)
+    fn = await load(request, ref)
+    check_revision(fn, body.RevisionId, await config_of(request, fn))
+    patch = FunctionPatch.model_validate({"zip_base64": zip_of(body.Code)})
+    if body.DryRun:
+        return json_response(await config_of(request, fn))
+    updated = await service_of(request).patch(fn.name, patch)
+    return json_response(await config_of(request, updated, str(updated.version) if body.Publish else None))
+
+
+@router.put(PREFIX + "/{function_name}/configuration")
+async def update_function_configuration(function_name: str, request: Request) -> Response:
+    body: UpdateConfigurationInput = body_of(request, UpdateConfigurationInput)
+    check_supported(layers=body.Layers)
+    fn = await load(request, parse_function_name(function_name))
+    check_revision(fn, body.RevisionId, await config_of(request, fn))
+    changes: dict[str, Any] = {}
+    if body.Runtime is not None and language_of(body.Runtime) != fn.language:
+        raise invalid("changing the runtime's language needs new code: use UpdateFunctionCode on a new function")
+    if body.Handler is not None:
+        changes["handler"] = handler_to_hearth(body.Handler, fn.language)
+    if body.Timeout is not None:
+        changes["timeout_s"] = body.Timeout
+    if body.MemorySize is not None:
+        changes["memory_mb"] = body.MemorySize
+    if body.Environment is not None:
+        changes["env"] = body.Environment.Variables
+    if body.Description is not None and has_field(FunctionPatch, "description"):
+        changes["description"] = body.Description
+    updated = await service_of(request).patch(fn.name, FunctionPatch.model_validate(changes)) if changes else fn
+    return json_response(await config_of(request, updated))
+
+
+@router.delete(PREFIX + "/{function_name}")
+async def delete_function(
+    function_name: str, request: Request, qualifier: Annotated[str | None, Query(alias="Qualifier")] = None
+) -> Response:
+    ref = parse_function_name(function_name, qualifier)
+    if ref.qualifier not in (None, LATEST):
+        raise invalid("Hearth deletes whole functions only: leave out the qualifier")
+    fn = await load(request, ref)
+    await service_of(request).delete(fn.name)
+    return Response(status_code=204)
+
+
+@router.post(PREFIX + "/{function_name}/invocations")
+async def invoke_function(
+    function_name: str, request: Request, qualifier: Annotated[str | None, Query(alias="Qualifier")] = None
+) -> Response:
+    ref = parse_function_name(function_name, qualifier)
+    state = state_of(request)
+    spec = state.registry.get(ref.name)
+    if spec is None:
+        raise not_found(ref.name, arn(region(request), account(request), ref.name, ref.qualifier))
+    if ref.qualifier not in (None, LATEST, str(spec.version)):
+        raise LambdaError(404, "ResourceNotFoundException", f"Function not found: {ref.name}:{ref.qualifier}")
+    return await lambda_invoke.invoke(state, request, spec.name)
