@@ -94,7 +94,7 @@ def error_payload(res: InvocationResult) -> dict[str, Any]:
         "errorMessage": message,
         "errorType": error_type,
         "requestId": res.invocation_id,
-        "stackTrace": [line for line in trace.splitlines() if line.strip()][1:] if trace else [],
+        "stackTrace": [line for line in trace.splitlines() if line.startswith(" ")],  # the frames
     }
 
 

@@ -282,7 +282,7 @@ async def update_function_code(function_name: str, request: Request) -> Response
     ref = parse_function_name(function_name)
     fn = await load(request, ref)
     check_revision(fn, body.RevisionId, await config_of(request, fn))
-    patch = FunctionPatch.model_validate({"zip_base64": zip_of(body.Code)})
+    patch = FunctionPatch.model_validate({"zip_base64": zip_of(body)})
     if body.DryRun:
         return json_response(await config_of(request, fn))
     updated = await service_of(request).patch(fn.name, patch)
