@@ -11,9 +11,15 @@ from pathlib import Path
 import typer
 import uvicorn
 
+from hearth.commands import deploy, functions, logs, scaffold, top
 from hearth.config import get_settings
 
-app = typer.Typer(help="Hearth: a self-hosted serverless platform.", no_args_is_help=True)
+app = typer.Typer(
+    help="Hearth: a self-hosted serverless platform. Talks to HEARTH_API_URL with HEARTH_API_KEY.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
 REPO_SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
@@ -63,6 +69,18 @@ def up() -> None:
     settings = get_settings()
     print(f"Hearth API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr, flush=True)
     serve(host=None, port=None)  # type: ignore[arg-type]
+
+
+# Commands that talk to a running Hearth (exit codes: 0 ok, 1 API or function error, 2 usage).
+app.command()(deploy.deploy)
+app.command()(functions.ls)
+app.command()(functions.get)
+app.command()(functions.invoke)
+app.command()(logs.logs)
+app.command()(functions.rm)
+app.command()(functions.builds)
+app.command()(scaffold.init)
+app.command()(top.top)
 
 
 if __name__ == "__main__":

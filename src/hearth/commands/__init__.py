@@ -1,0 +1,1 @@
+"""The user commands of the `hearth` CLI (registered in hearth.cli)."""

@@ -1,0 +1,79 @@
+"""`hearth init NAME --language python|javascript`: a new function's directory, ready to deploy."""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from hearth.api.functions.schemas import NAME_PATTERN
+from hearth.commands.common import UsageError, fail, handle_errors, out
+
+
+class Language(enum.StrEnum):
+    python = "python"
+    javascript = "javascript"
+
+
+MANIFEST = """\
+# Settings of the function `{name}`: every key is a setting of Hearth's function API
+# (see docs/cli.md). `hearth deploy` uploads this directory with them.
+name = "{name}"
+language = "{language}"
+handler = "{handler}"
+timeout_s = 30
+memory_mb = 128
+# route = "/{name}"          # HTTP trigger: /fn/{name}
+# exclude = ["tests"]        # files not to upload (glob patterns)
+
+[env]
+GREETING = "hello"
+"""
+
+FILES: dict[Language, dict[str, str]] = {
+    Language.python: {
+        "main.py": '''\
+import os
+
+
+def handler(event, context):
+    """Called with the event (any JSON) and a Lambda-style context."""
+    who = event.get("who", "world") if isinstance(event, dict) else "world"
+    return {"message": f"{os.environ.get('GREETING', 'hello')}, {who}!", "function": context.function_name}
+''',
+        "requirements.txt": "# Packages installed at deploy time, one per line (e.g. requests==2.32.3)\n",
+    },
+    Language.javascript: {
+        "index.js": """\
+exports.handler = async (event, context) => {
+  const who = (event && event.who) || 'world';
+  return { message: `${process.env.GREETING || 'hello'}, ${who}!`, function: context.functionName };
+};
+""",
+        "package.json": '{\n  "name": "%s",\n  "private": true,\n  "dependencies": {}\n}\n',
+    },
+}
+HANDLERS = {Language.python: "main.handler", Language.javascript: "index.handler"}
+
+
+@handle_errors
+def init(
+    name: Annotated[str, typer.Argument(help="function name: lowercase letters, digits and '-'")],
+    language: Annotated[Language, typer.Option("--language", "-l", help="python or javascript")],
+    directory: Annotated[Path | None, typer.Option("--dir", help="where to create it (default ./NAME)")] = None,
+) -> None:
+    """Create a function directory with hearth.toml and a handler to start from."""
+    if not re.match(NAME_PATTERN, name):
+        raise UsageError(f"{name!r} is not a valid function name (lowercase letters, digits and '-', 1-63 chars)")
+    target = directory or Path(name)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        fail(f"{target} already exists and is not empty")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "hearth.toml").write_text(MANIFEST.format(name=name, language=language.value, handler=HANDLERS[language]))
+    for filename, content in FILES[language].items():
+        (target / filename).write_text(content.replace("%s", name) if filename == "package.json" else content)
+    out.print(f"created [bold]{escape(str(target))}[/bold] ({language.value}); deploy it with: hearth deploy {target}")
