@@ -1,0 +1,248 @@
+"""The AWS Lambda API subset, driven by the real, unmodified boto3 client against a running Hearth."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hearth.testing import HearthServer
+
+boto3 = pytest.importorskip("boto3")
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+PY_HANDLER = """\
+import os
+
+def lambda_handler(event, context):
+    print("processing", event)
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    if event.get("sleep"):
+        import time
+        time.sleep(event["sleep"])
+    return {"echo": event, "greeting": os.environ.get("GREETING"), "request": context.aws_request_id}
+"""
+JS_HANDLER = "exports.handler = async (event, context) => ({ node: true, got: event, fn: context.functionName });\n"
+
+
+def zipped(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def lambda_client(server: HearthServer, secret: str | None = None, **config: Any) -> Any:
+    return boto3.client(
+        "lambda",
+        endpoint_url=server.base_url,
+        region_name="eu-west-1",
+        aws_access_key_id="hearth",
+        aws_secret_access_key=secret if secret is not None else server.api_key,
+        config=Config(**config) if config else None,
+    )
+
+
+@pytest.fixture
+def aws(hearth: HearthServer) -> Any:
+    return lambda_client(hearth)
+
+
+@pytest.fixture
+def py_function(aws: Any, fname: str) -> Iterator[str]:
+    aws.create_function(
+        FunctionName=fname,
+        Runtime="python3.11",
+        Role="arn:aws:iam::123456789012:role/lambda",
+        Handler="lambda_function.lambda_handler",
+        Code={"ZipFile": zipped({"lambda_function.py": PY_HANDLER})},
+        Environment={"Variables": {"GREETING": "hi"}},
+        Description="made by boto3",
+        Timeout=10,
+    )
+    yield fname
+
+
+def error_code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
+    return exc.value.response["Error"]["Code"], exc.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_create_get_list_update_delete(aws: Any, py_function: str) -> None:
+    config = aws.get_function(FunctionName=py_function)["Configuration"]
+    assert config["FunctionName"] == py_function
+    assert config["FunctionArn"] == f"arn:aws:lambda:eu-west-1:000000000000:function:{py_function}"
+    assert config["Runtime"].startswith("python3.") and config["Handler"] == "lambda_function.lambda_handler"
+    assert (config["Timeout"], config["MemorySize"], config["State"]) == (10, 128, "Active")
+    assert config["Environment"]["Variables"] == {"GREETING": "hi"} and config["Description"] == "made by boto3"
+    assert aws.get_function_configuration(FunctionName=py_function)["RevisionId"] == config["RevisionId"]
+    listed = aws.get_paginator("list_functions").paginate().build_full_result()["Functions"]
+    names = [fn["FunctionName"] for fn in listed]
+    assert py_function in names
+
+    updated = aws.update_function_configuration(
+        FunctionName=py_function, Timeout=20, MemorySize=256, Environment={"Variables": {"GREETING": "hello"}}
+    )
+    assert (updated["Timeout"], updated["MemorySize"]) == (20, 256)
+    assert updated["RevisionId"] != config["RevisionId"]
+    new_code = "def lambda_handler(event, context):\n    return 'second version'\n"
+    code = aws.update_function_code(FunctionName=py_function, ZipFile=zipped({"lambda_function.py": new_code}))
+    assert code["CodeSha256"] != config["CodeSha256"]
+    assert json.loads(aws.invoke(FunctionName=py_function)["Payload"].read()) == "second version"
+    with pytest.raises(ClientError) as stale:
+        aws.update_function_configuration(FunctionName=py_function, Timeout=5, RevisionId=config["RevisionId"])
+    assert error_code(stale) == ("PreconditionFailedException", 412)
+
+    aws.delete_function(FunctionName=py_function)
+    with pytest.raises(ClientError) as gone:
+        aws.get_function(FunctionName=py_function)
+    assert error_code(gone) == ("ResourceNotFoundException", 404)
+
+
+def test_invoke_request_response_with_log_tail(aws: Any, py_function: str) -> None:
+    response = aws.invoke(FunctionName=py_function, Payload=json.dumps({"n": 1}), LogType="Tail")
+    assert response["StatusCode"] == 200 and "FunctionError" not in response
+    payload = json.loads(response["Payload"].read())
+    assert payload["echo"] == {"n": 1} and payload["greeting"] == "hi"
+    assert response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"] == payload["request"]
+    log = base64.b64decode(response["LogResult"]).decode()
+    assert "processing {'n': 1}" in log and log.startswith("START RequestId:") and "REPORT RequestId:" in log
+
+
+def test_a_handler_error_is_200_with_function_error(aws: Any, py_function: str) -> None:
+    response = aws.invoke(FunctionName=py_function, Payload=json.dumps({"fail": True}))
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    payload = json.loads(response["Payload"].read())
+    assert payload["errorType"] == "ValueError" and payload["errorMessage"] == "asked to fail"
+    assert any("lambda_function.py" in line for line in payload["stackTrace"])
+
+
+def test_function_names_arns_qualifiers_and_url_encoding(aws: Any, py_function: str) -> None:
+    arn = f"arn:aws:lambda:eu-west-1:000000000000:function:{py_function}"
+    for name in (arn, f"{py_function}:$LATEST", f"000000000000:function:{py_function}", f"{arn}:$LATEST"):
+        response = aws.invoke(FunctionName=name, Payload=b'{"via": "name"}')
+        assert response["StatusCode"] == 200, name
+        assert json.loads(response["Payload"].read())["echo"] == {"via": "name"}
+    assert aws.get_function(FunctionName=arn)["Configuration"]["FunctionName"] == py_function
+    with pytest.raises(ClientError) as old:
+        aws.invoke(FunctionName=py_function, Qualifier="7")
+    assert error_code(old) == ("ResourceNotFoundException", 404)
+
+
+def test_event_and_dry_run_invocations(aws: Any, hearth: HearthServer, py_function: str) -> None:
+    assert aws.invoke(FunctionName=py_function, InvocationType="DryRun")["StatusCode"] == 204
+    assert hearth.client.get(f"/api/functions/{py_function}").json()["instances"]["warm"] == 0  # nothing ran
+    event = aws.invoke(FunctionName=py_function, InvocationType="Event", Payload=b'{"async": true}')
+    assert event["StatusCode"] == 202 and event["Payload"].read() == b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # it runs after the 202: a sandbox was started for it
+        instances = hearth.client.get(f"/api/functions/{py_function}").json()["instances"]
+        if instances["warm"] + instances["busy"] >= 1:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the Event invocation never ran")
+
+
+def test_javascript_function_through_lambda(aws: Any, fname: str) -> None:
+    created = aws.create_function(
+        FunctionName=fname,
+        Runtime="nodejs18.x",
+        Role="arn:aws:iam::123456789012:role/lambda",
+        Handler="index.handler",
+        Code={"ZipFile": zipped({"index.js": JS_HANDLER})},
+    )
+    assert created["Runtime"].startswith("nodejs") and created["Timeout"] == 3  # Lambda's default
+    payload = json.loads(aws.invoke(FunctionName=fname, Payload=b'{"a": 1}')["Payload"].read())
+    assert payload == {"node": True, "got": {"a": 1}, "fn": fname}
+
+
+def test_errors_carry_lambda_error_types(aws: Any, hearth: HearthServer, py_function: str) -> None:
+    with pytest.raises(ClientError) as missing:
+        aws.invoke(FunctionName="no-such-function")
+    assert error_code(missing) == ("ResourceNotFoundException", 404)
+    with pytest.raises(ClientError) as duplicate:
+        aws.create_function(
+            FunctionName=py_function,
+            Runtime="python3.11",
+            Role="r",
+            Handler="lambda_function.lambda_handler",
+            Code={"ZipFile": zipped({"lambda_function.py": PY_HANDLER})},
+        )
+    assert error_code(duplicate) == ("ResourceConflictException", 409)
+    for bad in ({"Runtime": "ruby3.2"}, {"Handler": "missing_module.handler"}, {"FunctionName": "Upper_Case"}):
+        arguments = {
+            "FunctionName": py_function + "-x",
+            "Runtime": "python3.11",
+            "Role": "r",
+            "Handler": "lambda_function.lambda_handler",
+            "Code": {"ZipFile": zipped({"lambda_function.py": PY_HANDLER})},
+            **bad,
+        }
+        with pytest.raises(ClientError) as invalid:
+            aws.create_function(**arguments)
+        assert error_code(invalid) == ("InvalidParameterValueException", 400), bad
+    bad_json = httpx.post(
+        f"{hearth.base_url}/2015-03-31/functions/{py_function}/invocations",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {hearth.api_key}"},
+    )
+    assert bad_json.status_code == 400 and bad_json.headers["x-amzn-ErrorType"] == "InvalidRequestContentException"
+    assert bad_json.json()["error"]["message"]
+
+
+def test_signatures_are_checked(hearth: HearthServer, py_function: str) -> None:
+    with pytest.raises(ClientError) as wrong:
+        lambda_client(hearth, secret="not-the-key").list_functions()
+    assert error_code(wrong) == ("InvalidSignatureException", 403)
+    unsigned = httpx.get(f"{hearth.base_url}/2015-03-31/functions")
+    assert unsigned.status_code == 403 and unsigned.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    # Without X-Amz-Invocation-Type the call is RequestResponse (Bearer key for plain HTTP clients).
+    plain = httpx.post(
+        f"{hearth.base_url}/2015-03-31/functions/{py_function}/invocations",
+        json={"plain": 1},
+        headers={"Authorization": f"Bearer {hearth.api_key}"},
+    )
+    assert plain.status_code == 200 and plain.json()["echo"] == {"plain": 1}
+
+
+def test_a_full_function_answers_429_and_boto3_retries_by_itself(tmp_path: Path, runtime_images: Any) -> None:
+    server = HearthServer(tmp_path / "data", env={"HEARTH_CAPACITY_WAIT_S": "0.2"})
+    server.start()
+    try:
+        aws = lambda_client(server)
+        aws.create_function(
+            FunctionName="busy",
+            Runtime="python3.11",
+            Role="r",
+            Handler="lambda_function.lambda_handler",
+            Code={"ZipFile": zipped({"lambda_function.py": PY_HANDLER})},
+        )
+        assert server.client.patch("/api/functions/busy", json={"max_instances": 1}).status_code == 200
+        assert aws.invoke(FunctionName="busy")["StatusCode"] == 200  # warm the one instance
+        no_retries = lambda_client(server, retries={"max_attempts": 0})
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(aws.invoke, FunctionName="busy", Payload=b'{"sleep": 2}')
+            time.sleep(0.5)  # the slow call holds the only instance
+            with pytest.raises(ClientError) as throttled:
+                no_retries.invoke(FunctionName="busy", Payload=b"{}")
+            assert error_code(throttled) == ("TooManyRequestsException", 429)
+            retrying = lambda_client(server, retries={"max_attempts": 10, "mode": "standard"})
+            answer = retrying.invoke(FunctionName="busy", Payload=b'{"after": "retries"}')
+            assert json.loads(answer["Payload"].read())["echo"] == {"after": "retries"}
+            assert answer["ResponseMetadata"]["RetryAttempts"] >= 1
+            assert slow.result()["StatusCode"] == 200
+    finally:
+        server.stop()
