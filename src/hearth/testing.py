@@ -26,14 +26,14 @@ def free_port() -> int:
 class HearthServer:
     """A Hearth API process started the way a user starts it, on a free loopback port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.api_key = "test-" + secrets.token_hex(8)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.log_path = (log_dir or data_dir.parent) / f"server-{self.port}.log"
         self.client = httpx.Client(
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=60
         )

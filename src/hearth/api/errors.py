@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -53,6 +56,30 @@ HTTP_ERROR_TYPES = {
     415: "UnsupportedMediaType",
     429: "TooManyRequests",
 }
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC from a file write, or SQLite's "database or disk is full", anywhere in the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Turn a full disk into a clear 507 (the write did not happen) instead of an unexpected error."""
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            log.error("storage full: %s", exc)
+            raise ApiError(507, "InsufficientStorage", "Hearth's data dir is full: nothing was changed") from exc
+        raise
 
 
 def install_error_handlers(app: FastAPI) -> None:

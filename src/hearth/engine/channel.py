@@ -51,9 +51,17 @@ class AgentChannel:
         self.close_reason: str | None = None
         self.hello: dict[str, Any] = {}
 
+    async def _next_frame(self, timeout_s: float) -> dict[str, Any]:
+        """The next frame before multiplexing starts; a broken stream is a crashed sandbox."""
+        try:
+            return await asyncio.wait_for(read_frame(self._reader), timeout_s)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            self._fail(f"agent connection lost: {exc or type(exc).__name__}")
+            raise SandboxCrashed(self.close_reason or "agent connection lost") from None
+
     async def handshake(self, timeout_s: float) -> dict[str, Any]:
         """Wait for the agent's hello."""
-        self.hello = await asyncio.wait_for(read_frame(self._reader), timeout_s)
+        self.hello = await self._next_frame(timeout_s)
         if self.hello.get("type") != "hello":
             raise ProtocolError(f"expected hello, got {self.hello.get('type')!r}")
         return self.hello
@@ -61,7 +69,7 @@ class AgentChannel:
     async def init(self, frame: dict[str, Any], timeout_s: float) -> float:
         """Send init, wait for ready; then start multiplexing. Returns the agent's init ms."""
         await self._send(frame)
-        reply = await asyncio.wait_for(read_frame(self._reader), timeout_s)
+        reply = await self._next_frame(timeout_s)
         if reply.get("type") == "init_error":
             raise FunctionInitError(reply.get("error") or {"type": "InitError", "message": "unknown"})
         if reply.get("type") != "ready":

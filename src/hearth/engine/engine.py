@@ -133,11 +133,23 @@ class Engine:
         started = time.perf_counter()
         sandbox = None if spec.network else self.stem_cells.take(spec.backend, spec.language)
         path = "stem" if sandbox is not None else "cold"
+        labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
         if sandbox is None:
-            labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
             sandbox = await backend.create(spec.language, backend.limits_for(spec), labels)
         try:
             await sandbox.load(spec)
+        except SandboxError:
+            await sandbox.stop()
+            if path != "stem":
+                raise
+            # The stem cell died while it waited (e.g. dockerd restarted): start one for this call instead.
+            path = "cold"
+            sandbox = await backend.create(spec.language, backend.limits_for(spec), labels)
+            try:
+                await sandbox.load(spec)
+            except BaseException:
+                await sandbox.stop()
+                raise
         except BaseException:
             await sandbox.stop()
             raise

@@ -54,6 +54,8 @@ class InvocationRecorder:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.written = 0
+        self.dropped = 0  # records given up after the database refused them (disk full) for too long
+        self.max_buffered = 100_000
         self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     def add(self, row: dict[str, Any]) -> None:
@@ -77,9 +79,13 @@ class InvocationRecorder:
         rows, self._buffer = self._buffer, []
         try:
             await asyncio.to_thread(self._write, rows)
-        except Exception:
-            log.exception("could not write %d invocation records; keeping them for the next flush", len(rows))
+        except Exception as exc:
+            log.warning("could not write %d invocation records (%s); keeping them for the next flush", len(rows), exc)
             self._buffer[:0] = rows
+            overflow = len(self._buffer) - self.max_buffered
+            if overflow > 0:  # the database has refused writes for long: keep the newest, count the rest
+                del self._buffer[:overflow]
+                self.dropped += overflow
             return
         self.written += len(rows)
         for listener in self.listeners:

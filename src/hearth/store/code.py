@@ -40,10 +40,14 @@ class CodeStore:
         size = sum(len(content) for content in files.values())
         if not target.is_dir():
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
-            for name, content in files.items():
-                path = staging / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content)
+            try:
+                for name, content in files.items():
+                    path = staging / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(content)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             os.chmod(staging, 0o755)
             try:
                 staging.rename(target)

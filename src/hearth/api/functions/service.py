@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from hearth.api.builds.service import PreparedCode, collect_files
-from hearth.api.errors import ApiError, field_error, not_found
+from hearth.api.errors import ApiError, field_error, not_found, storage_errors
 from hearth.api.functions.schemas import (
     FunctionCreate,
     FunctionOut,
@@ -83,8 +83,9 @@ class FunctionService:
         # Dependencies install before the write lock is taken: a build may take minutes.
         prepared = await self._prepare_code(body.name, values["language"], values["handler"], code, zipped)
         async with self._write_lock:
-            row_values = with_layer(values, prepared)
-            fn, ver = await asyncio.to_thread(self._insert, body.name, row_values, prepared.stored)
+            with storage_errors():
+                row_values = with_layer(values, prepared)
+                fn, ver = await asyncio.to_thread(self._insert, body.name, row_values, prepared.stored)
             self._deploy(fn.name, ver)
         await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
@@ -99,7 +100,8 @@ class FunctionService:
 
     async def delete(self, name: str) -> None:
         async with self._write_lock:
-            await asyncio.to_thread(self._delete, name)
+            with storage_errors():
+                await asyncio.to_thread(self._delete, name)
             self.state.registry.remove(name)
             self.state.engine.retire(name)
 
@@ -125,7 +127,8 @@ class FunctionService:
                 layer = prepared.extra()
             extra_values = pack_extra(values)
             extra_values["extra"].update(layer)
-            fn, ver = await asyncio.to_thread(self._append_version, name, extra_values, stored)
+            with storage_errors():
+                fn, ver = await asyncio.to_thread(self._append_version, name, extra_values, stored)
             self._deploy(fn.name, ver)
         if prepared is not None:
             await self.state.builds.attach_version(prepared.build_id, ver.version)
@@ -157,7 +160,8 @@ class FunctionService:
         if code is not None:
             self._check_code(code)
         files, field = collect_files(language, handler, code, zipped, self.state.settings)
-        return await self.state.builds.prepare(name, language, files, field)
+        with storage_errors():
+            return await self.state.builds.prepare(name, language, files, field)
 
     def _deploy(self, name: str, ver: FunctionVersion) -> None:
         spec = spec_from_version(ver, name, self.state.code.root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -34,6 +35,7 @@ from hearth.engine.sandbox import (
     SandboxTimeout,
 )
 
+log = logging.getLogger(__name__)
 RUNTIMES_DIR = Path(__file__).resolve().parents[2] / "runtimes"
 AGENT_COMMANDS: dict[str, list[str]] = {
     "python": ["python3", "-I", "/opt/hearth/python/agent.py"],
@@ -144,9 +146,8 @@ class DockerSandbox(Sandbox):
             self._poisoned = True
             raise SandboxStartError(f"function code did not load within {self._backend.start_timeout_s} s") from None
         except SandboxCrashed as exc:
+            self._poisoned = True
             raise await self._explain_crash(str(exc)) from None
-        except asyncio.IncompleteReadError:
-            raise await self._explain_crash("agent exited while loading the function") from None
         if self.generic:  # a stem cell: name it after its function for `docker ps`, off the request path
             self.generic = False
             self._backend.rename_later(self.container_id, container_name(spec.name, spec.version, self.id))
@@ -382,7 +383,7 @@ class DockerBackend(Backend):
             with contextlib.suppress(Exception):
                 self.client.api.wait(container_id, timeout=2)
             return dict(self.client.api.inspect_container(container_id)["State"])
-        except docker.errors.DockerException:
+        except Exception:  # gone, or dockerd unreachable: nothing more to explain
             return {}
 
     def _container_logs(self, container_id: str) -> str:
@@ -393,8 +394,13 @@ class DockerBackend(Backend):
             return f"(unavailable: {exc})"
 
     def remove_container(self, container_id: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        """Best effort: a container Docker cannot remove now (dockerd down) is swept at the next start."""
+        try:
             self.client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception as exc:  # dockerd unreachable or restarting: requests' errors are not DockerException
+            log.warning("could not remove container %s: %s", container_id[:12], exc)
 
     async def cleanup_orphans(self) -> int:
         def sweep() -> int:
