@@ -50,7 +50,8 @@ def project(tmp_path: Path, hearth: HearthServer, fname: str) -> Path:
     directory = tmp_path / fname
     assert {p.name for p in directory.iterdir()} == {"hearth.toml", "main.py", "requirements.txt"}
     (directory / "main.py").write_text(HANDLER)
-    (directory / "requirements.txt").write_text("six==1.16.0\n")
+    # A list of its own: the session's server shares its layer cache with the packaging tests.
+    (directory / "requirements.txt").write_text('six==1.16.0 ; python_version >= "3"\n')
     (directory / "helpers").mkdir()
     (directory / "helpers" / "data.txt").write_text("bundled")
     return directory

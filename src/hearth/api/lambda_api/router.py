@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from hearth.api.builds.service import collect_files
 from hearth.api.errors import ApiError
 from hearth.api.functions.schemas import FunctionCreate, FunctionOut, FunctionPatch
 from hearth.api.functions.service import FunctionService
@@ -283,7 +284,8 @@ async def update_function_code(function_name: str, request: Request) -> Response
     fn = await load(request, ref)
     check_revision(fn, body.RevisionId, await config_of(request, fn))
     patch = FunctionPatch.model_validate({"zip_base64": zip_of(body)})
-    if body.DryRun:
+    if body.DryRun:  # check the bundle, change nothing
+        collect_files(fn.language, fn.handler, None, patch.zip_base64, state_of(request).settings)
         return json_response(await config_of(request, fn))
     updated = await service_of(request).patch(fn.name, patch)
     return json_response(await config_of(request, updated, str(updated.version) if body.Publish else None))
