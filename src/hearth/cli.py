@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import typer
-import uvicorn
 
+from hearth.api.server import run_server
 from hearth.commands import deploy, functions, logs, scaffold, top
 from hearth.config import get_settings
 
@@ -35,16 +35,7 @@ def serve(
     """Run the Hearth API server in the foreground (Ctrl-C stops it and its sandboxes)."""
     _configure_logging()
     settings = get_settings()
-    uvicorn.run(
-        "hearth.api.app:create_asgi_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    run_server(host or settings.host, port or settings.port)
 
 
 @app.command()

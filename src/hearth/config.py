@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     invocation_flush_interval_s: float = 0.5
     invocation_flush_batch: int = 500
 
+    # metrics (docs/metrics.md)
+    metrics_sample_interval_s: float = Field(default=5.0, gt=0, description="sandbox/host CPU+memory sampling")
+    metrics_raw_retention_s: float = Field(
+        default=7 * 86400, gt=0, description="raw invocation records (and their logs) are kept this long"
+    )
+    metrics_aggregate_retention_s: float = Field(
+        default=90 * 86400, gt=0, description="per-minute aggregates are kept this long"
+    )
+    metrics_sample_rollup_s: float = Field(
+        default=86400, gt=0, description="resource samples older than this are rolled into per-minute rows"
+    )
+    metrics_rollup_interval_s: float = Field(default=60.0, gt=0, description="how often retention runs")
+    metrics_exact_percentile_rows: int = Field(
+        default=100_000, ge=0, description="windows with at most this many records get exact percentiles"
+    )
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()

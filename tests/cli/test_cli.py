@@ -161,13 +161,9 @@ def test_top_logs_and_async_follow_the_servers_contract(hearth: HearthServer, pr
     top = hearth_cli(hearth, "top", "--once", cwd=cwd)
     assert top.returncode == 0 and fname in top.stdout
 
-    has_logs_api = "/api/functions/{name}/logs" in hearth.client.get("/openapi.json").json()["paths"]
     deadline = time.monotonic() + 30
     while True:
         logs = hearth_cli(hearth, "logs", fname, cwd=cwd)
-        if not has_logs_api:
-            assert logs.returncode == 1 and "no logs API" in logs.stderr
-            break
         assert logs.returncode == 0, logs.stderr
         if "handling logged" in logs.stdout or time.monotonic() > deadline:  # records are written behind
             assert "handling logged" in logs.stdout

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
@@ -16,17 +17,22 @@ from sqlalchemy import select
 from hearth import __version__
 from hearth.api import health
 from hearth.api.auth import load_or_create_api_key
+from hearth.api.backends import router as backends_router
 from hearth.api.builds import router as builds_router
 from hearth.api.builds.service import BuildService
 from hearth.api.errors import install_error_handlers
 from hearth.api.functions import router as functions_router
 from hearth.api.functions.service import FunctionService
+from hearth.api.invocations import router as invocations_router
 from hearth.api.invoke import router as invoke_router
 from hearth.api.invoke.fast_path import HttpTriggerFastPath
 from hearth.api.lambda_api import router as lambda_router
+from hearth.api.metrics import router as metrics_router
+from hearth.api.metrics.lifecycle import start_metrics
 from hearth.api.state import HearthState
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
+from hearth.engine.backends.gvisor import GVisorBackend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry, spec_from_version
 from hearth.engine.sandbox import Backend
@@ -57,17 +63,21 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
         )
         if image
     }
-    docker_backend = DockerBackend(
-        run_dir=run_dir / "docker",
-        owner=owner,
-        pids_limit=settings.pids_limit,
-        tmpfs_mb=settings.tmpfs_mb,
-        max_log_bytes=settings.max_log_bytes,
-        max_result_bytes=settings.max_result_bytes,
-        start_timeout_s=settings.sandbox_start_timeout_s,
-        image_overrides=overrides,
-    )
-    return {docker_backend.name: docker_backend}
+    container_options: dict[str, Any] = {
+        "owner": owner,
+        "pids_limit": settings.pids_limit,
+        "tmpfs_mb": settings.tmpfs_mb,
+        "max_log_bytes": settings.max_log_bytes,
+        "max_result_bytes": settings.max_result_bytes,
+        "start_timeout_s": settings.sandbox_start_timeout_s,
+        "image_overrides": overrides,
+    }
+    backends: list[Backend] = [
+        DockerBackend(run_dir=run_dir / "docker", **container_options),
+        # gVisor: the same containers under dockerd's runsc runtime (docs/isolation.md).
+        GVisorBackend(run_dir=run_dir / "gvisor", **container_options),
+    ]
+    return {backend.name: backend for backend in backends}
 
 
 def load_registry(state_sessions, code: CodeStore) -> FunctionRegistry:  # type: ignore[no-untyped-def]
@@ -122,6 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await state.builds.recover()
     await engine.start()
     recorder.start()
+    stop_metrics = start_metrics(state)
     for spec in registry.all():
         if spec.min_warm:
             engine.pool_for(spec)
@@ -129,6 +140,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await stop_metrics()
         await engine.shutdown()
         await recorder.close()
         db.dispose()
@@ -147,9 +159,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(functions_router.router)
+    app.include_router(backends_router.router)
     app.include_router(invoke_router.router)
     app.include_router(builds_router.router)
     app.include_router(lambda_router.router)
+    app.include_router(metrics_router.api)
+    app.include_router(metrics_router.router)
+    app.include_router(invocations_router.router)
     return app
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from hearth.api.builds.service import BuildService
+from hearth.api.invocations.stream import LogHub
 from hearth.config import Settings
 from hearth.engine.engine import Engine
 from hearth.engine.registry import FunctionRegistry
 from hearth.metrics.recorder import InvocationRecorder
+from hearth.metrics.sampler import ResourceSampler
 from hearth.store.code import CodeStore
 
 
@@ -24,3 +28,8 @@ class HearthState:
     engine: Engine
     recorder: InvocationRecorder
     builds: BuildService = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
+    # metrics (hearth.metrics): set by the app's lifespan
+    sampler: ResourceSampler | None = None
+    prometheus: CollectorRegistry = field(default_factory=CollectorRegistry)
+    log_hub: LogHub = field(default_factory=LogHub)
+    queue_depth: Callable[[], int] | None = None  # async invocations waiting, once a queue exists

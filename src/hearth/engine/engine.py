@@ -58,6 +58,8 @@ class InvocationResult:
     duration_ms: float = 0.0
     queue_ms: float = 0.0
     init_ms: float | None = None
+    cpu_ms: float | None = None  # the runtime process' CPU time during the call, as its agent measured it
+    memory_peak_bytes: int | None = None  # the runtime process' peak RSS so far
     retry_after_s: float | None = None
 
     @property
@@ -319,6 +321,9 @@ def _apply_reply(res: InvocationResult, reply: dict[str, Any] | None, elapsed_ms
     res.stdout = reply.get("stdout") or ""
     res.stderr = reply.get("stderr") or ""
     res.logs_truncated = bool(reply.get("logs_truncated"))
+    cpu_ms, max_rss_kb = reply.get("cpu_ms"), reply.get("max_rss_kb")
+    res.cpu_ms = float(cpu_ms) if isinstance(cpu_ms, int | float) else None
+    res.memory_peak_bytes = int(max_rss_kb) * 1024 if isinstance(max_rss_kb, int | float) else None
     if reply.get("ok"):
         res.result = reply.get("result")
     else:

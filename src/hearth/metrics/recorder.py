@@ -16,6 +16,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from hearth.engine.engine import InvocationResult
+from hearth.metrics.aggregate import upsert_minutes
 from hearth.store.models import Invocation
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ def record_row(res: InvocationResult, mode: str, request_bytes: int, response_by
         "logs_truncated": res.logs_truncated,
         "request_bytes": request_bytes,
         "response_bytes": response_bytes,
+        "init_ms": res.init_ms,
+        "cpu_ms": res.cpu_ms,
+        "memory_peak_bytes": res.memory_peak_bytes,
     }
 
 
@@ -56,9 +60,16 @@ class InvocationRecorder:
         self.written = 0
         self.dropped = 0  # records given up after the database refused them (disk full) for too long
         self.max_buffered = 100_000
-        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []  # after a batch is written
+        self.observers: list[Callable[[dict[str, Any]], None]] = []  # each record as it comes (cheap)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
 
     def add(self, row: dict[str, Any]) -> None:
+        for observe in self.observers:
+            observe(row)
         self._buffer.append(row)
         if len(self._buffer) >= self._batch:
             self._wake.set()
@@ -97,6 +108,7 @@ class InvocationRecorder:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._sessions.begin() as session:
             session.execute(insert(Invocation), rows)
+            upsert_minutes(session, rows)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -81,6 +82,7 @@ class Invocation(Base):
     __table_args__ = (
         Index("ix_invocations_function_started", "function_name", "started_at"),
         Index("ix_invocations_started", "started_at"),
+        Index("ix_invocations_status_started", "status", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -101,6 +103,57 @@ class Invocation(Base):
     logs_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     request_bytes: Mapped[int] = mapped_column(Integer, default=0)
     response_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    init_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_peak_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class InvocationMinute(Base):
+    """Per-function, per-minute aggregate of invocations, kept long after the raw records are gone.
+
+    `histogram` maps a log-spaced duration bucket (hearth.metrics.histogram) to its count, so
+    percentiles over any set of minutes can be computed by merging.
+    """
+
+    __tablename__ = "invocation_minutes"
+    __table_args__ = (Index("ix_invocation_minutes_minute", "minute"),)
+
+    function_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)  # unix time // 60
+    count: Mapped[int] = mapped_column(Integer, default=0)  # every status but throttled
+    errors: Mapped[int] = mapped_column(Integer, default=0)  # error, timeout, oom, crashed
+    timeouts: Mapped[int] = mapped_column(Integer, default=0)
+    throttles: Mapped[int] = mapped_column(Integer, default=0)
+    cold_starts: Mapped[int] = mapped_column(Integer, default=0)  # path cold or stem
+    duration_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    duration_max_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    init_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    histogram: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+
+
+class ResourceSample(Base):
+    """CPU and memory of one function's live sandboxes (or of the host, function_name ''), at one time.
+
+    Raw rows cover `step_s` seconds (the sampling interval); old ones are rolled into 60 s rows.
+    """
+
+    __tablename__ = "resource_samples"
+    __table_args__ = (
+        Index("ix_resource_samples_function_ts", "function_name", "ts"),
+        Index("ix_resource_samples_ts", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[float] = mapped_column(Float)
+    step_s: Mapped[float] = mapped_column(Float)
+    function_name: Mapped[str] = mapped_column(String(63))
+    sandboxes: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)  # of one core, summed over sandboxes
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # host rows
 
 
 class Build(Base):

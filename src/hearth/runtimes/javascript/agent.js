@@ -20,6 +20,7 @@ class Capture {
     this.out = { stdout: [], stderr: [] };
     this.size = { stdout: 0, stderr: 0 };
     this.truncated = false;
+    this.cpuStarted = process.cpuUsage(); // process-wide: includes concurrent invocations' work
   }
   write(stream, text) {
     const room = this.limit - this.size[stream];
@@ -129,6 +130,9 @@ async function runOne(item, timeoutMs) {
     }
   });
   reply.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
+  const cpu = process.cpuUsage(capture.cpuStarted);
+  reply.cpu_ms = (cpu.user + cpu.system) / 1000;
+  reply.max_rss_kb = process.resourceUsage().maxRSS;
   reply.stdout = capture.text('stdout');
   reply.stderr = capture.text('stderr');
   reply.logs_truncated = capture.truncated;

@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import os
+import resource
 import socket
 import struct
 import sys
@@ -35,6 +36,8 @@ class Capture:
     """One invocation's captured output: two capped buffers."""
 
     def __init__(self, limit: int) -> None:
+        # Process CPU time, so with concurrency > 1 it includes the neighbours' work (docs/metrics.md).
+        self.cpu_started = time.process_time()
         self.limit = limit
         self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self.sizes = {"stdout": 0, "stderr": 0}
@@ -215,6 +218,8 @@ class Agent:
         else:
             reply["error"] = describe(value)
         reply["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        reply["cpu_ms"] = round((time.process_time() - capture.cpu_started) * 1000, 3)
+        reply["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         reply["stdout"] = capture.text("stdout")
         reply["stderr"] = capture.text("stderr")
         reply["logs_truncated"] = capture.truncated

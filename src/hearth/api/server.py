@@ -1,0 +1,35 @@
+"""Runs the API under uvicorn, telling long-lived responses (log streams) when shutdown begins."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from types import FrameType
+
+import uvicorn
+
+# Set on SIGINT/SIGTERM, before uvicorn waits for open responses: Server-Sent Event streams end at once
+# instead of holding shutdown for the whole graceful timeout.
+SHUTTING_DOWN = threading.Event()
+
+
+class HearthUvicorn(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        SHUTTING_DOWN.set()
+        super().handle_exit(sig, frame)
+
+
+def run_server(host: str, port: int) -> None:
+    # FastAPI deprecates ORJSONResponse (which Hearth still uses) with a warning per request.
+    warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated.*")
+    config = uvicorn.Config(
+        "hearth.api.app:create_asgi_app",
+        factory=True,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    HearthUvicorn(config).run()

@@ -1,0 +1,348 @@
+"""Read side of the metrics store: summaries, time series, invocation pages and log lines.
+
+Percentiles are exact (numpy's default interpolation) when the window's raw records are all still
+kept and there are at most `exact_rows` of them; otherwise they come from the per-minute histograms
+(within ~1.1 %, hearth.metrics.histogram) and the window is widened to whole minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from hearth.metrics import histogram
+from hearth.metrics.aggregate import COLD_PATHS, ERROR_STATUSES
+from hearth.store.models import Invocation, InvocationMinute, ResourceSample
+
+QUANTILES = (0.5, 0.95, 0.99)
+MAX_BUCKETS = 1440
+
+
+@dataclass
+class Tally:
+    """Counts and durations of a set of invocations, from raw records or from minute aggregates."""
+
+    invocations: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    throttles: int = 0
+    cold_starts: int = 0
+    duration_sum_ms: float = 0.0
+    cpu_ms: float = 0.0
+    memory_peak_bytes: int = 0
+    durations: list[float] | None = None  # exact mode
+    hist: dict[str, int] = field(default_factory=dict)  # histogram mode
+
+    def add_raw(
+        self, status: str, path: str | None, duration_ms: float, cpu_ms: float | None, memory_peak: int | None
+    ) -> None:
+        if status == "throttled":
+            self.throttles += 1
+            return
+        self.invocations += 1
+        self.errors += status in ERROR_STATUSES
+        self.timeouts += status == "timeout"
+        self.cold_starts += path in COLD_PATHS
+        self.duration_sum_ms += duration_ms
+        self.cpu_ms += cpu_ms or 0.0
+        self.memory_peak_bytes = max(self.memory_peak_bytes, memory_peak or 0)
+        if self.durations is None:
+            self.durations = []
+        self.durations.append(duration_ms)
+
+    def add_minute(self, m: InvocationMinute | Any) -> None:
+        self.invocations += m.count
+        self.errors += m.errors
+        self.timeouts += m.timeouts
+        self.throttles += m.throttles
+        self.cold_starts += m.cold_starts
+        self.duration_sum_ms += m.duration_sum_ms
+        self.cpu_ms += m.cpu_sum_ms
+        self.memory_peak_bytes = max(self.memory_peak_bytes, m.memory_peak_bytes)
+        histogram.merge(self.hist, m.histogram or {})
+
+    def quantiles(self) -> list[float | None]:
+        if self.durations is not None:
+            values = histogram.exact_quantiles(self.durations, QUANTILES)
+        else:
+            values = histogram.quantiles_from_histogram(self.hist, QUANTILES)
+        return [None if v is None else round(v, 3) for v in values]
+
+    def as_dict(self) -> dict[str, Any]:
+        p50, p95, p99 = self.quantiles()
+        return {
+            "invocations": self.invocations,
+            "errors": self.errors,
+            "error_rate": round(self.errors / self.invocations, 4) if self.invocations else 0.0,
+            "timeouts": self.timeouts,
+            "throttles": self.throttles,
+            "cold_starts": self.cold_starts,
+            "cold_start_share": round(self.cold_starts / self.invocations, 4) if self.invocations else 0.0,
+            "mean_ms": round(self.duration_sum_ms / self.invocations, 3) if self.invocations else None,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
+            "cpu_seconds": round(self.cpu_ms / 1000, 4),
+        }
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class MetricsQueries:
+    def __init__(self, session: Session, *, raw_retention_s: float, exact_rows: int) -> None:
+        self.session, self.raw_retention_s, self.exact_rows = session, raw_retention_s, exact_rows
+
+    # ----- which source answers
+    def _exact(self, start: float, now: float, function: str | None = None) -> bool:
+        if start < now - self.raw_retention_s:
+            return False
+        query = select(func.count()).select_from(Invocation).where(Invocation.started_at >= start)
+        if function is not None:
+            query = query.where(Invocation.function_name == function)
+        return int(self.session.scalar(query) or 0) <= self.exact_rows
+
+    def _tallies(self, start: float, now: float, function: str | None = None) -> tuple[dict[str, Tally], bool]:
+        tallies: dict[str, Tally] = {}
+        exact = self._exact(start, now, function)
+        if exact:
+            query = select(
+                Invocation.function_name,
+                Invocation.status,
+                Invocation.path,
+                Invocation.duration_ms,
+                Invocation.cpu_ms,
+                Invocation.memory_peak_bytes,
+            ).where(Invocation.started_at >= start)
+            if function is not None:
+                query = query.where(Invocation.function_name == function)
+            for name, status, path, duration, cpu, peak in self.session.execute(query):
+                tallies.setdefault(name, Tally(durations=[])).add_raw(status, path, duration, cpu, peak)
+        else:
+            query = select(InvocationMinute).where(InvocationMinute.minute >= int(start // 60))
+            if function is not None:
+                query = query.where(InvocationMinute.function_name == function)
+            for minute in self.session.scalars(query):
+                tallies.setdefault(minute.function_name, Tally()).add_minute(minute)
+        return tallies, exact
+
+    def resources(self, start: float, function: str | None = None) -> dict[str, dict[str, float]]:
+        """Per function ('' = host): time-weighted mean memory and CPU, and peak memory, since `start`."""
+        weight = func.sum(ResourceSample.step_s)
+        query = (
+            select(
+                ResourceSample.function_name,
+                func.sum(ResourceSample.memory_bytes * ResourceSample.step_s) / weight,
+                func.max(ResourceSample.memory_peak_bytes),
+                func.sum(ResourceSample.cpu_percent * ResourceSample.step_s) / weight,
+            )
+            .where(ResourceSample.ts >= start)
+            .group_by(ResourceSample.function_name)
+        )
+        if function is not None:
+            query = query.where(ResourceSample.function_name == function)
+        return {
+            name: {
+                "mean_memory_bytes": int(mean or 0),
+                "peak_memory_bytes": int(peak or 0),
+                "mean_cpu_percent": round(float(cpu or 0), 2),
+            }
+            for name, mean, peak, cpu in self.session.execute(query)
+        }
+
+    # ----- GET /api/metrics/summary
+    def summary(self, window_s: float, now: float, functions: Iterable[str] = ()) -> dict[str, Any]:
+        start = now - window_s
+        tallies, exact = self._tallies(start, now)
+        resources = self.resources(start)
+        total = Tally(durations=[] if exact else None)
+        rows = []
+        for name in sorted(set(tallies) | set(functions)):
+            tally = tallies.get(name, Tally(durations=[] if exact else None))
+            rows.append(
+                {
+                    "function": name,
+                    **tally.as_dict(),
+                    **resources.get(name, {"mean_memory_bytes": 0, "peak_memory_bytes": 0, "mean_cpu_percent": 0.0}),
+                }
+            )
+            _merge_into(total, tally)
+        totals = total.as_dict()
+        totals["rps"] = round(total.invocations / window_s, 4)
+        return {
+            "window_s": window_s,
+            "generated_at": iso(now),
+            "exact_percentiles": exact,
+            "functions": rows,
+            "totals": totals,
+            "host": resources.get("", {}),
+        }
+
+    # ----- GET /api/functions/{name}/metrics and /api/metrics/series
+    def series(self, function: str | None, window_s: float, step_s: float, now: float) -> dict[str, Any]:
+        count = math.ceil(window_s / step_s)
+        first = (now // step_s - (count - 1)) * step_s
+        tallies: list[Tally] = []
+        by_minutes = step_s % 60 == 0 and not self._exact(first, now, function)
+        tallies = [Tally(durations=None if by_minutes else []) for _ in range(count)]
+        if by_minutes:
+            query = select(InvocationMinute).where(InvocationMinute.minute >= int(first // 60))
+            if function is not None:
+                query = query.where(InvocationMinute.function_name == function)
+            for minute in self.session.scalars(query):
+                index = int((minute.minute * 60 - first) // step_s)
+                if 0 <= index < count:
+                    tallies[index].add_minute(minute)
+        else:
+            query = select(
+                Invocation.started_at,
+                Invocation.status,
+                Invocation.path,
+                Invocation.duration_ms,
+                Invocation.cpu_ms,
+                Invocation.memory_peak_bytes,
+            ).where(Invocation.started_at >= first)
+            if function is not None:
+                query = query.where(Invocation.function_name == function)
+            for started, status, path, duration, cpu, peak in self.session.execute(query):
+                index = int((started - first) // step_s)
+                if 0 <= index < count:
+                    tallies[index].add_raw(status, path, duration, cpu, peak)
+        memory, cpu_percent = self._resource_buckets(function if function is not None else "", first, step_s, count)
+        buckets = []
+        for k, tally in enumerate(tallies):
+            ts = first + k * step_s
+            data = tally.as_dict()
+            data.pop("cold_start_share")
+            buckets.append(
+                {
+                    "start": iso(ts),
+                    "ts": ts,
+                    "count": data.pop("invocations"),
+                    **data,
+                    "memory_bytes": memory[k],
+                    "cpu_percent": cpu_percent[k],
+                }
+            )
+        return {
+            "function": function,
+            "window_s": window_s,
+            "step_s": step_s,
+            "exact_percentiles": not by_minutes,
+            "buckets": buckets,
+        }
+
+    def _resource_buckets(
+        self, function: str, first: float, step_s: float, count: int
+    ) -> tuple[list[int | None], list[float | None]]:
+        sums = [[0.0, 0.0, 0.0] for _ in range(count)]  # memory*w, cpu*w, w
+        query = select(
+            ResourceSample.ts, ResourceSample.step_s, ResourceSample.memory_bytes, ResourceSample.cpu_percent
+        ).where(ResourceSample.function_name == function, ResourceSample.ts >= first)
+        for ts, step, memory, cpu in self.session.execute(query):
+            index = int((ts - first) // step_s)
+            if 0 <= index < count:
+                sums[index][0] += memory * step
+                sums[index][1] += cpu * step
+                sums[index][2] += step
+        memory_out = [int(m / w) if w else None for m, _, w in sums]
+        cpu_out = [round(c / w, 2) if w else None for _, c, w in sums]
+        return memory_out, cpu_out
+
+    # ----- GET /api/invocations
+    def invocations(
+        self,
+        *,
+        function: str | None,
+        status: str | None,
+        since: float | None,
+        limit: int,
+        cursor: tuple[float, str] | None,
+    ) -> tuple[list[Invocation], tuple[float, str] | None]:
+        query = select(Invocation).order_by(Invocation.started_at.desc(), Invocation.id.desc()).limit(limit + 1)
+        if function is not None:
+            query = query.where(Invocation.function_name == function)
+        if status is not None:
+            query = query.where(Invocation.status == status)
+        if since is not None:
+            query = query.where(Invocation.started_at >= since)
+        if cursor is not None:
+            ts, last_id = cursor
+            query = query.where(
+                (Invocation.started_at < ts) | ((Invocation.started_at == ts) & (Invocation.id < last_id))
+            )
+        rows = list(self.session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, ((rows[-1].started_at, rows[-1].id) if more and rows else None)
+
+    def invocation(self, invocation_id: str) -> Invocation | None:
+        return self.session.get(Invocation, invocation_id)
+
+    # ----- GET /api/functions/{name}/logs
+    def log_lines(self, function: str, since: float | None, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` lines, oldest first."""
+        query = (
+            select(Invocation)
+            .where(Invocation.function_name == function, (Invocation.stdout != "") | (Invocation.stderr != ""))
+            .order_by(Invocation.started_at.desc())
+            .limit(limit)
+        )
+        if since is not None:
+            query = query.where(Invocation.started_at >= since)
+        lines: list[dict[str, Any]] = []
+        for record in self.session.scalars(query):  # newest record first
+            lines[:0] = lines_of(record.id, record.started_at, record.stdout, record.stderr, record.logs_truncated)
+            if len(lines) >= limit:
+                break
+        return lines[-limit:]
+
+
+def lines_of(invocation_id: str, ts: float, stdout: str, stderr: str, truncated: bool = False) -> list[dict[str, Any]]:
+    lines = [
+        {"ts": ts, "invocation_id": invocation_id, "stream": stream, "line": line}
+        for stream, text_ in (("stdout", stdout), ("stderr", stderr))
+        for line in (text_ or "").splitlines()
+    ]
+    if truncated:
+        lines.append(
+            {
+                "ts": ts,
+                "invocation_id": invocation_id,
+                "stream": "stderr",
+                "line": "[hearth] output truncated at the per-invocation limit",
+            }
+        )
+    return lines
+
+
+def _merge_into(total: Tally, part: Tally) -> None:
+    total.invocations += part.invocations
+    total.errors += part.errors
+    total.timeouts += part.timeouts
+    total.throttles += part.throttles
+    total.cold_starts += part.cold_starts
+    total.duration_sum_ms += part.duration_sum_ms
+    total.cpu_ms += part.cpu_ms
+    total.memory_peak_bytes = max(total.memory_peak_bytes, part.memory_peak_bytes)
+    if total.durations is not None and part.durations is not None:
+        total.durations.extend(part.durations)
+    histogram.merge(total.hist, part.hist)
+
+
+def parse_cursor(value: str | None) -> tuple[float, str] | None:
+    if not value:
+        return None
+    ts, _, last_id = value.partition("|")
+    return float(ts), last_id
+
+
+def format_cursor(cursor: tuple[float, str] | None) -> str | None:
+    return None if cursor is None else f"{cursor[0]!r}|{cursor[1]}"

@@ -1,0 +1,99 @@
+"""Retention: keeps the metrics store bounded.
+
+Raw invocation records (with their logs) live `metrics_raw_retention_s`; their counts, durations and
+percentile histograms already sit in `invocation_minutes` (written in the same transaction), so
+deleting them loses no counts. Resource samples older than `metrics_sample_rollup_s` are rolled
+into one row per function per minute. Aggregates go after `metrics_aggregate_retention_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from hearth.store.models import Invocation, InvocationMinute, ResourceSample
+
+log = logging.getLogger(__name__)
+
+ROLL_SAMPLES = text(
+    """
+    INSERT INTO resource_samples
+        (ts, step_s, function_name, sandboxes, cpu_percent, memory_bytes, memory_peak_bytes, memory_total_bytes)
+    SELECT CAST(ts / 60 AS INTEGER) * 60.0, 60.0, function_name, MAX(sandboxes),
+           SUM(cpu_percent * step_s) / SUM(step_s), CAST(ROUND(SUM(memory_bytes * step_s) / SUM(step_s)) AS INTEGER),
+           MAX(memory_peak_bytes), MAX(memory_total_bytes)
+    FROM resource_samples
+    WHERE step_s < 60 AND ts < :cutoff
+    GROUP BY function_name, CAST(ts / 60 AS INTEGER)
+    """
+)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    raw_s: float
+    aggregate_s: float
+    sample_rollup_s: float
+
+
+@dataclass
+class RetentionResult:
+    invocations_deleted: int = 0
+    minutes_deleted: int = 0
+    samples_rolled: int = 0
+    samples_deleted: int = 0
+
+
+def apply_retention(session: Session, policy: RetentionPolicy, now: float) -> RetentionResult:
+    result = RetentionResult()
+    raw_cutoff = now - policy.raw_s
+    result.invocations_deleted = session.execute(delete(Invocation).where(Invocation.started_at < raw_cutoff)).rowcount
+    aggregate_cutoff = now - policy.aggregate_s
+    result.minutes_deleted = session.execute(
+        delete(InvocationMinute).where(InvocationMinute.minute < int(aggregate_cutoff // 60))
+    ).rowcount
+    result.samples_deleted = session.execute(
+        delete(ResourceSample).where(ResourceSample.ts < aggregate_cutoff)
+    ).rowcount
+    # Whole minutes only, so no minute ends up half raw, half rolled.
+    roll_cutoff = (now - policy.sample_rollup_s) // 60 * 60
+    session.execute(ROLL_SAMPLES, {"cutoff": roll_cutoff})
+    result.samples_rolled = session.execute(
+        delete(ResourceSample).where(ResourceSample.step_s < 60, ResourceSample.ts < roll_cutoff)
+    ).rowcount
+    return result
+
+
+class RetentionTask:
+    def __init__(self, sessions: sessionmaker[Session], policy: RetentionPolicy, interval_s: float) -> None:
+        self._sessions, self.policy, self.interval_s = sessions, policy, interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def run_once(self, now: float | None = None) -> RetentionResult:
+        with self._sessions.begin() as session:
+            return apply_retention(session, self.policy, time.time() if now is None else now)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                result = await asyncio.to_thread(self.run_once)
+                if result.invocations_deleted or result.samples_rolled:
+                    log.info("metrics retention: %s", result)
+            except Exception:
+                log.exception("metrics retention failed")
+            await asyncio.sleep(self.interval_s)

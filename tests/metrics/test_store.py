@@ -1,0 +1,145 @@
+"""The metrics store on a real SQLite file: write-behind, minute aggregates, histograms, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from hearth.metrics import histogram
+from hearth.metrics.queries import MetricsQueries
+from hearth.metrics.recorder import InvocationRecorder
+from hearth.metrics.retention import RetentionPolicy, apply_retention
+from hearth.store.db import make_engine, make_sessionmaker, migrate
+from hearth.store.models import Invocation, InvocationMinute, ResourceSample
+
+NOW = 1_800_000_000.0
+STATUSES = ["ok"] * 16 + ["error", "timeout", "oom", "crashed", "throttled"]
+
+
+@pytest.fixture
+def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'hearth.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def synthetic_rows(count: int, span_s: float, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    rows = []
+    for k in range(count):
+        rows.append({
+            "id": f"inv_{seed}_{k}", "function_name": rng.choice(["a", "b", "c"]), "version": 1, "mode": "sync",
+            "started_at": NOW - rng.random() * span_s, "duration_ms": rng.lognormvariate(1.5, 1.2),
+            "queue_ms": 0.0, "status": rng.choice(STATUSES), "path": rng.choice(["warm"] * 8 + ["cold", "stem"]),
+            "backend": "docker", "sandbox_id": "s", "error_type": None, "error_message": None, "stdout": "",
+            "stderr": "", "logs_truncated": False, "request_bytes": 10, "response_bytes": 10, "init_ms": None,
+            "cpu_ms": rng.random(), "memory_peak_bytes": rng.randint(1, 10**8),
+        })
+    return rows
+
+
+def record(sessions, rows: list[dict[str, Any]]) -> None:  # type: ignore[no-untyped-def]
+    async def go() -> None:
+        recorder = InvocationRecorder(sessions, interval_s=0.05, batch=97)
+        recorder.start()
+        for row in rows:
+            recorder.add(row)
+        await recorder.close()  # a clean shutdown flushes everything
+        assert recorder.written == len(rows)
+
+    asyncio.run(go())
+
+
+def test_histogram_percentiles_stay_within_their_promised_error() -> None:
+    rng = np.random.default_rng(3)
+    for values in (rng.lognormal(1, 2, 5000), rng.uniform(0.01, 5, 777), np.array([42.0]), rng.exponential(300, 50)):
+        hist: dict[str, int] = {}
+        histogram.add(hist, values.tolist())
+        got = histogram.quantiles_from_histogram(hist, (0.5, 0.95, 0.99))
+        for q, value in zip((50, 95, 99), got, strict=True):
+            reference = np.percentile(values, q, method="inverted_cdf")
+            assert value == pytest.approx(reference, rel=histogram.RELATIVE_ERROR), (q, value, reference)
+        exact = histogram.exact_quantiles(values.tolist(), (0.5, 0.95, 0.99))
+        assert exact == pytest.approx([np.percentile(values, q) for q in (50, 95, 99)])
+
+
+def test_minute_aggregates_match_the_raw_records(sessions) -> None:  # type: ignore[no-untyped-def]
+    rows = synthetic_rows(3000, 3600)
+    record(sessions, rows)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Invocation)) == 3000
+        minutes = list(session.scalars(select(InvocationMinute)))
+    ran = [r for r in rows if r["status"] != "throttled"]
+    assert sum(m.count for m in minutes) == len(ran)
+    assert sum(m.throttles for m in minutes) == len(rows) - len(ran)
+    assert sum(m.errors for m in minutes) == sum(r["status"] in ("error", "timeout", "oom", "crashed") for r in ran)
+    assert sum(m.cold_starts for m in minutes) == sum(r["path"] != "warm" for r in ran)
+    assert sum(m.duration_sum_ms for m in minutes) == pytest.approx(sum(r["duration_ms"] for r in ran))
+    for m in minutes:
+        assert sum(m.histogram.values()) == m.count
+
+
+def test_summary_exact_and_from_histograms(sessions) -> None:  # type: ignore[no-untyped-def]
+    rows = synthetic_rows(4000, 1800, seed=2)
+    record(sessions, rows)
+    ran = [r for r in rows if r["status"] != "throttled" and r["function_name"] == "b"]
+    reference = [np.percentile([r["duration_ms"] for r in ran], q) for q in (50, 95, 99)]
+    with sessions() as session:
+        exact = MetricsQueries(session, raw_retention_s=86400, exact_rows=10**6).summary(3600, NOW)
+        approx = MetricsQueries(session, raw_retention_s=86400, exact_rows=10).summary(3600, NOW)
+    assert exact["exact_percentiles"] and not approx["exact_percentiles"]
+    for body in (exact, approx):
+        row = next(r for r in body["functions"] if r["function"] == "b")
+        assert row["invocations"] == len(ran)
+        assert row["throttles"] == sum(r["status"] == "throttled" and r["function_name"] == "b" for r in rows)
+    row = next(r for r in exact["functions"] if r["function"] == "b")
+    assert [row["p50_ms"], row["p95_ms"], row["p99_ms"]] == pytest.approx(reference, abs=1e-3)
+    row = next(r for r in approx["functions"] if r["function"] == "b")
+    nearest = [np.percentile([r["duration_ms"] for r in ran], q, method="inverted_cdf") for q in (50, 95, 99)]
+    assert [row["p50_ms"], row["p95_ms"], row["p99_ms"]] == pytest.approx(nearest, rel=histogram.RELATIVE_ERROR)
+
+
+def test_retention_rolls_up_without_losing_counts(sessions) -> None:  # type: ignore[no-untyped-def]
+    record(sessions, synthetic_rows(2000, 2 * 86400, seed=4))
+    samples = [{"ts": NOW - 86400 - 600 + 5 * k, "step_s": 5.0, "function_name": "a", "sandboxes": 1,
+                "cpu_percent": float(k % 10), "memory_bytes": 1000 * (k % 7), "memory_peak_bytes": 9000,
+                "memory_total_bytes": None} for k in range(240)]
+    with sessions.begin() as session:
+        session.execute(ResourceSample.__table__.insert(), samples)
+    policy = RetentionPolicy(raw_s=86400, aggregate_s=30 * 86400, sample_rollup_s=3600)
+
+    def snapshot() -> tuple[dict[str, Any], dict[str, Any]]:
+        with sessions() as session:
+            queries = MetricsQueries(session, raw_retention_s=0, exact_rows=0)  # force the aggregate path
+            summary = queries.summary(3 * 86400, NOW)
+            return ({r["function"]: (r["invocations"], r["errors"], r["throttles"], r["cold_starts"])
+                     for r in summary["functions"]}, queries.resources(0))
+
+    before_counts, before_resources = snapshot()
+    with sessions.begin() as session:
+        result = apply_retention(session, policy, NOW)
+    assert result.invocations_deleted > 500 and result.samples_rolled == 240
+    after_counts, after_resources = snapshot()
+    assert after_counts == before_counts
+    before, after = before_resources["a"], after_resources["a"]
+    assert after["mean_memory_bytes"] == pytest.approx(before["mean_memory_bytes"], abs=1)  # whole bytes a minute
+    assert after["mean_cpu_percent"] == pytest.approx(before["mean_cpu_percent"], abs=0.01)
+    assert after["peak_memory_bytes"] == before["peak_memory_bytes"]
+    with sessions() as session:
+        oldest = session.scalar(select(func.min(Invocation.started_at)))
+        assert oldest >= NOW - 86400
+        # 240 samples of 5 s: 20 whole minutes
+        assert session.scalar(select(func.count()).select_from(ResourceSample)) == 20
+    # and aggregates themselves expire
+    with sessions.begin() as session:
+        apply_retention(session, policy, NOW + 40 * 86400)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(InvocationMinute)) == 0
