@@ -3,7 +3,8 @@
 # Root only; idempotent; quiet when everything is already there (apt-get update runs only if
 # something is missing). Packages: docker.io (the engine), mmdebstrap + eatmydata + dpkg-dev
 # (runtime images; mmdebstrap's hooks call dpkg-architecture), nodejs (host-side tests run the
-# JavaScript agent), wrk (benchmarks), curl (ensure-docker.sh's health check).
+# JavaScript agent), wrk (benchmarks), curl (ensure-docker.sh's health check), runsc (gVisor: the
+# gvisor backend; ensure-docker.sh registers it with dockerd).
 # Extra packages: HEARTH_EXTRA_PACKAGES="pkg1 pkg2".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +28,7 @@ wanted=(
   "node nodejs"
   "wrk wrk"
   "curl curl"
+  "runsc runsc"
 )
 missing=()
 for entry in "${wanted[@]}"; do

@@ -77,6 +77,8 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
         # gVisor: the same containers under dockerd's runsc runtime (docs/isolation.md).
         GVisorBackend(run_dir=run_dir / "gvisor", **container_options),
     ]
+    for backend in backends:  # stem cells at start for the default backend; for the others at their first use
+        backend.stem_cells_at_start = backend.name == settings.default_backend
     return {backend.name: backend for backend in backends}
 
 

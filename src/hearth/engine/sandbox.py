@@ -8,6 +8,10 @@ stem cells (pre-started generic sandboxes) do the first ahead of time.
 from __future__ import annotations
 
 import abc
+import statistics
+import time
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -128,10 +132,55 @@ class Sandbox(abc.ABC):
         """False once the agent's stream has closed or a timeout has poisoned the sandbox."""
 
 
+class StartCosts:
+    """What starting a sandbox has cost on one backend: the recent starts, measured where they happen.
+
+    A start is `Backend.create`: from the request to a sandbox whose agent is connected and has
+    answered the handshake (not yet loaded with a function). Backends record every start, the stem
+    cells started in the background at boot included, so a figure is there shortly after Hearth starts.
+    """
+
+    def __init__(self, window: int = 50) -> None:
+        self._samples: dict[str, deque[float]] = {}
+        self._last: dict[str, float] = {}
+        self.started = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self._window = window
+
+    def record(self, runtime: str, ms: float) -> None:
+        self._samples.setdefault(runtime, deque(maxlen=self._window)).append(ms)
+        self._last[runtime] = time.time()
+        self.started += 1
+
+    def record_failure(self, error: str) -> None:
+        self.failed += 1
+        self.last_error = error[:500]
+        self.last_error_at = time.time()
+
+    def summary(self) -> dict[str, dict[str, float | int]]:
+        """Per runtime: p50 and last of the recent starts (ms), how many the window holds, when the last was."""
+        return {
+            runtime: {
+                "p50_ms": round(statistics.median(samples), 1),
+                "last_ms": round(samples[-1], 1),
+                "samples": len(samples),
+                "last_at": self._last[runtime],
+            }
+            for runtime, samples in sorted(self._samples.items())
+            if samples
+        }
+
+
 class Backend(abc.ABC):
     """Creates sandboxes of one isolation technology."""
 
     name: str
+    kind: str = ""  # what isolates, in a few words (shown by GET /api/backends)
+    # Stem cells from the start (the default backend), or only once a function on this backend is first started:
+    # idle stem cells of a backend nobody uses would hold memory for nothing.
+    stem_cells_at_start: bool = True
     pids_limit: int = 128
     tmpfs_mb: int = 64
     stem_memory_mb: int = 128
@@ -156,6 +205,22 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def availability(self) -> tuple[bool, str]:
         """(available, reason) on this host right now."""
+
+    @property
+    def start_costs(self) -> StartCosts:
+        """Measured sandbox starts; `create` records each one (`record(runtime, ms)` / `record_failure`)."""
+        costs = self.__dict__.get("_start_costs")
+        if costs is None:
+            costs = self.__dict__["_start_costs"] = StartCosts()
+        return costs
+
+    def describe(self) -> dict[str, Any]:
+        """Backend-specific facts for GET /api/backends (e.g. the OCI runtime, the accelerator)."""
+        return {}
+
+    def refuse(self, settings: Mapping[str, Any]) -> str | None:
+        """Why this backend cannot run a function with these settings (e.g. `network`), or None."""
+        return None
 
     async def cleanup_orphans(self) -> int:
         """Remove sandboxes a previous run of this Hearth left behind; returns how many."""

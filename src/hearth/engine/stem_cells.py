@@ -13,6 +13,8 @@ import logging
 
 from hearth.engine.sandbox import Backend, Runtime, Sandbox
 
+PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the boot's own sandbox starts to finish
+
 log = logging.getLogger(__name__)
 RUNTIMES: tuple[Runtime, ...] = ("python", "javascript")
 
@@ -26,15 +28,27 @@ class StemCells:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.enabled_backends: set[str] = set()
+        self.standby_backends: set[str] = set()  # available, stem cells once first needed
 
     def enable(self, backend: str) -> None:
-        """Keep stem cells for `backend` (called once it is known to be available)."""
+        """Keep stem cells for `backend` (called once it is known to be available).
+
+        A backend with `stem_cells_at_start` False gets them at its first `take` instead; meanwhile one
+        sandbox is started and stopped in the background so that its start cost is measured (GET /api/backends).
+        """
         if self.per_runtime > 0 and self.backends[backend].stem_limits("python") is not None:
+            if not self.backends[backend].stem_cells_at_start:
+                self.standby_backends.add(backend)
+                self._spawn(self._probe(backend))
+                return
             self.enabled_backends.add(backend)
             for runtime in RUNTIMES:
                 self._refill((backend, runtime))
 
     def take(self, backend: str, runtime: Runtime) -> Sandbox | None:
+        if backend in self.standby_backends:  # first use of this backend: keep stem cells from now on
+            self.standby_backends.discard(backend)
+            self.enabled_backends.add(backend)
         key = (backend, runtime)
         cells = self.ready.get(key, [])
         while cells:
@@ -76,6 +90,22 @@ class StemCells:
             await sandbox.stop()
             return
         self.ready.setdefault(key, []).append(sandbox)
+
+    async def _probe(self, name: str) -> None:
+        """Start and stop one generic sandbox on `name`: its start cost, measured before any function needs it."""
+        backend = self.backends[name]
+        deadline = asyncio.get_running_loop().time() + PROBE_SETTLE_S
+        while not self._closed and any(self.starting.values()) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        limits = backend.stem_limits("python")
+        if self._closed or limits is None or name not in self.standby_backends:
+            return
+        try:
+            sandbox = await backend.create("python", limits, {"hearth.function": "", "hearth.probe": "true"})
+        except Exception as exc:  # recorded in the backend's start costs by its create
+            log.warning("start-cost probe of the %s backend failed: %s", name, exc)
+            return
+        await sandbox.stop()
 
     def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro)

@@ -185,6 +185,9 @@ class FunctionService:
         available, reason = backend.availability()
         if not available:
             raise field_error("backend", f"backend {values['backend']!r} is not available here: {reason}")
+        refused = backend.refuse(values)
+        if refused:
+            raise field_error("backend", refused)
         if values["min_warm"] > values["max_instances"]:
             raise field_error("min_warm", "must not exceed max_instances")
         return values

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,8 @@ class DockerSandbox(Sandbox):
 
 class DockerBackend(Backend):
     name = "docker"
-    docker_runtime: str | None = None
+    kind = "container: Linux namespaces + cgroups + capabilities, the host kernel shared (runc)"
+    docker_runtime: str | None = None  # dockerd's default runtime (runc) when None
 
     def __init__(
         self,
@@ -248,7 +250,20 @@ class DockerBackend(Backend):
         except docker.errors.ImageNotFound:
             return False
 
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": self.docker_runtime or "runc"}
+
     async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
+        started = time.perf_counter()
+        try:
+            sandbox = await self._create(runtime, limits, labels)
+        except Exception as exc:
+            self.start_costs.record_failure(f"{type(exc).__name__}: {exc}")
+            raise
+        self.start_costs.record(runtime, (time.perf_counter() - started) * 1000)
+        return sandbox
+
+    async def _create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
         sandbox_id = secrets.token_hex(6)
         directory = self.run_dir / sandbox_id
         directory.mkdir(mode=0o755)
@@ -316,10 +331,9 @@ class DockerBackend(Backend):
             memswap_limit=memory,
             cpu_period=CPU_PERIOD_US,
             cpu_quota=int(limits.cpus * CPU_PERIOD_US),
-            pids_limit=limits.pids,
             init=True,
             log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
-            **({"runtime": self.docker_runtime} if self.docker_runtime else {}),
+            **self.runtime_options(limits),
         )
         try:
             created = api.create_container(
@@ -335,13 +349,20 @@ class DockerBackend(Backend):
                     "PYTHONUNBUFFERED": "1",
                     "NODE_ENV": "production",
                 },
-                labels={**labels, "hearth.owner": self.owner, "hearth.runtime": runtime},
+                labels={**labels, "hearth.owner": self.owner, "hearth.runtime": runtime, "hearth.backend": self.name},
                 host_config=host_config,
             )
             api.start(created["Id"])
         except docker.errors.DockerException as exc:
             raise SandboxStartError(f"could not start a {runtime} sandbox: {exc}") from None
         return str(created["Id"])
+
+    def runtime_options(self, limits: Limits) -> dict[str, Any]:
+        """Host-config options that depend on the OCI runtime (the gVisor backend overrides this)."""
+        options: dict[str, Any] = {"pids_limit": limits.pids}
+        if self.docker_runtime:
+            options["runtime"] = self.docker_runtime
+        return options
 
     def _egress_network(self) -> str:
         name = "hearth-egress"
@@ -404,7 +425,13 @@ class DockerBackend(Backend):
 
     async def cleanup_orphans(self) -> int:
         def sweep() -> int:
-            containers = self.client.containers.list(all=True, filters={"label": f"hearth.owner={self.owner}"})
+            containers = [
+                container
+                for container in self.client.containers.list(all=True, filters={"label": f"hearth.owner={self.owner}"})
+                # Containers of each Docker-based backend (docker, gvisor) are swept by that backend only;
+                # those from before the label existed were all the docker backend's.
+                if container.labels.get("hearth.backend", "docker") == self.name
+            ]
             for container in containers:
                 self.remove_container(str(container.id))
             return len(containers)
