@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     )
     metrics_rollup_interval_s: float = Field(default=60.0, gt=0, description="how often retention runs")
     metrics_exact_percentile_rows: int = Field(
-        default=100_000, ge=0, description="windows with at most this many records get exact percentiles"
+        default=20_000, ge=0, description="windows with at most this many records get exact percentiles"
     )
 
     @property

@@ -1,4 +1,4 @@
-"""The metrics store on a real SQLite file: write-behind, minute aggregates, histograms, retention."""
+"""The metrics store on a real SQLite file: write-behind, rollups, histograms, retention."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hearth.metrics.queries import MetricsQueries
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.metrics.retention import RetentionPolicy, apply_retention
 from hearth.store.db import make_engine, make_sessionmaker, migrate
-from hearth.store.models import Invocation, InvocationMinute, ResourceSample
+from hearth.store.models import Invocation, InvocationRollup, ResourceSample
 
 NOW = 1_800_000_000.0
 STATUSES = ["ok"] * 16 + ["error", "timeout", "oom", "crashed", "throttled"]
@@ -71,12 +71,14 @@ def test_histogram_percentiles_stay_within_their_promised_error() -> None:
         assert exact == pytest.approx([np.percentile(values, q) for q in (50, 95, 99)])
 
 
-def test_minute_aggregates_match_the_raw_records(sessions) -> None:  # type: ignore[no-untyped-def]
-    rows = synthetic_rows(3000, 3600)
+@pytest.mark.parametrize("width", [60, 3600])
+def test_rollups_match_the_raw_records(sessions, width: int) -> None:  # type: ignore[no-untyped-def]
+    rows = synthetic_rows(3000, 4 * 3600)
     record(sessions, rows)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Invocation)) == 3000
-        minutes = list(session.scalars(select(InvocationMinute)))
+        minutes = list(session.scalars(select(InvocationRollup).where(InvocationRollup.width_s == width)))
+    assert all(m.start % width == 0 for m in minutes)
     ran = [r for r in rows if r["status"] != "throttled"]
     assert sum(m.count for m in minutes) == len(ran)
     assert sum(m.throttles for m in minutes) == len(rows) - len(ran)
@@ -95,8 +97,9 @@ def test_summary_exact_and_from_histograms(sessions) -> None:  # type: ignore[no
     with sessions() as session:
         exact = MetricsQueries(session, raw_retention_s=86400, exact_rows=10**6).summary(3600, NOW)
         approx = MetricsQueries(session, raw_retention_s=86400, exact_rows=10).summary(3600, NOW)
+        hourly = MetricsQueries(session, raw_retention_s=86400, exact_rows=10).summary(7 * 3600, NOW)
     assert exact["exact_percentiles"] and not approx["exact_percentiles"]
-    for body in (exact, approx):
+    for body in (exact, approx, hourly):
         row = next(r for r in body["functions"] if r["function"] == "b")
         assert row["invocations"] == len(ran)
         assert row["throttles"] == sum(r["status"] == "throttled" and r["function_name"] == "b" for r in rows)
@@ -142,4 +145,4 @@ def test_retention_rolls_up_without_losing_counts(sessions) -> None:  # type: ig
     with sessions.begin() as session:
         apply_retention(session, policy, NOW + 40 * 86400)
     with sessions() as session:
-        assert session.scalar(select(func.count()).select_from(InvocationMinute)) == 0
+        assert session.scalar(select(func.count()).select_from(InvocationRollup)) == 0

@@ -1,4 +1,4 @@
-"""Per-minute aggregates of invocation records, kept in step with the raw records at write time."""
+"""Per-minute and per-hour aggregates of invocation records, kept in step with the raw records at write time."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from hearth.metrics import histogram
-from hearth.store.models import InvocationMinute
+from hearth.store.models import InvocationRollup
 
 ERROR_STATUSES = frozenset({"error", "timeout", "oom", "crashed"})
 COLD_PATHS = frozenset({"cold", "stem"})
 
-Key = tuple[str, int]
+WIDTHS = (60, 3600)  # minutes for recent charts, hours for long windows
+Key = tuple[str, int, int]  # function, width_s, start
 
 
-def empty_minute(function_name: str, minute: int) -> dict[str, Any]:
+def empty_rollup(function_name: str, width_s: int, start: int) -> dict[str, Any]:
     return {
         "function_name": function_name,
-        "minute": minute,
+        "width_s": width_s,
+        "start": start,
         "count": 0,
         "errors": 0,
         "timeouts": 0,
@@ -35,36 +37,37 @@ def empty_minute(function_name: str, minute: int) -> dict[str, Any]:
     }
 
 
-def fold(minute: dict[str, Any], row: dict[str, Any]) -> None:
-    """Add one invocation record to its minute. Throttled calls never ran: counted apart."""
+def fold(rollup: dict[str, Any], row: dict[str, Any]) -> None:
+    """Add one invocation record to its rollup. Throttled calls never ran: counted apart."""
     if row["status"] == "throttled":
-        minute["throttles"] += 1
+        rollup["throttles"] += 1
         return
     duration = float(row["duration_ms"])
-    minute["count"] += 1
-    minute["errors"] += row["status"] in ERROR_STATUSES
-    minute["timeouts"] += row["status"] == "timeout"
-    minute["cold_starts"] += row.get("path") in COLD_PATHS
-    minute["duration_sum_ms"] += duration
-    minute["duration_max_ms"] = max(minute["duration_max_ms"], duration)
-    minute["init_sum_ms"] += row.get("init_ms") or 0.0
-    minute["cpu_sum_ms"] += row.get("cpu_ms") or 0.0
-    minute["memory_peak_bytes"] = max(minute["memory_peak_bytes"], row.get("memory_peak_bytes") or 0)
-    histogram.add(minute["histogram"], (duration,))
+    rollup["count"] += 1
+    rollup["errors"] += row["status"] in ERROR_STATUSES
+    rollup["timeouts"] += row["status"] == "timeout"
+    rollup["cold_starts"] += row.get("path") in COLD_PATHS
+    rollup["duration_sum_ms"] += duration
+    rollup["duration_max_ms"] = max(rollup["duration_max_ms"], duration)
+    rollup["init_sum_ms"] += row.get("init_ms") or 0.0
+    rollup["cpu_sum_ms"] += row.get("cpu_ms") or 0.0
+    rollup["memory_peak_bytes"] = max(rollup["memory_peak_bytes"], row.get("memory_peak_bytes") or 0)
+    histogram.add(rollup["histogram"], (duration,))
 
 
-def minutes_of(rows: Iterable[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+def rollups_of(rows: Iterable[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
     groups: dict[Key, dict[str, Any]] = {}
     for row in rows:
-        key = (row["function_name"], int(row["started_at"] // 60))
-        minute = groups.get(key)
-        if minute is None:
-            minute = groups[key] = empty_minute(*key)
-        fold(minute, row)
+        for width in WIDTHS:
+            key = (row["function_name"], width, int(row["started_at"] // width) * width)
+            rollup = groups.get(key)
+            if rollup is None:
+                rollup = groups[key] = empty_rollup(*key)
+            fold(rollup, row)
     return groups
 
 
-def combine(into: InvocationMinute, add: dict[str, Any]) -> None:
+def combine(into: InvocationRollup, add: dict[str, Any]) -> None:
     for name in ("count", "errors", "timeouts", "throttles", "cold_starts"):
         setattr(into, name, getattr(into, name) + add[name])
     for name in ("duration_sum_ms", "init_sum_ms", "cpu_sum_ms"):
@@ -76,22 +79,19 @@ def combine(into: InvocationMinute, add: dict[str, Any]) -> None:
     into.histogram = merged  # a new dict, so SQLAlchemy sees the JSON change
 
 
-def upsert_minutes(session: Session, rows: Iterable[dict[str, Any]]) -> None:
-    """Fold `rows` into their minutes (same transaction as the rows' insert: both or neither)."""
-    groups = minutes_of(rows)
+def upsert_rollups(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    """Fold `rows` into their minutes and hours (same transaction as the rows' insert: both or neither)."""
+    groups = rollups_of(rows)
     if not groups:
         return
+    columns = tuple_(InvocationRollup.function_name, InvocationRollup.width_s, InvocationRollup.start)
     existing = {
-        (m.function_name, m.minute): m
-        for m in session.scalars(
-            select(InvocationMinute).where(
-                tuple_(InvocationMinute.function_name, InvocationMinute.minute).in_(list(groups))
-            )
-        )
+        (r.function_name, r.width_s, r.start): r
+        for r in session.scalars(select(InvocationRollup).where(columns.in_(list(groups))))
     }
     for key, add in groups.items():
         current = existing.get(key)
         if current is None:
-            session.add(InvocationMinute(**add))
+            session.add(InvocationRollup(**add))
         else:
             combine(current, add)

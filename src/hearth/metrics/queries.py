@@ -1,8 +1,9 @@
 """Read side of the metrics store: summaries, time series, invocation pages and log lines.
 
 Percentiles are exact (numpy's default interpolation) when the window's raw records are all still
-kept and there are at most `exact_rows` of them; otherwise they come from the per-minute histograms
-(within ~1.1 %, hearth.metrics.histogram) and the window is widened to whole minutes.
+kept and there are at most `exact_rows` of them; otherwise they come from the rollups' histograms
+(within ~1.1 %, hearth.metrics.histogram) and the window is widened to whole minutes (windows of
+6 h or more: whole hours).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from sqlalchemy.orm import Session
 
 from hearth.metrics import histogram
 from hearth.metrics.aggregate import COLD_PATHS, ERROR_STATUSES
-from hearth.store.models import Invocation, InvocationMinute, ResourceSample
+from hearth.store.models import Invocation, InvocationRollup, ResourceSample
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_BUCKETS = 1440
+HOURLY_FROM_S = 6 * 3600  # summaries over windows this long read hour rollups
+ROLLUPS = InvocationRollup.__table__
 
 
 @dataclass
 class Tally:
-    """Counts and durations of a set of invocations, from raw records or from minute aggregates."""
+    """Counts and durations of a set of invocations, from raw records or from rollups."""
 
     invocations: int = 0
     errors: int = 0
@@ -56,7 +59,7 @@ class Tally:
             self.durations = []
         self.durations.append(duration_ms)
 
-    def add_minute(self, m: InvocationMinute | Any) -> None:
+    def add_rollup(self, m: Any) -> None:
         self.invocations += m.count
         self.errors += m.errors
         self.timeouts += m.timeouts
@@ -104,10 +107,11 @@ class MetricsQueries:
     def _exact(self, start: float, now: float, function: str | None = None) -> bool:
         if start < now - self.raw_retention_s:
             return False
-        query = select(func.count()).select_from(Invocation).where(Invocation.started_at >= start)
+        # Count at most exact_rows + 1: a busy window must not cost a full count.
+        rows = select(Invocation.started_at).where(Invocation.started_at >= start).limit(self.exact_rows + 1)
         if function is not None:
-            query = query.where(Invocation.function_name == function)
-        return int(self.session.scalar(query) or 0) <= self.exact_rows
+            rows = rows.where(Invocation.function_name == function)
+        return int(self.session.scalar(select(func.count()).select_from(rows.subquery())) or 0) <= self.exact_rows
 
     def _tallies(self, start: float, now: float, function: str | None = None) -> tuple[dict[str, Tally], bool]:
         tallies: dict[str, Tally] = {}
@@ -126,12 +130,16 @@ class MetricsQueries:
             for name, status, path, duration, cpu, peak in self.session.execute(query):
                 tallies.setdefault(name, Tally(durations=[])).add_raw(status, path, duration, cpu, peak)
         else:
-            query = select(InvocationMinute).where(InvocationMinute.minute >= int(start // 60))
-            if function is not None:
-                query = query.where(InvocationMinute.function_name == function)
-            for minute in self.session.scalars(query):
-                tallies.setdefault(minute.function_name, Tally()).add_minute(minute)
+            width = 3600 if now - start >= HOURLY_FROM_S else 60
+            for rollup in self._rollups(width, start, function):
+                tallies.setdefault(rollup.function_name, Tally()).add_rollup(rollup)
         return tallies, exact
+
+    def _rollups(self, width: int, start: float, function: str | None) -> Any:
+        query = select(ROLLUPS).where(ROLLUPS.c.width_s == width, ROLLUPS.c.start >= int(start // width) * width)
+        if function is not None:
+            query = query.where(ROLLUPS.c.function_name == function)
+        return self.session.execute(query)
 
     def resources(self, start: float, function: str | None = None) -> dict[str, dict[str, float]]:
         """Per function ('' = host): time-weighted mean memory and CPU, and peak memory, since `start`."""
@@ -189,17 +197,14 @@ class MetricsQueries:
     def series(self, function: str | None, window_s: float, step_s: float, now: float) -> dict[str, Any]:
         count = math.ceil(window_s / step_s)
         first = (now // step_s - (count - 1)) * step_s
-        tallies: list[Tally] = []
         by_minutes = step_s % 60 == 0 and not self._exact(first, now, function)
         tallies = [Tally(durations=None if by_minutes else []) for _ in range(count)]
         if by_minutes:
-            query = select(InvocationMinute).where(InvocationMinute.minute >= int(first // 60))
-            if function is not None:
-                query = query.where(InvocationMinute.function_name == function)
-            for minute in self.session.scalars(query):
-                index = int((minute.minute * 60 - first) // step_s)
+            width = 3600 if step_s % 3600 == 0 else 60
+            for rollup in self._rollups(width, first, function):
+                index = int((rollup.start - first) // step_s)
                 if 0 <= index < count:
-                    tallies[index].add_minute(minute)
+                    tallies[index].add_rollup(rollup)
         else:
             query = select(
                 Invocation.started_at,

@@ -12,11 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from hearth.engine.engine import InvocationResult
-from hearth.metrics.aggregate import upsert_minutes
+from hearth.metrics.aggregate import upsert_rollups
 from hearth.store.models import Invocation
 
 log = logging.getLogger(__name__)
@@ -107,8 +106,8 @@ class InvocationRecorder:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._sessions.begin() as session:
-            session.execute(insert(Invocation), rows)
-            upsert_minutes(session, rows)
+            session.execute(Invocation.__table__.insert(), rows)
+            upsert_rollups(session, rows)
 
     async def close(self) -> None:
         if self._task is not None:

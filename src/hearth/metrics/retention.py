@@ -1,7 +1,7 @@
 """Retention: keeps the metrics store bounded.
 
 Raw invocation records (with their logs) live `metrics_raw_retention_s`; their counts, durations and
-percentile histograms already sit in `invocation_minutes` (written in the same transaction), so
+percentile histograms already sit in `invocation_rollups` (written in the same transaction), so
 deleting them loses no counts. Resource samples older than `metrics_sample_rollup_s` are rolled
 into one row per function per minute. Aggregates go after `metrics_aggregate_retention_s`.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from hearth.store.models import Invocation, InvocationMinute, ResourceSample
+from hearth.store.models import Invocation, InvocationRollup, ResourceSample
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class RetentionPolicy:
 @dataclass
 class RetentionResult:
     invocations_deleted: int = 0
-    minutes_deleted: int = 0
+    rollups_deleted: int = 0
     samples_rolled: int = 0
     samples_deleted: int = 0
 
@@ -55,8 +55,8 @@ def apply_retention(session: Session, policy: RetentionPolicy, now: float) -> Re
     raw_cutoff = now - policy.raw_s
     result.invocations_deleted = session.execute(delete(Invocation).where(Invocation.started_at < raw_cutoff)).rowcount
     aggregate_cutoff = now - policy.aggregate_s
-    result.minutes_deleted = session.execute(
-        delete(InvocationMinute).where(InvocationMinute.minute < int(aggregate_cutoff // 60))
+    result.rollups_deleted = session.execute(
+        delete(InvocationRollup).where(InvocationRollup.start + InvocationRollup.width_s <= aggregate_cutoff)
     ).rowcount
     result.samples_deleted = session.execute(
         delete(ResourceSample).where(ResourceSample.ts < aggregate_cutoff)

@@ -108,18 +108,20 @@ class Invocation(Base):
     memory_peak_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
-class InvocationMinute(Base):
-    """Per-function, per-minute aggregate of invocations, kept long after the raw records are gone.
+class InvocationRollup(Base):
+    """Aggregate of one function's invocations over a minute or an hour (`width_s`), kept long after the
+    raw records are gone.
 
     `histogram` maps a log-spaced duration bucket (hearth.metrics.histogram) to its count, so
-    percentiles over any set of minutes can be computed by merging.
+    percentiles over any set of rollups can be computed by merging.
     """
 
-    __tablename__ = "invocation_minutes"
-    __table_args__ = (Index("ix_invocation_minutes_minute", "minute"),)
+    __tablename__ = "invocation_rollups"
+    __table_args__ = (Index("ix_invocation_rollups_width_start", "width_s", "start"),)
 
     function_name: Mapped[str] = mapped_column(String(63), primary_key=True)
-    minute: Mapped[int] = mapped_column(Integer, primary_key=True)  # unix time // 60
+    width_s: Mapped[int] = mapped_column(Integer, primary_key=True)  # 60 or 3600
+    start: Mapped[int] = mapped_column(Integer, primary_key=True)  # unix seconds, a multiple of width_s
     count: Mapped[int] = mapped_column(Integer, default=0)  # every status but throttled
     errors: Mapped[int] = mapped_column(Integer, default=0)  # error, timeout, oom, crashed
     timeouts: Mapped[int] = mapped_column(Integer, default=0)

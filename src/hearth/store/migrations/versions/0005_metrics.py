@@ -1,4 +1,4 @@
-"""metrics: per-invocation CPU/memory/init time, per-minute aggregates, resource samples
+"""metrics: per-invocation CPU/memory/init time, per-minute and per-hour aggregates, resource samples
 
 Revision ID: 0005_metrics
 Revises: 0004_builds
@@ -21,9 +21,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cpu_ms", sa.Float(), nullable=True))
         batch.add_column(sa.Column("memory_peak_bytes", sa.BigInteger(), nullable=True))
     op.create_table(
-        "invocation_minutes",
+        "invocation_rollups",
         sa.Column("function_name", sa.String(length=63), nullable=False),
-        sa.Column("minute", sa.Integer(), nullable=False),
+        sa.Column("width_s", sa.Integer(), nullable=False),
+        sa.Column("start", sa.Integer(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("errors", sa.Integer(), nullable=False),
         sa.Column("timeouts", sa.Integer(), nullable=False),
@@ -35,9 +36,9 @@ def upgrade() -> None:
         sa.Column("cpu_sum_ms", sa.Float(), nullable=False),
         sa.Column("memory_peak_bytes", sa.BigInteger(), nullable=False),
         sa.Column("histogram", sa.JSON(), nullable=False),
-        sa.PrimaryKeyConstraint("function_name", "minute"),
+        sa.PrimaryKeyConstraint("function_name", "width_s", "start"),
     )
-    op.create_index("ix_invocation_minutes_minute", "invocation_minutes", ["minute"])
+    op.create_index("ix_invocation_rollups_width_start", "invocation_rollups", ["width_s", "start"])
     op.create_table(
         "resource_samples",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -60,7 +61,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_invocations_status_started", table_name="invocations")
     op.drop_table("resource_samples")
-    op.drop_table("invocation_minutes")
+    op.drop_table("invocation_rollups")
     with op.batch_alter_table("invocations") as batch:
         batch.drop_column("memory_peak_bytes")
         batch.drop_column("cpu_ms")
