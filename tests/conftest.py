@@ -51,6 +51,30 @@ def fresh_hearth(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[Hea
         server.stop()
 
 
+# Every sandbox backend the functional suite runs on (the `backend` fixture); a backend this host cannot
+# run is skipped with the reason the backend itself gives (GET /api/backends says the same).
+SANDBOX_BACKENDS = [pytest.param("docker"), pytest.param("gvisor")]
+
+
+@pytest.fixture(scope="session")
+def backend_availability(runtime_images: dict[str, str]) -> dict[str, tuple[bool, str]]:
+    from hearth.api.app import build_backends
+    from hearth.config import Settings
+
+    backends = build_backends(Settings(), "pytest-availability")
+    return {name: backend.availability() for name, backend in backends.items()}
+
+
+@pytest.fixture(params=SANDBOX_BACKENDS)
+def backend(request: pytest.FixtureRequest, backend_availability: dict[str, tuple[bool, str]]) -> str:
+    """The name of a sandbox backend to deploy the test's functions on (`backend=backend`)."""
+    name: str = request.param
+    available, reason = backend_availability.get(name, (False, "not built by hearth.api.app.build_backends"))
+    if not available:
+        pytest.skip(f"{name} backend not available here: {reason}")
+    return name
+
+
 @pytest.fixture
 def fname() -> str:
     """A unique function name for this test."""

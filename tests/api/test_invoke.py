@@ -45,8 +45,8 @@ def check_context_reply(response: httpx.Response, name: str) -> None:
     assert float(response.headers["X-Hearth-Duration-Ms"]) >= 0
 
 
-def test_python_function_cold_then_warm(hearth: HearthServer, fname: str) -> None:
-    hearth.deploy(fname, PY_CONTEXT)
+def test_python_function_cold_then_warm(hearth: HearthServer, fname: str, backend: str) -> None:
+    hearth.deploy(fname, PY_CONTEXT, backend=backend)
     first = hearth.invoke(fname, {"n": 1, "s": "é"})
     check_context_reply(first, fname)
     assert first.headers["X-Hearth-Cold"] == "true"
@@ -56,8 +56,8 @@ def test_python_function_cold_then_warm(hearth: HearthServer, fname: str) -> Non
     assert second.headers["X-Hearth-Invocation-Id"] != first.headers["X-Hearth-Invocation-Id"]
 
 
-def test_javascript_function(hearth: HearthServer, fname: str) -> None:
-    hearth.deploy(fname, JS_CONTEXT, language="javascript")
+def test_javascript_function(hearth: HearthServer, fname: str, backend: str) -> None:
+    hearth.deploy(fname, JS_CONTEXT, language="javascript", backend=backend)
     check_context_reply(hearth.invoke(fname, {"n": 1, "s": "é"}), fname)
     assert hearth.invoke(fname, {"n": 1, "s": "é"}).headers["X-Hearth-Cold"] == "false"
 
@@ -170,7 +170,7 @@ def test_update_serves_the_new_version_at_once(hearth: HearthServer, fname: str)
     assert response.headers["X-Hearth-Version"] == "2"
 
 
-def test_timeout_is_504_promptly_and_the_next_call_works(hearth: HearthServer, fname: str) -> None:
+def test_timeout_is_504_promptly_and_the_next_call_works(hearth: HearthServer, fname: str, backend: str) -> None:
     code = (
         "def handler(event, context):\n"
         "    if event.get('spin'):\n"
@@ -178,7 +178,7 @@ def test_timeout_is_504_promptly_and_the_next_call_works(hearth: HearthServer, f
         "            pass\n"
         "    return 'fine'\n"
     )
-    hearth.deploy(fname, code, timeout_s=1)
+    hearth.deploy(fname, code, timeout_s=1, backend=backend)
     assert hearth.invoke(fname).json() == "fine"  # warm the sandbox so the timer covers only the handler
     started = time.monotonic()
     response = hearth.invoke(fname, {"spin": True})
@@ -191,7 +191,7 @@ def test_timeout_is_504_promptly_and_the_next_call_works(hearth: HearthServer, f
     assert after.headers["X-Hearth-Cold"] == "true"  # the stuck sandbox was replaced
 
 
-def test_memory_bomb_is_502_out_of_memory(hearth: HearthServer, fname: str) -> None:
+def test_memory_bomb_is_502_out_of_memory(hearth: HearthServer, fname: str, backend: str) -> None:
     code = (
         "def handler(event, context):\n"
         "    if event.get('bomb'):\n"
@@ -200,14 +200,14 @@ def test_memory_bomb_is_502_out_of_memory(hearth: HearthServer, fname: str) -> N
         "            blocks.append(bytearray(8 * 1024 * 1024))\n"
         "    return 'ok'\n"
     )
-    hearth.deploy(fname, code, memory_mb=64)
+    hearth.deploy(fname, code, memory_mb=64, backend=backend)
     response = hearth.invoke(fname, {"bomb": True})
     assert response.status_code == 502, response.text
     assert response.json()["error"]["type"] == "OutOfMemory"
     assert hearth.invoke(fname).json() == "ok"
 
 
-def test_javascript_memory_bomb_is_out_of_memory(hearth: HearthServer, fname: str) -> None:
+def test_javascript_memory_bomb_is_out_of_memory(hearth: HearthServer, fname: str, backend: str) -> None:
     code = (
         "exports.handler = async (event) => {\n"
         "  const keep = [];\n"
@@ -215,7 +215,7 @@ def test_javascript_memory_bomb_is_out_of_memory(hearth: HearthServer, fname: st
         "  return 'ok';\n"
         "};\n"
     )
-    hearth.deploy(fname, code, language="javascript", memory_mb=64)
+    hearth.deploy(fname, code, language="javascript", memory_mb=64, backend=backend)
     response = hearth.invoke(fname, {"bomb": True})
     assert response.status_code == 502, response.text
     assert response.json()["error"]["type"] == "OutOfMemory"

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from pathlib import Path
 
+from hearth.engine.backends.gvisor import host_pids_ceiling
 from hearth.testing import HearthServer
 
 PROBE = """
 import os, socket
 
 def handler(event, context):
-    out = {"uid": os.getuid(), "interfaces": sorted(os.listdir("/sys/class/net"))}
+    out = {"uid": os.getuid(), "interfaces": sorted(os.listdir("/sys/class/net")), "kernel": os.uname().release}
     try:
         socket.create_connection(("127.0.0.1", event["port"]), timeout=2).close()
         out["host_loopback"] = "reached"
@@ -42,7 +44,7 @@ def handler(event, context):
 """
 
 
-def test_no_network_no_writes_outside_tmp_no_privileges(hearth: HearthServer, fname: str) -> None:
+def test_no_network_no_writes_outside_tmp_no_privileges(hearth: HearthServer, fname: str, backend: str) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -50,7 +52,7 @@ def test_no_network_no_writes_outside_tmp_no_privileges(hearth: HearthServer, fn
     threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
     port = listener.getsockname()[1]
     try:
-        hearth.deploy(fname, PROBE)
+        hearth.deploy(fname, PROBE, backend=backend)
         response = hearth.invoke(fname, {"port": port})
         assert response.status_code == 200, response.text
         out = response.json()
@@ -65,9 +67,11 @@ def test_no_network_no_writes_outside_tmp_no_privileges(hearth: HearthServer, fn
     assert out["tmp"] == "ok"
     assert out["docker_sock"] is False
     assert int(out["cap_eff"], 16) == 0
+    # Under gVisor the function talks to gVisor's own kernel, which reports its own release, not the host's.
+    assert (out["kernel"] == os.uname().release) is (backend == "docker"), out["kernel"]
 
 
-def test_javascript_cannot_write_outside_tmp(hearth: HearthServer, fname: str) -> None:
+def test_javascript_cannot_write_outside_tmp(hearth: HearthServer, fname: str, backend: str) -> None:
     code = (
         "const fs = require('fs');\n"
         "exports.handler = async () => {\n"
@@ -79,14 +83,14 @@ def test_javascript_cannot_write_outside_tmp(hearth: HearthServer, fname: str) -
         "  return r;\n"
         "};\n"
     )
-    hearth.deploy(fname, code, language="javascript")
+    hearth.deploy(fname, code, language="javascript", backend=backend)
     out = hearth.invoke(fname).json()
-    assert out["/hearth/code/x.js"] == "EROFS" and out["/etc/x"] in ("EROFS", "EACCES")
+    assert out["/hearth/code/x.js"] in ("EROFS", "EACCES") and out["/etc/x"] in ("EROFS", "EACCES")
     assert out["/tmp/ok"] == "written" and out["uid"] == 65534
 
 
-def test_limits_are_applied_to_the_container(hearth: HearthServer, fname: str, docker_client) -> None:  # type: ignore[no-untyped-def]
-    hearth.deploy(fname, "def handler(e, c):\n    return 1\n", memory_mb=96, cpus=0.25)
+def test_limits_are_applied_to_the_container(hearth: HearthServer, fname: str, backend: str, docker_client) -> None:  # type: ignore[no-untyped-def]
+    hearth.deploy(fname, "def handler(e, c):\n    return 1\n", memory_mb=96, cpus=0.25, backend=backend)
     assert hearth.invoke(fname).status_code == 200
     containers: list = []
     deadline = time.monotonic() + 5
@@ -101,10 +105,54 @@ def test_limits_are_applied_to_the_container(hearth: HearthServer, fname: str, d
     assert int((memory / "memory.memsw.limit_in_bytes").read_text()) == 96 * 1024 * 1024
     cpu = Path(f"/sys/fs/cgroup/cpu/docker/{cid}")
     assert int((cpu / "cpu.cfs_quota_us").read_text()) * 4 == int((cpu / "cpu.cfs_period_us").read_text())
-    assert int(Path(f"/sys/fs/cgroup/pids/docker/{cid}/pids.max").read_text()) > 0
+    pids_max = int(Path(f"/sys/fs/cgroup/pids/docker/{cid}/pids.max").read_text())
     host = containers[0].attrs["HostConfig"]
+    if backend == "gvisor":
+        # Processes inside: RLIMIT_NPROC, counted by gVisor's kernel; the host pids.max bounds runsc's own tasks.
+        assert host["Runtime"] == "runsc"
+        assert host["Ulimits"] == [{"Name": "nproc", "Soft": 128, "Hard": 128}]
+        assert pids_max == host_pids_ceiling(128)
+    else:
+        assert pids_max == 128 and host.get("Runtime") in (None, "runc")
     assert host["ReadonlyRootfs"] is True
     assert host["NetworkMode"] == "none"
     assert host["CapDrop"] == ["ALL"]
     assert any("no-new-privileges" in opt for opt in host["SecurityOpt"])
     assert containers[0].attrs["Config"]["User"] == "65534:65534"
+
+
+
+TASK_COUNT = """
+import threading
+
+def handler(event, context):
+    release, started, error = threading.Event(), [], None
+    while len(started) < 1000:
+        thread = threading.Thread(target=release.wait)
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            error = str(exc)
+            break
+        started.append(thread)
+    release.set()
+    for thread in started:
+        thread.join()
+    return {"started": len(started), "error": error}
+"""
+
+
+def test_task_limit_holds_inside_the_sandbox(hearth: HearthServer, fname: str, backend: str) -> None:
+    """HEARTH_PIDS_LIMIT (128) bounds a function's tasks on every backend, and the sandbox survives reaching it.
+
+    Threads, not processes: both limits count every task (the pids cgroup under runc, RLIMIT_NPROC in gVisor's
+    kernel), and under gVisor each extra process costs ~10 MiB of sandbox memory (the fork bomb of
+    tests/security ends in OutOfMemory there before the limit).
+    """
+    hearth.deploy(fname, TASK_COUNT, memory_mb=256, timeout_s=30, backend=backend)
+    response = hearth.invoke(fname)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["error"] is not None and "thread" in out["error"], out
+    assert 100 <= out["started"] < 128, out  # the agent's own tasks (and tini's under runc) count too
+    assert hearth.invoke(fname).status_code == 200  # the same sandbox still answers
