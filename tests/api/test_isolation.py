@@ -121,7 +121,6 @@ def test_limits_are_applied_to_the_container(hearth: HearthServer, fname: str, b
     assert containers[0].attrs["Config"]["User"] == "65534:65534"
 
 
-
 TASK_COUNT = """
 import threading
 

@@ -104,6 +104,7 @@ def test_hostile_function_gets_a_clear_error(
     hearth: HearthServer,
     bystander: str,
     fname: str,
+    backend: str,
     name: str,
     code: str,
     language: str,
@@ -111,37 +112,39 @@ def test_hostile_function_gets_a_clear_error(
     statuses: set[int],
     types: set[str],
 ) -> None:
-    hearth.deploy(fname, code, language=language, **settings)
+    hearth.deploy(fname, code, language=language, backend=backend, **settings)
     response = hearth.invoke(fname)
     assert response.status_code in statuses, response.text[:300]
     assert response.json()["error"]["type"] in types, response.text[:300]
     assert_platform_healthy(hearth, bystander)
 
 
-def test_output_floods_are_capped_and_marked(hearth: HearthServer, bystander: str, fname: str) -> None:
-    hearth.deploy(fname, STDOUT_FLOOD)
+def test_output_floods_are_capped_and_marked(hearth: HearthServer, bystander: str, fname: str, backend: str) -> None:
+    hearth.deploy(fname, STDOUT_FLOOD, backend=backend)
     assert hearth.invoke(fname).json() == "done"
-    hearth.deploy(fname + "-fd", FD_FLOOD)
+    hearth.deploy(fname + "-fd", FD_FLOOD, backend=backend)
     assert hearth.invoke(fname + "-fd").json() == "done"  # straight to fd 1: the container's capped log
     assert_platform_healthy(hearth, bystander)
 
 
-def test_filling_tmp_stops_at_its_size(hearth: HearthServer, bystander: str, fname: str) -> None:
-    hearth.deploy(fname, FILL_TMP, memory_mb=256)
+def test_filling_tmp_stops_at_its_size(hearth: HearthServer, bystander: str, fname: str, backend: str) -> None:
+    hearth.deploy(fname, FILL_TMP, memory_mb=256, backend=backend)
     response = hearth.invoke(fname)
     assert response.status_code == 200
     assert response.json() == {"stopped": 28}  # ENOSPC at the tmpfs limit (64 MiB by default)
     assert_platform_healthy(hearth, bystander)
 
 
-def test_daemons_stay_inside_the_sandbox_and_die_with_it(hearth: HearthServer, fname: str, docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_daemons_stay_inside_the_sandbox_and_die_with_it(  # type: ignore[no-untyped-def]
+    hearth: HearthServer, fname: str, backend: str, docker_client
+) -> None:
     code = (
         "import subprocess\n"
         "def handler(event, context):\n"
         "    subprocess.Popen(['sleep', '1000'])\n"
         "    return 'spawned'\n"
     )
-    hearth.deploy(fname, code)
+    hearth.deploy(fname, code, backend=backend)
     assert hearth.invoke(fname).json() == "spawned"
     assert hearth.client.delete(f"/api/functions/{fname}").status_code == 204
     deadline = time.monotonic() + 10
@@ -150,7 +153,7 @@ def test_daemons_stay_inside_the_sandbox_and_die_with_it(hearth: HearthServer, f
     assert docker_client.containers.list(all=True, filters={"name": f"hearth-{fname}-v"}) == []
 
 
-def test_what_persists_between_calls_of_one_warm_instance(hearth: HearthServer, fname: str) -> None:
+def test_what_persists_between_calls_of_one_warm_instance(hearth: HearthServer, fname: str, backend: str) -> None:
     """Like Lambda: globals, env changes and /tmp persist within one instance; a new version starts clean."""
     code = (
         "import os\n"
@@ -164,7 +167,7 @@ def test_what_persists_between_calls_of_one_warm_instance(hearth: HearthServer, 
         "    open('/tmp/mark', 'w').close()\n"
         "    return [calls, seen, tmp]\n"
     )
-    hearth.deploy(fname, code, max_instances=1)
+    hearth.deploy(fname, code, max_instances=1, backend=backend)
     assert hearth.invoke(fname).json() == [1, None, False]
     assert hearth.invoke(fname).json() == [2, "set", True]
     hearth.client.patch(f"/api/functions/{fname}", json={"timeout_s": 5})
