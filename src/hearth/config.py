@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     default_backend: str = "docker"
     docker_runtime_python_image: str | None = None
     docker_runtime_javascript_image: str | None = None
+    gvisor_runtime: str = Field(
+        default="runsc", description="dockerd runtime of the gvisor backend (scripts/register-runsc.sh registers it)"
+    )
 
     max_code_bytes: int = 1024 * 1024
     max_request_bytes: int = 6 * 1024 * 1024
