@@ -75,7 +75,7 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
     backends: list[Backend] = [
         DockerBackend(run_dir=run_dir / "docker", **container_options),
         # gVisor: the same containers under dockerd's runsc runtime (docs/isolation.md).
-        GVisorBackend(run_dir=run_dir / "gvisor", **container_options),
+        GVisorBackend(run_dir=run_dir / "gvisor", docker_runtime=settings.gvisor_runtime, **container_options),
     ]
     for backend in backends:  # stem cells at start for the default backend; for the others at their first use
         backend.stem_cells_at_start = backend.name == settings.default_backend
