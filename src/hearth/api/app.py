@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from hearth import __version__
 from hearth.api import health
-from hearth.api.auth import load_or_create_api_key
+from hearth.api.auth import KeyRing, load_or_create_api_key
 from hearth.api.backends import router as backends_router
 from hearth.api.builds import router as builds_router
 from hearth.api.builds.service import BuildService
@@ -30,6 +30,7 @@ from hearth.api.lambda_api import router as lambda_router
 from hearth.api.metrics import router as metrics_router
 from hearth.api.metrics.lifecycle import start_metrics
 from hearth.api.state import HearthState
+from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
@@ -86,12 +87,13 @@ def load_registry(state_sessions, code: CodeStore) -> FunctionRegistry:  # type:
     registry = FunctionRegistry()
     with state_sessions() as session:
         rows = session.execute(
-            select(Function.name, FunctionVersion)
+            select(Function.name, Function.owner, FunctionVersion)
             .join(FunctionVersion, FunctionVersion.function_id == Function.id)
             .where(FunctionVersion.version == Function.current_version)
         ).all()
-        for name, version in rows:
+        for name, owner, version in rows:
             registry.put(spec_from_version(version, name, code.root))
+            registry.set_owner(name, owner)
     return registry
 
 
@@ -122,6 +124,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
     state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
+    state.keys = KeyRing(api_key, sessions)
     app.state.hearth = state
     app.state.functions = FunctionService(state)
     builder = LayerBuilder(
@@ -168,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.api)
     app.include_router(metrics_router.router)
     app.include_router(invocations_router.router)
+    app.include_router(users_router.router)
     return app
 
 

@@ -1,17 +1,52 @@
-"""The admin API key: from HEARTH_API_KEY, or generated on first start and kept in the data dir (0600)."""
+"""Who is calling: the admin key (HEARTH_API_KEY, or generated on first start into the data dir, 0600)
+or a user's API key (stored hashed), each with scopes, checked for every /api request.
+
+Scopes: `admin` (everything, users and keys included), `deploy` (manage functions; implies `read`),
+`invoke` (call functions), `read` (GET). A non-admin key sees only its user's functions: any
+`/api/.../{name}` of someone else's function is a 404, as if it did not exist.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import Request
+from sqlalchemy import update
 
-from hearth.api.errors import ApiError
+from hearth.api.errors import ApiError, not_found
+from hearth.store.models import ApiKey
 
 KEY_FILE = "api_key"
+ADMIN = "admin"
+SCOPES = ("admin", "deploy", "invoke", "read")
+KEY_CACHE_S = 10.0  # a key revoked on another node stops working within this long
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    scopes: frozenset[str]
+    key_id: str | None = None  # None for the admin key
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def allows(self, scope: str) -> bool:
+        return self.is_admin or scope in self.scopes or (scope == "read" and "deploy" in self.scopes)
+
+    def sees(self, owner: str) -> bool:
+        return self.is_admin or owner == self.user
+
+
+ADMIN_PRINCIPAL = Principal(ADMIN, frozenset({"admin"}))
 
 
 def load_or_create_api_key(configured: str | None, data_dir: Path) -> tuple[str, bool]:
@@ -28,6 +63,51 @@ def load_or_create_api_key(configured: str | None, data_dir: Path) -> tuple[str,
     return key, True
 
 
+def new_user_key() -> tuple[str, str, str]:
+    """(key id, the key shown once, its sha256). Keys look like `hk_<id>_<secret>`."""
+    key_id = "k" + secrets.token_hex(6)
+    key = f"hk_{key_id}_{secrets.token_urlsafe(32)}"
+    return key_id, key, digest(key)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    """Resolves bearer tokens to principals; user keys are looked up by id and cached briefly."""
+
+    def __init__(self, admin_key: str, sessions) -> None:  # type: ignore[no-untyped-def]
+        self._admin = admin_key.encode()
+        self._sessions = sessions
+        self._cache: dict[str, tuple[Principal | None, float]] = {}
+
+    def forget(self, key_id: str | None = None) -> None:
+        self._cache.clear() if key_id is None else self._cache.pop(key_id, None)
+
+    def resolve(self, token: str) -> Principal | None:
+        if hmac.compare_digest(token.encode(), self._admin):
+            return ADMIN_PRINCIPAL
+        parts = token.split("_", 2)  # the secret itself may contain "_"
+        if len(parts) != 3 or parts[0] != "hk":
+            return None
+        key_id = parts[1]
+        cached = self._cache.get(key_id)
+        now = time.monotonic()
+        if cached is None or cached[1] < now:
+            cached = (self._load(key_id, token), now + KEY_CACHE_S)
+            self._cache[key_id] = cached
+        return cached[0]
+
+    def _load(self, key_id: str, token: str) -> Principal | None:
+        with self._sessions.begin() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None or not hmac.compare_digest(row.sha256, digest(token)):
+                return None
+            session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC)))
+            return Principal(row.user_name, frozenset(row.scopes), key_id)
+
+
 def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -36,8 +116,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def check_api_key(request: Request) -> None:
-    expected: str = request.app.state.hearth.api_key
+def authenticate(request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise ApiError(
@@ -46,10 +125,48 @@ def check_api_key(request: Request) -> None:
             "missing API key: send `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise ApiError(401, "Unauthorized", "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    principal = request.app.state.hearth.keys.resolve(token)
+    if principal is None:
+        raise ApiError(401, "Unauthorized", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = principal
+    return principal
+
+
+def scope_needed(request: Request) -> str:
+    path = request.url.path
+    if path.startswith(("/api/users", "/api/keys")):
+        return "admin"
+    if request.method == "POST" and "/invoke" in path:
+        return "invoke"
+    if request.method in ("GET", "HEAD"):
+        return "read"
+    return "deploy"
+
+
+def check_api_key(request: Request, scope: str | None = None) -> Principal:
+    """Authenticates and authorises the request, and hides other users' functions (404)."""
+    principal = authenticate(request)
+    needed = scope or scope_needed(request)
+    if not principal.allows(needed):
+        raise ApiError(
+            403, "Forbidden", f"this key lacks the {needed!r} scope (it has: {', '.join(sorted(principal.scopes))})"
+        )
+    name = request.path_params.get("name")
+    if name is not None and not principal.is_admin:
+        owner = request.app.state.hearth.registry.owner_of(name)
+        if owner is not None and owner != principal.user:
+            raise not_found(name)
+    return principal
 
 
 async def require_api_key(request: Request) -> None:
     """FastAPI dependency for everything under /api."""
     check_api_key(request)
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller, as `require_api_key` authenticated it."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        raise RuntimeError("principal_of() on a route without require_api_key")
+    return principal  # type: ignore[no-any-return]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from hearth.api.auth import KeyRing
 from hearth.api.builds.service import BuildService
 from hearth.api.invocations.stream import LogHub
 from hearth.config import Settings
@@ -28,6 +29,7 @@ class HearthState:
     engine: Engine
     recorder: InvocationRecorder
     builds: BuildService = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
+    keys: KeyRing = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
     # metrics (hearth.metrics): set by the app's lifespan
     sampler: ResourceSampler | None = None
     prometheus: CollectorRegistry = field(default_factory=CollectorRegistry)

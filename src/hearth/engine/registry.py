@@ -47,6 +47,7 @@ class FunctionRegistry:
     def __init__(self) -> None:
         self._by_name: dict[str, FunctionSpec] = {}
         self._by_route: dict[str, str] = {}
+        self._owners: dict[str, str] = {}  # function -> the user who owns it
 
     def put(self, spec: FunctionSpec) -> None:
         old = self._by_name.get(spec.name)
@@ -55,7 +56,14 @@ class FunctionRegistry:
         self._by_name[spec.name] = spec
         self._by_route[spec.route] = spec.name
 
+    def set_owner(self, name: str, owner: str) -> None:
+        self._owners[name] = owner
+
+    def owner_of(self, name: str) -> str | None:
+        return self._owners.get(name)
+
     def remove(self, name: str) -> FunctionSpec | None:
+        self._owners.pop(name, None)
         spec = self._by_name.pop(name, None)
         if spec is not None:
             self._by_route.pop(spec.route, None)

@@ -166,9 +166,14 @@ class MetricsQueries:
         }
 
     # ----- GET /api/metrics/summary
-    def summary(self, window_s: float, now: float, functions: Iterable[str] = ()) -> dict[str, Any]:
+    def summary(
+        self, window_s: float, now: float, functions: Iterable[str] = (), only: set[str] | None = None
+    ) -> dict[str, Any]:
+        """`functions` get a row even when idle; `only`, if given, limits the rows and totals to those."""
         start = now - window_s
         tallies, exact = self._tallies(start, now)
+        if only is not None:
+            tallies = {name: tally for name, tally in tallies.items() if name in only}
         resources = self.resources(start)
         total = Tally(durations=[] if exact else None)
         rows = []
@@ -270,12 +275,15 @@ class MetricsQueries:
         since: float | None,
         limit: int,
         cursor: tuple[float, str] | None,
+        only: set[str] | None = None,
     ) -> tuple[list[Invocation], tuple[float, str] | None]:
         query = select(Invocation).order_by(Invocation.started_at.desc(), Invocation.id.desc()).limit(limit + 1)
         if function is not None:
             query = query.where(Invocation.function_name == function)
         if status is not None:
             query = query.where(Invocation.status == status)
+        if only is not None:
+            query = query.where(Invocation.function_name.in_(sorted(only)))
         if since is not None:
             query = query.where(Invocation.started_at >= since)
         if cursor is not None:

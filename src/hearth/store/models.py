@@ -36,6 +36,7 @@ class Function(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     route: Mapped[str] = mapped_column(String(255), unique=True)
     current_version: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(63), default="admin", server_default="admin", index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -179,3 +180,30 @@ class Build(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class User(Base):
+    """Someone who owns functions. `admin` is implicit: the key from HEARTH_API_KEY / the data dir."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    max_functions: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no limit
+    max_sandboxes: Mapped[int | None] = mapped_column(Integer, nullable=True)  # sum of max_instances
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)  # sum of memory_mb x max_instances
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored; the key itself is shown once, when it is made."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)  # also the key's visible prefix
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63), default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

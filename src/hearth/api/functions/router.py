@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from hearth.api.auth import require_api_key
+from hearth.api.auth import principal_of, require_api_key
 from hearth.api.functions.schemas import (
     FunctionCreate,
     FunctionList,
@@ -28,13 +28,14 @@ Svc = Annotated[FunctionService, Depends(service)]
 
 
 @router.post("", status_code=201, response_model=FunctionOut)
-async def create_function(body: FunctionCreate, svc: Svc) -> FunctionOut:
-    return await svc.create(body)
+async def create_function(body: FunctionCreate, svc: Svc, request: Request) -> FunctionOut:
+    return await svc.create(body, owner=principal_of(request).user)
 
 
 @router.get("", response_model=FunctionList)
-async def list_functions(svc: Svc) -> FunctionList:
-    return FunctionList(functions=await svc.list())
+async def list_functions(svc: Svc, request: Request) -> FunctionList:
+    principal = principal_of(request)
+    return FunctionList(functions=await svc.list(None if principal.is_admin else principal.user))
 
 
 @router.get("/{name}", response_model=FunctionOut)

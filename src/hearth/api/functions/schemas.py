@@ -132,6 +132,7 @@ class FunctionPatch(_Strict):
 
 class FunctionOut(BaseModel):
     name: str
+    owner: str = Field(default="admin", description="the user who owns the function")
     version: int
     route: str
     language: Language

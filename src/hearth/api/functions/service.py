@@ -10,8 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from hearth.api.auth import ADMIN
 from hearth.api.builds.service import PreparedCode, collect_files
 from hearth.api.errors import ApiError, field_error, not_found, storage_errors
+from hearth.api.functions.quotas import check_quota
 from hearth.api.functions.schemas import (
     FunctionCreate,
     FunctionOut,
@@ -52,9 +54,10 @@ class FunctionService:
         self._write_lock = asyncio.Lock()
 
     # ----- reads
-    async def list(self) -> list[FunctionOut]:
+    async def list(self, owner: str | None = None) -> list[FunctionOut]:
+        """Every function, or only `owner`'s."""
         rows = await asyncio.to_thread(self._load_all)
-        return [self._out(fn, ver) for fn, ver in rows]
+        return [self._out(fn, ver) for fn, ver in rows if owner is None or fn.owner == owner]
 
     async def get(self, name: str, *, with_code: bool = True) -> FunctionOut:
         fn, ver = await asyncio.to_thread(self._load, name)
@@ -77,7 +80,7 @@ class FunctionService:
         return [FunctionVersionOut.model_validate(v, from_attributes=True) for v in await asyncio.to_thread(load)]
 
     # ----- writes
-    async def create(self, body: FunctionCreate) -> FunctionOut:
+    async def create(self, body: FunctionCreate, owner: str = ADMIN) -> FunctionOut:
         values = self._complete(body.name, body.model_dump(exclude={"name"}))
         code, zipped = values.pop("code"), values.pop("zip_base64")
         # Dependencies install before the write lock is taken: a build may take minutes.
@@ -85,7 +88,8 @@ class FunctionService:
         async with self._write_lock:
             with storage_errors():
                 row_values = with_layer(values, prepared)
-                fn, ver = await asyncio.to_thread(self._insert, body.name, row_values, prepared.stored)
+                fn, ver = await asyncio.to_thread(self._insert, body.name, row_values, prepared.stored, owner)
+            self.state.registry.set_owner(fn.name, fn.owner)
             self._deploy(fn.name, ver)
         await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
@@ -125,6 +129,7 @@ class FunctionService:
                     raise ApiError(409, "Conflict", "the function's language changed while its code was prepared")
                 stored = (prepared.stored.path, prepared.stored.sha256, prepared.stored.size)
                 layer = prepared.extra()
+            await asyncio.to_thread(self._check_quota_of, fn.owner, name, values)
             extra_values = pack_extra(values)
             extra_values["extra"].update(layer)
             with storage_errors():
@@ -218,14 +223,23 @@ class FunctionService:
         owner = session.scalar(select(Function.name).where(Function.route == route))
         return owner is not None and owner != other_than
 
-    def _insert(self, name: str, values: dict[str, Any], stored: Any) -> tuple[Function, FunctionVersion]:
+    def _check_quota_of(self, owner: str, name: str, values: dict[str, Any]) -> None:
         with self.state.sessions() as session:
+            check_quota(session, owner, name, values)
+
+    def _insert(
+        self, name: str, values: dict[str, Any], stored: Any, owner: str = ADMIN
+    ) -> tuple[Function, FunctionVersion]:
+        with self.state.sessions() as session:
+            check_quota(session, owner, name, values)
             if session.scalar(select(Function.id).where(Function.name == name)) is not None:
                 raise ApiError(409, "Conflict", f"a function named {name!r} already exists")
             if self._route_taken(session, values["route"], None):
                 raise ApiError(409, "Conflict", f"route {values['route']!r} is already used by another function")
             now = datetime.now(UTC)
-            fn = Function(name=name, route=values["route"], current_version=1, created_at=now, updated_at=now)
+            fn = Function(
+                name=name, route=values["route"], current_version=1, owner=owner, created_at=now, updated_at=now
+            )
             ver = FunctionVersion(
                 version=1,
                 code_path=stored.path,
@@ -283,6 +297,7 @@ class FunctionService:
     def _out(self, fn: Function, ver: FunctionVersion) -> FunctionOut:
         return FunctionOut(
             name=fn.name,
+            owner=fn.owner,
             version=ver.version,
             route=ver.route,
             language=ver.language,  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from hearth.api.auth import require_api_key
+from hearth.api.auth import principal_of, require_api_key
 from hearth.api.errors import ApiError, not_found
 from hearth.api.metrics.service import run_query, since_of
 from hearth.api.server import SHUTTING_DOWN
@@ -25,6 +25,15 @@ HEARTBEAT_S = 15.0
 
 def state_of(request: Request) -> HearthState:
     return request.app.state.hearth  # type: ignore[no-any-return]
+
+
+def visible_functions(request: Request) -> set[str] | None:
+    """None for an admin; else the caller's functions (records of deleted ones are admin-only)."""
+    principal = principal_of(request)
+    if principal.is_admin:
+        return None
+    registry = state_of(request).registry
+    return {spec.name for spec in registry.all() if registry.owner_of(spec.name) == principal.user}
 
 
 def record_out(record: Invocation, *, logs: bool) -> dict[str, Any]:
@@ -80,8 +89,10 @@ async def list_invocations(
         ) from None
     start = since_of(since)
     state = state_of(request)
+    only = visible_functions(request)
     rows, following = await run_query(
-        state, lambda q: q.invocations(function=function, status=status, since=start, limit=limit, cursor=position)
+        state,
+        lambda q: q.invocations(function=function, status=status, since=start, limit=limit, cursor=position, only=only),
     )
     return {"invocations": [record_out(r, logs=False) for r in rows], "next_cursor": format_cursor(following)}
 
@@ -93,7 +104,8 @@ async def get_invocation(request: Request, invocation_id: str) -> dict[str, Any]
     if record is None:
         await state.recorder.flush()  # it may still sit in the write-behind buffer
         record = await run_query(state, lambda q: q.invocation(invocation_id))
-    if record is None:
+    only = visible_functions(request)
+    if record is None or (only is not None and record.function_name not in only):
         raise ApiError(404, "NotFound", f"invocation {invocation_id!r} does not exist")
     return record_out(record, logs=True)
 

@@ -79,7 +79,9 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
     if spec is None:
         raise ApiError(404, "NotFound", f"no function serves {route!r}")
     if spec.auth == "key":
-        check_api_key(request)
+        principal = check_api_key(request, scope="invoke")
+        if not principal.sees(state.registry.owner_of(spec.name) or "admin"):
+            raise ApiError(404, "NotFound", f"no function serves {route!r}")
     body = await read_body(request, state.settings.max_request_bytes)
     res = await invoke(state, spec.name, await http_event(request, route, body))
     response = proxy_response(res)

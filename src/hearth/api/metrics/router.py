@@ -7,7 +7,7 @@ import math
 from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hearth.api.auth import require_api_key
+from hearth.api.auth import ADMIN, principal_of, require_api_key
 from hearth.api.errors import ApiError, not_found
 from hearth.api.metrics.service import now, platform_of, run_query, window_of
 from hearth.api.state import HearthState
@@ -28,8 +28,10 @@ def state_of(request: Request) -> HearthState:
 async def summary(request: Request, window: str = WINDOW) -> dict[str, object]:
     state = state_of(request)
     window_s, at = window_of(window), now()
-    names = [spec.name for spec in state.registry.all()]
-    body = await run_query(state, lambda q: q.summary(window_s, at, names))
+    principal = principal_of(request)
+    names = [spec.name for spec in state.registry.all() if principal.sees(state.registry.owner_of(spec.name) or ADMIN)]
+    only = None if principal.is_admin else set(names)
+    body = await run_query(state, lambda q: q.summary(window_s, at, names, only))
     instances = {name: state.engine.instances_of(name) for name in names}
     for row in body["functions"]:
         counts = instances.get(row["function"], {})
@@ -64,6 +66,8 @@ async def function_metrics(request: Request, name: str, window: str = WINDOW, st
 @api.get("/metrics/series", summary="Time series of all functions together, with host CPU and memory")
 async def platform_series(request: Request, window: str = WINDOW, step: str = STEP) -> dict[str, object]:
     state = state_of(request)
+    if not principal_of(request).is_admin:
+        raise ApiError(403, "Forbidden", "platform-wide series need an admin key; use /api/functions/{name}/metrics")
     window_s, step_s = steps_of(window, step)
     at = now()
     return await run_query(state, lambda q: q.series(None, window_s, step_s, at))

@@ -1,0 +1,67 @@
+"""/api/users and /api/keys: admin-only management of users, their quotas and their API keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from hearth.api.auth import require_api_key
+from hearth.api.state import HearthState
+from hearth.api.users.schemas import KeyCreate, KeyCreated, KeyList, Quotas, UserCreate, UserList, UserOut
+from hearth.api.users.service import UserStore
+
+router = APIRouter(prefix="/api", tags=["users"], dependencies=[Depends(require_api_key)])
+
+
+def state_of(request: Request) -> HearthState:
+    return request.app.state.hearth  # type: ignore[no-any-return]
+
+
+def store(request: Request) -> UserStore:
+    return UserStore(state_of(request).sessions)
+
+
+@router.post("/users", status_code=201, response_model=UserOut, summary="Create a user (admin)")
+async def create_user(body: UserCreate, request: Request) -> UserOut:
+    return await asyncio.to_thread(store(request).create, body)
+
+
+@router.get("/users", response_model=UserList, summary="List users (admin)")
+async def list_users(request: Request) -> UserList:
+    return UserList(users=await asyncio.to_thread(store(request).list))
+
+
+@router.get("/users/{user}", response_model=UserOut, summary="One user with their quotas (admin)")
+async def get_user(user: str, request: Request) -> UserOut:
+    return await asyncio.to_thread(store(request).get, user)
+
+
+@router.patch("/users/{user}", response_model=UserOut, summary="Change a user's quotas (admin)")
+async def update_user(user: str, body: Quotas, request: Request) -> UserOut:
+    return await asyncio.to_thread(store(request).update, user, body.model_dump(exclude_unset=True))
+
+
+@router.delete("/users/{user}", status_code=204, summary="Delete a user and their keys (admin)")
+async def delete_user(user: str, request: Request) -> Response:
+    for key_id in await asyncio.to_thread(store(request).delete, user):
+        state_of(request).keys.forget(key_id)
+    return Response(status_code=204)
+
+
+@router.post("/users/{user}/keys", status_code=201, response_model=KeyCreated, summary="Make an API key (admin)")
+async def create_key(user: str, body: KeyCreate, request: Request) -> KeyCreated:
+    """The response holds the key itself, shown this once; only its SHA-256 is stored."""
+    return await asyncio.to_thread(store(request).create_key, user, body)
+
+
+@router.get("/users/{user}/keys", response_model=KeyList, summary="A user's keys, without secrets (admin)")
+async def list_keys(user: str, request: Request) -> KeyList:
+    return KeyList(keys=await asyncio.to_thread(store(request).keys, user))
+
+
+@router.delete("/keys/{key_id}", status_code=204, summary="Revoke an API key (admin)")
+async def revoke_key(key_id: str, request: Request) -> Response:
+    await asyncio.to_thread(store(request).revoke, key_id)
+    state_of(request).keys.forget(key_id)
+    return Response(status_code=204)

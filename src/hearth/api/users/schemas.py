@@ -1,0 +1,63 @@
+"""Users, their quotas and their API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hearth.api.functions.schemas import NAME_PATTERN
+
+Scope = Literal["admin", "deploy", "invoke", "read"]
+
+
+class Quotas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_functions: int | None = Field(default=None, ge=0, le=100_000, description="null: no limit")
+    max_sandboxes: int | None = Field(default=None, ge=0, le=100_000, description="sum of max_instances")
+    max_memory_mb: int | None = Field(default=None, ge=0, le=10_000_000, description="sum of memory_mb x max_instances")
+
+
+class UserCreate(Quotas):
+    name: str = Field(pattern=NAME_PATTERN, min_length=1, max_length=63)
+
+
+class UserOut(Quotas):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    created_at: datetime
+    functions: int = 0
+
+
+class UserList(BaseModel):
+    users: list[UserOut]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=63, description="what the key is for")
+    scopes: list[Scope] = Field(default=["deploy", "invoke"], min_length=1)
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    user: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the key itself: shown this once, stored only as a hash")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]

@@ -1,0 +1,122 @@
+"""Users and keys in the store (runs in worker threads; the router awaits it with asyncio.to_thread)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from hearth.api.auth import ADMIN, new_user_key
+from hearth.api.errors import ApiError
+from hearth.api.users.schemas import KeyCreate, KeyCreated, KeyOut, UserCreate, UserOut
+from hearth.store.models import ApiKey, Function, User
+
+
+def user_missing(name: str) -> ApiError:
+    return ApiError(404, "NotFound", f"user {name!r} does not exist")
+
+
+class UserStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def _out(self, session: Session, user: User) -> UserOut:
+        owned = session.scalar(select(func.count()).select_from(Function).where(Function.owner == user.name))
+        return UserOut.model_validate(user, from_attributes=True).model_copy(update={"functions": owned or 0})
+
+    def create(self, body: UserCreate) -> UserOut:
+        if body.name == ADMIN:
+            raise ApiError(409, "Conflict", "'admin' is the built-in administrator (the HEARTH_API_KEY key)")
+        with self.sessions() as session:
+            user = User(**body.model_dump(), created_at=datetime.now(UTC))
+            session.add(user)
+            try:
+                session.commit()
+            except IntegrityError:
+                raise ApiError(409, "Conflict", f"a user named {body.name!r} already exists") from None
+            return self._out(session, user)
+
+    def list(self) -> list[UserOut]:
+        with self.sessions() as session:
+            return [self._out(session, u) for u in session.scalars(select(User).order_by(User.name))]
+
+    def get(self, name: str) -> UserOut:
+        with self.sessions() as session:
+            user = session.get(User, name)
+            if user is None:
+                raise user_missing(name)
+            return self._out(session, user)
+
+    def update(self, name: str, quotas: dict[str, Any]) -> UserOut:
+        with self.sessions() as session:
+            user = session.get(User, name)
+            if user is None:
+                raise user_missing(name)
+            for field, value in quotas.items():
+                setattr(user, field, value)
+            session.commit()
+            return self._out(session, user)
+
+    def delete(self, name: str) -> list[str]:
+        """Deletes the user and their keys; refuses while they own functions. Returns the key ids."""
+        with self.sessions() as session:
+            user = session.get(User, name)
+            if user is None:
+                raise user_missing(name)
+            owned = session.scalar(select(func.count()).select_from(Function).where(Function.owner == name))
+            if owned:
+                raise ApiError(409, "Conflict", f"user {name!r} still owns {owned} function(s): delete them first")
+            keys = list(session.scalars(select(ApiKey.id).where(ApiKey.user_name == name)))
+            for key in session.scalars(select(ApiKey).where(ApiKey.user_name == name)):
+                session.delete(key)
+            session.delete(user)
+            session.commit()
+            return keys
+
+    def create_key(self, name: str, body: KeyCreate) -> KeyCreated:
+        with self.sessions() as session:
+            if session.get(User, name) is None:
+                raise user_missing(name)
+            key_id, key, sha256 = new_user_key()
+            row = ApiKey(
+                id=key_id,
+                user_name=name,
+                name=body.name,
+                sha256=sha256,
+                scopes=sorted(set(body.scopes)),
+                created_at=datetime.now(UTC),
+            )
+            session.add(row)
+            session.commit()
+            return KeyCreated(**key_out(row).model_dump(), key=key)
+
+    def keys(self, name: str) -> list[KeyOut]:
+        with self.sessions() as session:
+            if session.get(User, name) is None:
+                raise user_missing(name)
+            rows = session.scalars(select(ApiKey).where(ApiKey.user_name == name).order_by(ApiKey.created_at))
+            return [key_out(row) for row in rows]
+
+    def revoke(self, key_id: str) -> None:
+        with self.sessions() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                raise ApiError(404, "NotFound", f"key {key_id!r} does not exist")
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+                session.commit()
+
+
+def key_out(row: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=row.id,
+        user=row.user_name,
+        name=row.name,
+        scopes=list(row.scopes),
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
