@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test venv system images lint bench clean
+.PHONY: up test venv system images lint bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: venv
 
 bench: venv system images
 	$(BIN)/python -m bench.run
+
+# A bounded mixed load of normal and hostile functions (SOAK_SECONDS, default 120).
+soak: venv system images
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
