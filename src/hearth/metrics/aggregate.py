@@ -74,9 +74,7 @@ def combine(into: InvocationRollup, add: dict[str, Any]) -> None:
         setattr(into, name, getattr(into, name) + add[name])
     into.duration_max_ms = max(into.duration_max_ms, add["duration_max_ms"])
     into.memory_peak_bytes = max(into.memory_peak_bytes, add["memory_peak_bytes"])
-    merged = dict(into.histogram or {})
-    histogram.merge(merged, add["histogram"])
-    into.histogram = merged  # a new dict, so SQLAlchemy sees the JSON change
+    into.histogram = histogram.to_dense(add["histogram"], into.histogram or [])  # a new list: SQLAlchemy sees it
 
 
 def upsert_rollups(session: Session, rows: Iterable[dict[str, Any]]) -> None:
@@ -92,6 +90,6 @@ def upsert_rollups(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     for key, add in groups.items():
         current = existing.get(key)
         if current is None:
-            session.add(InvocationRollup(**add))
+            session.add(InvocationRollup(**{**add, "histogram": histogram.to_dense(add["histogram"])}))
         else:
             combine(current, add)

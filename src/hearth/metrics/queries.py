@@ -9,8 +9,9 @@ kept and there are at most `exact_rows` of them; otherwise they come from the ro
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ class Tally:
     cpu_ms: float = 0.0
     memory_peak_bytes: int = 0
     durations: list[float] | None = None  # exact mode
-    hist: dict[str, int] = field(default_factory=dict)  # histogram mode
+    hist: list[int] | None = None  # histogram mode: counts per bucket
 
     def add_raw(
         self, status: str, path: str | None, duration_ms: float, cpu_ms: float | None, memory_peak: int | None
@@ -68,13 +69,15 @@ class Tally:
         self.duration_sum_ms += m.duration_sum_ms
         self.cpu_ms += m.cpu_sum_ms
         self.memory_peak_bytes = max(self.memory_peak_bytes, m.memory_peak_bytes)
-        histogram.merge(self.hist, m.histogram or {})
+        if self.hist is None:
+            self.hist = histogram.new_counts()
+        histogram.add_dense(self.hist, m.histogram or ())
 
     def quantiles(self) -> list[float | None]:
         if self.durations is not None:
             values = histogram.exact_quantiles(self.durations, QUANTILES)
         else:
-            values = histogram.quantiles_from_histogram(self.hist, QUANTILES)
+            values = histogram.quantiles_from_counts(self.hist or (), QUANTILES)
         return [None if v is None else round(v, 3) for v in values]
 
     def as_dict(self) -> dict[str, Any]:
@@ -347,7 +350,8 @@ def _merge_into(total: Tally, part: Tally) -> None:
     total.memory_peak_bytes = max(total.memory_peak_bytes, part.memory_peak_bytes)
     if total.durations is not None and part.durations is not None:
         total.durations.extend(part.durations)
-    histogram.merge(total.hist, part.hist)
+    if part.hist is not None:
+        total.hist = list(part.hist) if total.hist is None else list(map(operator.add, total.hist, part.hist))
 
 
 def parse_cursor(value: str | None) -> tuple[float, str] | None:

@@ -113,7 +113,7 @@ class InvocationRollup(Base):
     """Aggregate of one function's invocations over a minute or an hour (`width_s`), kept long after the
     raw records are gone.
 
-    `histogram` maps a log-spaced duration bucket (hearth.metrics.histogram) to its count, so
+    `histogram` is the dense count of log-spaced duration buckets (hearth.metrics.histogram), so
     percentiles over any set of rollups can be computed by merging.
     """
 
@@ -133,7 +133,7 @@ class InvocationRollup(Base):
     init_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
     cpu_sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
     memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    histogram: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    histogram: Mapped[list[int]] = mapped_column(JSON, default=list)  # [first bucket, counts...]
 
 
 class ResourceSample(Base):
