@@ -89,7 +89,7 @@ class VersionPool:
                 instance.inflight += 1
                 return instance, "warm"
             if own_start is None and self.starting + len(self.instances) < self.spec.max_instances:
-                own_start = asyncio.create_task(self._start(reserved=True))
+                own_start = self._spawn_start(reserved=True)
             timeout: float | None = None  # a cold start under way is progress, not queueing
             if own_start is None:
                 if len(self._waiters) >= self._max_waiting:
@@ -153,12 +153,19 @@ class VersionPool:
 
         start.add_done_callback(hand_over)
 
-    async def _start(self, *, reserved: bool) -> Instance:
+    def _spawn_start(self, *, reserved: bool) -> asyncio.Task[Instance]:
+        # Counted as starting from this instant, not from when the task first runs: callers in the
+        # same loop tick would otherwise all see room and start more than max_instances.
         self.starting += 1
-        try:
-            sandbox, path, init_ms = await self._factory(self.spec)
-        finally:
-            self.starting -= 1
+        task = asyncio.create_task(self._start(reserved=reserved))
+        task.add_done_callback(self._start_done)
+        return task
+
+    def _start_done(self, _: asyncio.Task[Instance]) -> None:
+        self.starting -= 1
+
+    async def _start(self, *, reserved: bool) -> Instance:
+        sandbox, path, init_ms = await self._factory(self.spec)
         instance = Instance(sandbox, self.spec, path, init_ms, inflight=1 if reserved else 0)
         if self.retired and not reserved:
             self._stop_later(instance)
@@ -227,7 +234,7 @@ class VersionPool:
             return
         missing = self.spec.min_warm - (len(self.instances) + self.starting)
         for _ in range(max(0, missing)):
-            task = asyncio.create_task(self._start(reserved=False))
+            task = self._spawn_start(reserved=False)
             task.add_done_callback(_log_background_start_failure)
 
     def retire(self) -> None:
