@@ -18,6 +18,7 @@ from typing import Any
 
 import docker
 
+from bench.backends import bench_backends, table
 from bench.harness import BaselineServer, hearth_server, summary_ms, wrk
 from hearth.engine import images
 
@@ -168,10 +169,11 @@ def bench_density(sandboxes: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="warm,cold,batching,density")
+    parser.add_argument("--only", default="warm,cold,batching,density,backends")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
     parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
+    parser.add_argument("--backends", default="docker,gvisor", help="isolation backends compared (`backends`)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -187,6 +189,10 @@ def main() -> None:
     if "density" in only:
         results["density"] = bench_density(args.sandboxes)
         print(json.dumps({"density": results["density"]}, indent=1), flush=True)
+    if "backends" in only:
+        results["backends"] = bench_backends(args.trials, args.seconds, tuple(args.backends.split(",")))
+        print(json.dumps({"backends": results["backends"]}, indent=1), flush=True)
+        print(table(results["backends"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
     print(f"written to {RESULTS / 'latest.json'}")

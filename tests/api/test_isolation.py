@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from hearth.engine.backends.gvisor import host_pids_ceiling
 from hearth.testing import HearthServer
 
@@ -155,3 +157,51 @@ def test_task_limit_holds_inside_the_sandbox(hearth: HearthServer, fname: str, b
     assert out["error"] is not None and "thread" in out["error"], out
     assert 100 <= out["started"] < 128, out  # the agent's own tasks (and tini's under runc) count too
     assert hearth.invoke(fname).status_code == 200  # the same sandbox still answers
+
+
+SPIN_OR_ALLOCATE = """
+import time
+
+def handler(event, context):
+    if event.get("allocate_mb"):
+        block = bytearray(event["allocate_mb"] * 1024 * 1024)
+        block[::4096] = b"x" * len(block[::4096])
+        return len(block)
+    started = time.monotonic()
+    while time.monotonic() - started < event.get("spin_s", 0):
+        pass
+    return "spun"
+"""
+
+
+def test_a_stem_cell_takes_the_function_limits(hearth: HearthServer, fname: str, backend: str, docker_client) -> None:  # type: ignore[no-untyped-def]
+    """A stem cell starts with generic limits (128 MB, 1 CPU): loading a function must move it to the function's.
+
+    CPU is read from the host's cgroup: inside gVisor, a task's CPU time includes time its host thread
+    spent throttled, so the function's own process_time() says nothing about the quota there.
+    """
+
+    def stems() -> int:
+        return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(f"{backend}/python", 0))
+
+    hearth.deploy(fname + "-first", "def handler(e, c):\n    return 1\n", backend=backend)
+    hearth.invoke(fname + "-first")  # a backend's stem cells start at its first use if it is not the default
+    deadline = time.monotonic() + 30
+    while stems() < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    hearth.deploy(fname, SPIN_OR_ALLOCATE, memory_mb=64, cpus=0.25, backend=backend)
+    first = hearth.invoke(fname)
+    assert (first.status_code, first.headers["X-Hearth-Path"]) == (200, "stem"), first.text
+    containers: list = []
+    deadline = time.monotonic() + 10
+    while not containers and time.monotonic() < deadline:  # a stem cell is renamed just after it is taken
+        containers = docker_client.containers.list(filters={"name": f"hearth-{fname}-v1-"})
+        time.sleep(0.05)
+    usage = Path(f"/sys/fs/cgroup/cpuacct/docker/{containers[0].id}/cpuacct.usage")
+    cpu_before, wall_before = int(usage.read_text()), time.monotonic()
+    assert hearth.invoke(fname, {"spin_s": 1.5}).json() == "spun"
+    share = (int(usage.read_text()) - cpu_before) / 1e9 / (time.monotonic() - wall_before)
+    assert share < 0.4, f"the sandbox used {share:.2f} of a CPU with cpus=0.25"
+    assert hearth.invoke(fname, {"allocate_mb": 16}).json() == 16 * 1024 * 1024
+    oom = hearth.invoke(fname, {"allocate_mb": 96})  # fits the stem cell's 128 MB, not the function's 64
+    assert oom.status_code == 502 and oom.json()["error"]["type"] == "OutOfMemory", oom.text
