@@ -194,8 +194,11 @@ def main() -> None:
         print(json.dumps({"backends": results["backends"]}, indent=1), flush=True)
         print(table(results["backends"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
-    print(f"written to {RESULTS / 'latest.json'}")
+    latest = RESULTS / "latest.json"
+    # Sections not run this time (`--only`) keep their last figures.
+    previous = json.loads(latest.read_text()) if latest.exists() else {}
+    latest.write_text(json.dumps({**previous, **results}, indent=1))
+    print(f"written to {latest}")
 
 
 if __name__ == "__main__":
