@@ -25,10 +25,22 @@ NOOP_PY = "def handler(event, context):\n    return 1\n"
 OCI_RUNTIME = {"docker": None, "gvisor": "runsc"}  # `docker run --runtime` of the baseline
 
 
-def first_calls(server: Any, trials: int, prefix: str, expect_path: str, pause_s: float) -> dict[str, float]:
+def wait_for_stem_cell(server: Any, backend: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.client.get("/readyz").json()["stem_cells"].get(f"{backend}/python", 0) >= 1:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no {backend} stem cell became ready within {timeout_s} s")
+
+
+def first_calls(server: Any, trials: int, prefix: str, expect_path: str, backend: str) -> dict[str, float]:
     """Deploy then invoke a new function `trials` times: the first call's latency as its caller sees it."""
     latencies = []
     for i in range(trials):
+        if expect_path == "stem":  # as between real deploys: the stem cell taken by the last one has refilled
+            wait_for_stem_cell(server, backend)
+        time.sleep(0.1)
         name = f"{prefix}{i}"
         server.deploy(name, NOOP_PY)
         started = time.perf_counter()
@@ -37,7 +49,6 @@ def first_calls(server: Any, trials: int, prefix: str, expect_path: str, pause_s
         assert response.status_code == 200, response.text
         assert response.headers["X-Hearth-Path"] == expect_path, response.headers
         server.client.delete(f"/api/functions/{name}")
-        time.sleep(pause_s)  # let a stem cell refill, as between real deploys
     return summary_ms(latencies)
 
 
@@ -121,8 +132,7 @@ def bench_backend(name: str, trials: int, seconds: float) -> dict[str, Any]:
         entry = next(b for b in server.client.get("/api/backends").json()["backends"] if b["name"] == name)
         if not entry["available"]:
             return {"available": False, "reason": entry["reason"]}
-        time.sleep(3)
-        out["stem_cell_first_call"] = first_calls(server, trials, "s", "stem", 1.5)
+        out["stem_cell_first_call"] = first_calls(server, trials, "s", "stem", name)
         server.deploy("noop", NOOP_PY, max_instances=4)
         url = f"{server.base_url}/fn/noop"
         wrk(url, 16, 2)  # start the instances: the figures below are warm
@@ -136,7 +146,7 @@ def bench_backend(name: str, trials: int, seconds: float) -> dict[str, Any]:
     server = hearth_server({"HEARTH_DEFAULT_BACKEND": name, "HEARTH_STEM_CELLS": "0"})
     try:
         time.sleep(1)
-        out["true_cold_first_call"] = first_calls(server, trials, "c", "cold", 0.1)
+        out["true_cold_first_call"] = first_calls(server, trials, "c", "cold", name)
     finally:
         server.stop()
     out["docker_run_baseline"] = docker_run(OCI_RUNTIME.get(name), trials)

@@ -55,11 +55,12 @@ async def list_backends(request: Request) -> BackendList:
     return BackendList(backends=list(backends))
 
 
-@router.get("/{name}", response_model=BackendOut, summary="One isolation backend")
-async def get_backend(name: str, request: Request) -> BackendOut:
+# The path parameter is not called `name`: the auth layer reads `name` as a function's (ownership check).
+@router.get("/{backend}", response_model=BackendOut, summary="One isolation backend")
+async def get_backend(backend: str, request: Request) -> BackendOut:
     state = state_of(request)
-    backend = state.engine.backends.get(name)
-    if backend is None:
+    found = state.engine.backends.get(backend)
+    if found is None:
         known = ", ".join(sorted(state.engine.backends))
-        raise ApiError(404, "NotFound", f"backend {name!r} does not exist (known: {known})")
-    return await asyncio.to_thread(describe, state, backend)
+        raise ApiError(404, "NotFound", f"backend {backend!r} does not exist (known: {known})")
+    return await asyncio.to_thread(describe, state, found)
