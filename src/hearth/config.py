@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,16 @@ class Settings(BaseSettings):
     gvisor_runtime: str = Field(
         default="runsc", description="dockerd runtime of the gvisor backend (scripts/register-runsc.sh registers it)"
     )
+    # microVM backends (docs/isolation.md)
+    microvm_cache_dir: Path | None = Field(
+        default=None,
+        description="guest images and snapshots; default /var/cache/hearth/microvm as root, else ~/.cache/...",
+    )
+    microvm_accel: Literal["auto", "kvm", "tcg"] = Field(
+        default="auto", description="QEMU accelerator: auto = KVM if a probe boot works, else TCG"
+    )
+    microvm_snapshots: bool = Field(default=True, description="restore microVMs from snapshots instead of booting")
+    firecracker_binary: str = Field(default="firecracker", description="the firecracker backend's VMM binary")
 
     max_code_bytes: int = 1024 * 1024
     max_request_bytes: int = 6 * 1024 * 1024

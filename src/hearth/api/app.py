@@ -34,6 +34,7 @@ from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
+from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry, spec_from_version
 from hearth.engine.sandbox import Backend
@@ -77,6 +78,14 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
         DockerBackend(run_dir=run_dir / "docker", **container_options),
         # gVisor: the same containers under dockerd's runsc runtime (docs/isolation.md).
         GVisorBackend(run_dir=run_dir / "gvisor", docker_runtime=settings.gvisor_runtime, **container_options),
+        # microVMs: QEMU's microvm machine, KVM where a probe boot works, else TCG (docs/isolation.md).
+        MicroVMBackend(
+            run_dir=run_dir / "microvm",
+            cache_dir=settings.microvm_cache_dir,
+            accel=settings.microvm_accel,
+            snapshots=settings.microvm_snapshots,
+            **{k: v for k, v in container_options.items() if k != "image_overrides"},
+        ),
     ]
     for backend in backends:  # stem cells at start for the default backend; for the others at their first use
         backend.stem_cells_at_start = backend.name == settings.default_backend

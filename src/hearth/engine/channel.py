@@ -66,6 +66,11 @@ class AgentChannel:
             raise ProtocolError(f"expected hello, got {self.hello.get('type')!r}")
         return self.hello
 
+    async def exchange(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send a frame and read the agent's answer, before `init` (the optional `warm` frame)."""
+        await self._send(frame)
+        return await self._next_frame(timeout_s)
+
     async def init(self, frame: dict[str, Any], timeout_s: float) -> float:
         """Send init, wait for ready; then start multiplexing. Returns the agent's init ms."""
         await self._send(frame)

@@ -160,8 +160,19 @@ async function runBatch(frame) {
   return { type: 'batch_result', id: frame.id, results };
 }
 
+// Files an init frame carries (microVMs share no directory with the host): [{path, data (base64), mode}].
+function writeFiles(files) {
+  for (const item of files || []) {
+    const file = String(item.path);
+    if (!file.startsWith('/') || file.split('/').includes('..')) throw new Error(`invalid file path ${file}`);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, Buffer.from(String(item.data), 'base64'), { mode: (item.mode || 0o644) & 0o755 });
+  }
+}
+
 function load(frame) {
   init = frame;
+  writeFiles(frame.files);
   for (const [k, v] of Object.entries(frame.env || {})) process.env[k] = String(v);
   process.env.AWS_LAMBDA_FUNCTION_NAME = String(frame.function_name || '');
   process.env.AWS_LAMBDA_FUNCTION_VERSION = String(frame.function_version || '');
@@ -196,6 +207,29 @@ function load(frame) {
   handler = fn;
 }
 
+// Answers the host's optional `warm` frame (before init, docs/protocol.md): loads a throwaway function
+// and runs it a few times, so that a microVM restored under TCG has translated the agent's code paths
+// before the real function loads. Leaves no trace (module cache, globals, environment, files).
+async function warm() {
+  const started = process.hrtime.bigint();
+  const dir = `/tmp/.hearth-warm-${process.pid}`;
+  const file = path.join(dir, 'hearth_warm.js');
+  const saved = { init, handler, env: { ...process.env } };
+  const code = 'exports.handler = async (event) => { console.log(event); return { echo: event }; };\n';
+  try {
+    load({ code_dir: dir, module: 'hearth_warm', function: 'handler', files: [{ path: file, data: Buffer.from(code).toString('base64') }] });
+    for (let n = 0; n < 3; n++) encode(await runOne({ id: String(n), event: { n, s: 'x'.repeat(100) } }, 1000));
+  } finally {
+    delete require.cache[file];
+    init = saved.init;
+    handler = saved.handler;
+    for (const key of Object.keys(process.env)) if (!(key in saved.env)) delete process.env[key];
+    Object.assign(process.env, saved.env);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
+
 // ---- connection
 function serve(stream) {
   let buffer = Buffer.alloc(0);
@@ -204,6 +238,10 @@ function serve(stream) {
 
   const onFrame = (frame) => {
     if (!ready) {
+      if (frame.type === 'warm') {
+        warm().then((ms) => send({ type: 'warmed', ms }), (err) => send({ type: 'warmed', error: describe(err) }));
+        return;
+      }
       if (frame.type !== 'init') return;
       const started = process.hrtime.bigint();
       try {
@@ -262,8 +300,9 @@ process.on('uncaughtException', (err) => {
 
 function connect() {
   const port = process.env.HEARTH_AGENT_PORT;
-  if (port) {
-    const fd = fs.openSync(port, 'r+');
+  const inherited = process.env.HEARTH_AGENT_FD; // Firecracker microVMs: a vsock connection, already open
+  if (port || inherited) {
+    const fd = inherited ? Number(inherited) : fs.openSync(port, 'r+');
     const reader = fs.createReadStream(null, { fd, autoClose: false });
     const writer = fs.createWriteStream(null, { fd, autoClose: false });
     const duplex = { write: (b) => writer.write(b), on: (ev, fn) => reader.on(ev === 'close' ? 'end' : ev, fn), destroy: () => reader.destroy() };

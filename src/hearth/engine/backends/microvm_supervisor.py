@@ -1,0 +1,173 @@
+"""The root helper inside a Hearth microVM (guest side; stdlib only; started by microvm_init.sh).
+
+Runs as root, chrooted into the guest's read-only root, outside the function's cgroup. It
+
+- talks to the host over the control channel, one command per line, one answer per line:
+  `seed <hex>` (mix host randomness into the kernel's pool, credit it and force the CRNG to reseed:
+  every VM restored from one snapshot would otherwise share its random state), `limits <bytes>
+  <pids>` (the function's cgroup), `start` (start the agent, when the kernel command line did not
+  say `hearth.autostart=1`), `ping`;
+- starts the agent in the function's cgroup through launch.sh (which drops to nobody);
+- reports how the agent ended (`exit <code> <oom kills>`) and exits, after which init powers the VM off.
+
+Transports: `virtio` (QEMU): the control channel is the virtio-serial port /dev/hearth-control and
+the agent opens /dev/hearth-agent itself. `vsock` (Firecracker, which has no virtio-serial): the
+control channel is the first connection to vsock port 1024, and on `start` the agent gets the first
+connection to port 1025 as an inherited descriptor (HEARTH_AGENT_FD).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+CGROUP = "/run/hearth-cg/fn"
+AGENTS = {
+    "python": ["/usr/bin/python3", "-I", "/opt/hearth/python/agent.py"],
+    "javascript": ["/usr/bin/node", "/opt/hearth/javascript/agent.js"],
+}
+RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
+VSOCK_CONTROL_PORT = 1024
+VSOCK_AGENT_PORT = 1025
+
+
+class Channel:
+    """Line I/O over a file descriptor; a read of nothing means the host is not connected (virtio-serial)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.buffer = b""
+
+    def say(self, line: str) -> None:
+        data = (line + "\n").encode()
+        with self.lock:
+            while data:
+                data = data[os.write(self.fd, data) :]
+
+    def lines(self):  # type: ignore[no-untyped-def]
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                yield line.decode(errors="replace").strip()
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                time.sleep(0.05)
+                continue
+            self.buffer += chunk
+
+
+def vsock_listener(port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    listener.bind((socket.VMADDR_CID_ANY, port))
+    listener.listen(1)
+    return listener
+
+
+def reseed(hex_data: str) -> None:
+    data = bytes.fromhex(hex_data)
+    with open("/dev/urandom", "wb") as pool:
+        fcntl.ioctl(pool, RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
+        fcntl.ioctl(pool, RNDRESEEDCRNG)
+
+
+def oom_kills() -> int:
+    try:
+        with open(f"{CGROUP}/memory.events") as events:
+            for line in events:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class Supervisor:
+    def __init__(self, runtime: str, transport: str) -> None:
+        self.runtime = runtime
+        self.transport = transport
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent_listener: socket.socket | None = None
+        if transport == "vsock":
+            control = vsock_listener(VSOCK_CONTROL_PORT)
+            self.agent_listener = vsock_listener(VSOCK_AGENT_PORT)
+            connection, _ = control.accept()
+            control.close()
+            self.channel = Channel(connection.detach())
+        else:
+            self.channel = Channel(os.open("/dev/hearth-control", os.O_RDWR | os.O_NOCTTY))
+
+    def start(self) -> None:
+        if self.agent is not None:
+            return
+        command = ["/bin/sh", "-c", f'echo $$ > {CGROUP}/cgroup.procs && exec /opt/hearth/launch.sh "$@"', "agent"]
+        command += AGENTS[self.runtime]
+        if self.agent_listener is None:
+            self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, close_fds=True)
+        else:
+            connection, _ = self.agent_listener.accept()
+            self.agent_listener.close()
+            fd = connection.detach()
+            env = {"HEARTH_AGENT_FD": str(fd), "PATH": "/usr/bin:/bin"}
+            self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(fd,), env=env)
+            os.close(fd)
+        threading.Thread(target=self.watch, args=(self.agent,), daemon=True).start()
+
+    def watch(self, agent: subprocess.Popen[bytes]) -> None:
+        code = agent.wait()
+        self.channel.say(f"exit {code if code >= 0 else 128 - code} {oom_kills()}")
+        os._exit(0)
+
+    def handle(self, words: list[str]) -> str:
+        if not words:
+            return "error empty command"
+        command, args = words[0], words[1:]
+        try:
+            if command == "seed":
+                reseed(args[0])
+            elif command == "limits":
+                with open(f"{CGROUP}/memory.max", "w") as limit:
+                    limit.write(args[0])
+                with open(f"{CGROUP}/pids.max", "w") as limit:
+                    limit.write(args[1])
+            elif command == "start":
+                if self.agent_listener is not None:  # the host connects the agent port after this answer
+                    self.channel.say("ok")
+                    self.start()
+                    return ""
+                self.start()
+            elif command == "ping":
+                return "pong"
+            else:
+                return f"error unknown command {command}"
+        except (OSError, ValueError, IndexError) as exc:
+            return f"error {command}: {exc}"
+        return "ok"
+
+    def serve(self, autostart: bool) -> None:
+        self.channel.say("ready")
+        if autostart:
+            self.start()
+        for line in self.channel.lines():
+            reply = self.handle(line.split())
+            if reply:
+                self.channel.say(reply)
+
+
+def main() -> None:
+    options = dict(arg.split("=", 1) for arg in sys.argv[1:] if "=" in arg)
+    with open("/proc/self/oom_score_adj", "w") as adj:  # the function's OOM never takes the supervisor
+        adj.write("-1000")
+    supervisor = Supervisor(options.get("runtime", "python"), options.get("transport", "virtio"))
+    supervisor.serve(options.get("autostart") == "1")
+
+
+if __name__ == "__main__":
+    main()
