@@ -56,6 +56,7 @@ class InvocationRecorder:
         self._buffer: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self.written = 0
         self.dropped = 0  # records given up after the database refused them (disk full) for too long
         self.max_buffered = 100_000
@@ -84,6 +85,11 @@ class InvocationRecorder:
             await self.flush()
 
     async def flush(self) -> None:
+        """Write what is buffered; returns once everything added before the call is written (or kept)."""
+        async with self._flushing:  # a flush under way may hold rows added before this call
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self._buffer:
             return
         rows, self._buffer = self._buffer, []
