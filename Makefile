@@ -1,4 +1,4 @@
-# Hearth's two set-up commands: `make up` (start Hearth) and `make test` (run the tests).
+# Hearth's two set-up commands: `make up` (start Hearth: API and dashboard) and `make test` (run the tests).
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
@@ -21,7 +21,7 @@ images: venv system
 	$(BIN)/python -m hearth.engine.images
 
 up: venv system images
-	$(BIN)/hearth serve
+	$(BIN)/hearth serve --dashboard
 
 # pytest's exit code 5 (no tests collected, e.g. a -k that matches nothing) is not a failure.
 test: venv system images

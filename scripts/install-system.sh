@@ -4,7 +4,8 @@
 # something is missing). Packages: docker.io (the engine), mmdebstrap + eatmydata + dpkg-dev
 # (runtime images; mmdebstrap's hooks call dpkg-architecture), nodejs (host-side tests run the
 # JavaScript agent), wrk (benchmarks), curl (ensure-docker.sh's health check), runsc (gVisor: the
-# gvisor backend; ensure-docker.sh registers it with dockerd).
+# gvisor backend; ensure-docker.sh registers it with dockerd), chromium + chromium-driver (the
+# dashboard's headless-browser test).
 # Extra packages: HEARTH_EXTRA_PACKAGES="pkg1 pkg2".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +30,8 @@ wanted=(
   "wrk wrk"
   "curl curl"
   "runsc runsc"
+  "chromium chromium"
+  "chromedriver chromium-driver"
 )
 missing=()
 for entry in "${wanted[@]}"; do

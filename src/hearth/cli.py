@@ -31,11 +31,31 @@ def _configure_logging() -> None:
 def serve(
     host: str = typer.Option(None, help="bind address (default HEARTH_HOST or 127.0.0.1)"),
     port: int = typer.Option(None, help="port (default HEARTH_PORT or 8000)"),
+    dashboard: bool = typer.Option(False, "--dashboard/--no-dashboard", help="also run the web dashboard"),
+    dashboard_port: int = typer.Option(None, help="dashboard port (default HEARTH_DASHBOARD_PORT or 8501)"),
 ) -> None:
-    """Run the Hearth API server in the foreground (Ctrl-C stops it and its sandboxes)."""
+    """Run the Hearth API server in the foreground (Ctrl-C stops it, its sandboxes and the dashboard)."""
     _configure_logging()
     settings = get_settings()
-    run_server(host or settings.host, port or settings.port)
+    host, port = host or settings.host, port or settings.port
+    child = None
+    if dashboard:
+        from hearth.dashboard import launcher
+
+        dashboard_port = dashboard_port or settings.dashboard_port
+        child = launcher.start(
+            host=settings.dashboard_host,
+            port=dashboard_port,
+            api_url=launcher.api_url_for(host, port),
+            api_key=settings.api_key,
+            data_dir=settings.resolved_data_dir,
+        )
+        print(f"Hearth dashboard on http://{settings.dashboard_host}:{dashboard_port}", file=sys.stderr, flush=True)
+    try:
+        run_server(host, port)
+    finally:
+        if child is not None:
+            launcher.stop(child)
 
 
 @app.command()
@@ -48,8 +68,10 @@ def images(force: bool = typer.Option(False, help="rebuild even if present")) ->
 
 
 @app.command()
-def up() -> None:
-    """Install what is missing (Docker, images), then start Hearth in the foreground."""
+def up(
+    dashboard: bool = typer.Option(True, "--dashboard/--no-dashboard", help="also run the web dashboard"),
+) -> None:
+    """Install what is missing (Docker, images), then start Hearth (API and dashboard) in the foreground."""
     script = REPO_SCRIPTS / ("install-system.sh" if os.geteuid() == 0 else "ensure-docker.sh")
     if script.exists() and subprocess.call(["bash", str(script)]) != 0:
         raise typer.Exit(1)
@@ -59,7 +81,7 @@ def up() -> None:
         raise typer.Exit(1)
     settings = get_settings()
     print(f"Hearth API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr, flush=True)
-    serve(host=None, port=None)  # type: ignore[arg-type]
+    serve(host=None, port=None, dashboard=dashboard, dashboard_port=None)  # type: ignore[arg-type]
 
 
 # Commands that talk to a running Hearth (exit codes: 0 ok, 1 API or function error, 2 usage).

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     dashboard_port: int = 8501
+    dashboard_host: str = Field(
+        default="127.0.0.1", description="where `hearth up` runs the dashboard (it has no login: keep it local)"
+    )
     data_dir: Path = Path(".hearth")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file `hearth.db` in the data dir."

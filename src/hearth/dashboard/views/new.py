@@ -1,0 +1,5 @@
+"""New function: the form, with starter templates."""
+
+from hearth.dashboard import editor
+
+editor.render(create=True)
