@@ -53,6 +53,19 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+def oom_kills(container_id: str) -> int | None:
+    """How many processes the kernel's OOM killer ended in the container's memory cgroup (None: cgroup gone)."""
+    try:
+        text = (CGROUP_ROOT / "memory" / "docker" / container_id / "memory.oom_control").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
 def _write_cgroup_limits(container_id: str, limits: Limits) -> None:
     memory_dir = CGROUP_ROOT / "memory" / "docker" / container_id
     target = limits.memory_mb * 1024 * 1024
@@ -165,6 +178,10 @@ class DockerSandbox(Sandbox):
             raise await self._explain_crash(str(exc)) from None
 
     async def _explain_crash(self, reason: str) -> SandboxCrashed:
+        # The cgroup's own count first: while the container is still dying (slowly under load, more so under
+        # runsc) Docker does not yet say OOMKilled, and waiting for it has a limit.
+        if oom_kills(self.container_id):
+            return SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
         state = await asyncio.to_thread(self._backend.exit_state, self.container_id)
         if state.get("OOMKilled"):
             return SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
