@@ -181,6 +181,9 @@ class Backend(abc.ABC):
     # Stem cells from the start (the default backend), or only once a function on this backend is first started:
     # idle stem cells of a backend nobody uses would hold memory for nothing.
     stem_cells_at_start: bool = True
+    # Until then, one sandbox is started and stopped in the background at boot to measure the start cost
+    # (GET /api/backends); a backend whose starts are expensive may turn that off.
+    probe_at_start: bool = True
     pids_limit: int = 128
     tmpfs_mb: int = 64
     stem_memory_mb: int = 128

@@ -39,7 +39,8 @@ class StemCells:
         if self.per_runtime > 0 and self.backends[backend].stem_limits("python") is not None:
             if not self.backends[backend].stem_cells_at_start:
                 self.standby_backends.add(backend)
-                self._spawn(self._probe(backend))
+                if self.backends[backend].probe_at_start:
+                    self._spawn(self._probe(backend))
                 return
             self.enabled_backends.add(backend)
             for runtime in RUNTIMES:
