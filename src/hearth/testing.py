@@ -26,8 +26,15 @@ def free_port() -> int:
 class HearthServer:
     """A Hearth API process started the way a user starts it, on a free loopback port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.args = args or []  # more `hearth serve` options, e.g. ["--dashboard", "--dashboard-port", "8599"]
         self.port = free_port()
         self.api_key = "test-" + secrets.token_hex(8)
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -48,7 +55,7 @@ class HearthServer:
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hearth.cli", "serve"],
+            [sys.executable, "-m", "hearth.cli", "serve", *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -267,15 +267,9 @@ def _delete(api: HearthApi, name: str) -> None:
         st.rerun()
 
 
-def show_flash() -> None:
-    message = S.pop("flash", None)
-    if message:
-        st.success(message, icon=":material/check_circle:")
-
-
 def render(create: bool) -> None:
     api = ui.api()
-    show_flash()
+    ui.show_flash()
     backends = ui.guarded(api.backends)
     fields = ui.guarded(api.function_fields)
     default_backend = next((b["name"] for b in backends if b.get("default")), backends[0]["name"] if backends else "")

@@ -52,6 +52,13 @@ def show_error(error: DashboardError) -> None:
         st.error(error.message, icon=":material/error:")
 
 
+def show_flash() -> None:
+    """A message left by the page that sent us here (created, saved, deleted)."""
+    message = st.session_state.pop("flash", None)
+    if message:
+        st.success(message, icon=":material/check_circle:")
+
+
 def guarded(call: Callable[[], T]) -> T:
     """Run an API call; on failure show a clear message (never a traceback) and end this run of the page."""
     try:

@@ -10,12 +10,11 @@ import streamlit as st
 
 from hearth.dashboard import charts, ui
 from hearth.dashboard.api import DashboardError, HearthApi, pretty
-from hearth.dashboard.editor import show_flash
 
 S = st.session_state
 
 api = ui.api()
-show_flash()
+ui.show_flash()
 names = [f["name"] for f in ui.guarded(api.functions)]
 if not names:
     st.title("Function detail")

@@ -8,6 +8,7 @@ from hearth.dashboard import ui
 from hearth.dashboard.api import DashboardError
 
 st.title("Functions")
+ui.show_flash()
 api = ui.api()
 functions = ui.guarded(api.functions)
 try:
