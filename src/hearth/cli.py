@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ REPO_SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()
@@ -51,6 +56,8 @@ def serve(
             data_dir=settings.resolved_data_dir,
         )
         print(f"Hearth dashboard on http://{settings.dashboard_host}:{dashboard_port}", file=sys.stderr, flush=True)
+        # uvicorn re-raises the SIGTERM it shut down on; exit through `finally` so the dashboard stops first
+        signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         run_server(host, port)
     finally:

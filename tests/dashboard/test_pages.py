@@ -10,11 +10,11 @@ from streamlit.testing.v1 import AppTest
 
 from hearth.testing import HearthServer, free_port
 
-CODE = '''def handler(event, context):
+CODE = """def handler(event, context):
     import os
     print("dashboard says", event.get("who"))
     return {"hi": event.get("who"), "color": os.environ.get("COLOR"), "version": context.function_version}
-'''
+"""
 
 
 # ----- helpers over AppTest's element tree
@@ -226,8 +226,14 @@ def test_overview_shows_platform_totals_and_charts(open_page: Any, dashboard_env
     assert metrics["Functions"] == str(summary["platform"]["functions"])
     assert int(metrics["Invocations"]) >= 1
     charts = figures(at)
-    assert set(charts) >= {"Request volume", "Latency (p50 / p95 / p99)", "Error rate", "Cold starts",
-                           "Host CPU", "Host memory"}
+    assert set(charts) >= {
+        "Request volume",
+        "Latency (p50 / p95 / p99)",
+        "Error rate",
+        "Cold starts",
+        "Host CPU",
+        "Host memory",
+    }
     assert total(charts["Request volume"]) == int(metrics["Invocations"])
     busiest = at.dataframe[0].value
     assert fname in list(busiest["function"])
@@ -255,4 +261,3 @@ def test_wrong_key_is_a_message_and_another_key_can_be_entered(
     # the sidebar's key field fixes it for this session
     at.sidebar.text_input(key="hearth_api_key_input").input(dashboard_env.api_key).run()
     assert not at.error, texts(at.error)
-

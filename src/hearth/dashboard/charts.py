@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from hearth.dashboard.ui import ts_of
 
 HEIGHT = 260
+CONFIG = {"displayModeBar": False}  # drag to zoom, double-click to reset; the bar hid titles and legends
 COLORS = {"p50": "#2b8cbe", "p95": "#f39c12", "p99": "#c0392b", "count": "#3b6fb6", "cold": "#8e44ad"}
 
 
@@ -19,6 +20,7 @@ def _layout(fig: go.Figure, title: str, y_title: str, *, y_percent: bool = False
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"},
         hovermode="x unified",
+        showlegend=len(fig.data) > 1,
         bargap=0.1,
     )
     fig.update_xaxes(title_text="time (UTC)")
@@ -67,17 +69,6 @@ def error_rate(buckets: list[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     rates = [None if not b["count"] else (b.get("error_rate") or 0) * 100 for b in buckets]
     fig.add_scatter(x=_times(buckets), y=rates, name="error rate", mode="lines+markers", line={"color": "#c0392b"})
-    fig.add_bar(
-        x=_times(buckets),
-        y=[b.get("timeouts") or 0 for b in buckets],
-        name="timeouts",
-        yaxis="y2",
-        marker_color="#e67e22",
-        opacity=0.5,
-    )
-    fig.update_layout(
-        yaxis2={"overlaying": "y", "side": "right", "title": "timeouts", "rangemode": "tozero", "showgrid": False}
-    )
     return _layout(fig, "Error rate", "errors / invocations", y_percent=True)
 
 
@@ -98,7 +89,7 @@ def cpu(buckets: list[dict[str, Any]], title: str = "CPU", y_title: str = "% of 
         x=_times(buckets),
         y=[b.get("cpu_percent") for b in buckets],
         name="CPU",
-        mode="lines",
+        mode="lines+markers",
         fill="tozeroy",
         line={"color": "#16a085"},
     )
@@ -108,7 +99,9 @@ def cpu(buckets: list[dict[str, Any]], title: str = "CPU", y_title: str = "% of 
 def memory(buckets: list[dict[str, Any]], title: str = "Memory") -> go.Figure:
     fig = go.Figure()
     values = [None if b.get("memory_bytes") is None else b["memory_bytes"] / 1024**2 for b in buckets]
-    fig.add_scatter(x=_times(buckets), y=values, name="memory", mode="lines", fill="tozeroy", line={"color": "#2c3e50"})
+    fig.add_scatter(
+        x=_times(buckets), y=values, name="memory", mode="lines+markers", fill="tozeroy", line={"color": "#2c3e50"}
+    )
     return _layout(fig, title, "MiB")
 
 

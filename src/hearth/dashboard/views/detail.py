@@ -139,12 +139,12 @@ def live() -> None:
     cols[3].metric("Cold starts", totals["cold_starts"])
     cols[4].metric("Throttles (429)", totals["throttles"])
     left, right = st.columns(2)
-    left.plotly_chart(charts.requests(buckets, step_s), key="fn_requests")
-    right.plotly_chart(charts.latency(buckets), key="fn_latency")
-    left.plotly_chart(charts.error_rate(buckets), key="fn_errors")
-    right.plotly_chart(charts.cold_starts(buckets, step_s), key="fn_cold")
-    left.plotly_chart(charts.cpu(buckets, "CPU (all its sandboxes)"), key="fn_cpu")
-    right.plotly_chart(charts.memory(buckets, "Memory (all its sandboxes)"), key="fn_memory")
+    left.plotly_chart(charts.requests(buckets, step_s), config=charts.CONFIG, key="fn_requests")
+    right.plotly_chart(charts.latency(buckets), config=charts.CONFIG, key="fn_latency")
+    left.plotly_chart(charts.error_rate(buckets), config=charts.CONFIG, key="fn_errors")
+    right.plotly_chart(charts.cold_starts(buckets, step_s), config=charts.CONFIG, key="fn_cold")
+    left.plotly_chart(charts.cpu(buckets, "CPU (all its sandboxes)"), config=charts.CONFIG, key="fn_cpu")
+    right.plotly_chart(charts.memory(buckets, "Memory (all its sandboxes)"), config=charts.CONFIG, key="fn_memory")
     if not series.get("exact_percentiles", True):
         st.caption("Percentiles of this window come from per-minute histograms (within ±1.1 %).")
 

@@ -63,12 +63,12 @@ def live() -> None:
     if series is not None:
         buckets, step_s = series["buckets"], series["step_s"]
         left, right = st.columns(2)
-        left.plotly_chart(charts.requests(buckets, step_s), key="ov_requests")
-        right.plotly_chart(charts.latency(buckets), key="ov_latency")
-        left.plotly_chart(charts.error_rate(buckets), key="ov_errors")
-        right.plotly_chart(charts.cold_starts(buckets, step_s), key="ov_cold")
-        left.plotly_chart(charts.cpu(buckets, "Host CPU", "% of all cores"), key="ov_cpu")
-        right.plotly_chart(charts.memory(buckets, "Host memory"), key="ov_memory")
+        left.plotly_chart(charts.requests(buckets, step_s), config=charts.CONFIG, key="ov_requests")
+        right.plotly_chart(charts.latency(buckets), config=charts.CONFIG, key="ov_latency")
+        left.plotly_chart(charts.error_rate(buckets), config=charts.CONFIG, key="ov_errors")
+        right.plotly_chart(charts.cold_starts(buckets, step_s), config=charts.CONFIG, key="ov_cold")
+        left.plotly_chart(charts.cpu(buckets, "Host CPU", "% of all cores"), config=charts.CONFIG, key="ov_cpu")
+        right.plotly_chart(charts.memory(buckets, "Host memory"), config=charts.CONFIG, key="ov_memory")
 
     st.subheader("Busiest functions")
     rows = sorted(summary.get("functions", []), key=lambda r: (-r.get("invocations", 0), r["function"]))
