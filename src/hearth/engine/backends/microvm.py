@@ -246,7 +246,7 @@ class HostCpuCgroup:
                 path, version = root / "cpu" / group / name, 1
             else:
                 return None
-            path.mkdir(exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)  # parents: another Hearth's sweep may remove an empty group
         except OSError:
             return None
         return cls(path, version)
@@ -596,9 +596,8 @@ class MicroVMSandbox(Sandbox):
                 f"this microVM was started for {self.shape.memory_mb} MiB and {self.shape.vcpus} vCPU; the function "
                 f"needs {wanted.memory_mb} MiB and {vcpus_for(wanted.cpus)} vCPU"
             )
-        try:
-            if (wanted.memory_mb, wanted.pids) != (self.limits.memory_mb, self.limits.pids):
-                await self.vm.control(f"limits {wanted.memory_mb * 2**20} {wanted.pids}")
+        try:  # always: this also moves the agent into the function's cgroup (microvm_supervisor.py)
+            await self.vm.control(f"limits {wanted.memory_mb * 2**20} {wanted.pids}")
             if wanted.cpus != self.limits.cpus and self.vm.cgroup is not None:
                 self.vm.cgroup.set_cpus(wanted.cpus)
         except SandboxCrashed:
@@ -1003,6 +1002,7 @@ class MicroVMBackend(Backend):
         vm_id = secrets.token_hex(6)
         directory = self._ensure_run_dir() / vm_id
         directory.mkdir(mode=0o700)
+        (directory / "hearth.pid").write_text(f"{HEARTH_IDENTITY}\n")  # whose VM this is (sweep_orphans)
         vm = MicroVM(directory)
         cgroup = HostCpuCgroup.create(f"hearth-microvm-{self.owner}", vm_id)
         if cgroup is not None:  # boots and restores run at full speed; `load` sets the function's share
@@ -1128,29 +1128,56 @@ class MicroVMBackend(Backend):
         return MicroVMSandbox(self, vm_id, shape, vm, channel, limits, "restore")
 
     async def cleanup_orphans(self) -> int:
-        """Kill the QEMUs a previous run of this Hearth left behind (by pidfile, checked against their command line)."""
+        """Kill the VMs that a previous run of this Hearth, or any Hearth on this host that has died, left behind.
 
-        def sweep() -> int:
-            removed = 0
-            if not self.run_dir.is_dir():
-                return 0
-            for directory in self.run_dir.iterdir():
-                pid = _read(directory / "qemu.pid").strip()
-                if pid.isdigit() and str(directory) in _read(Path(f"/proc/{pid}/cmdline")).replace("\0", " "):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), 9)
-                    removed += 1
-                shutil.rmtree(directory, ignore_errors=True)
-            for root in (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")):
-                group = root / f"hearth-microvm-{self.owner}"
-                if group.is_dir():
-                    for child in group.iterdir():
-                        if child.is_dir():
-                            with contextlib.suppress(OSError):
-                                child.rmdir()
-            return removed
+        Each VM directory records its Hearth process (pid and start time, `hearth.pid`); a QEMU is only
+        killed when its pidfile's process still runs QEMU with that directory on its command line.
+        (A guest also powers itself off when its host disconnects, or never connects within 120 s.)
+        """
+        return await asyncio.to_thread(sweep_orphans, self.run_dir, f"hearth-microvm-{self.owner}")
 
-        return await asyncio.to_thread(sweep)
+
+def process_identity(pid: int) -> str | None:
+    """"pid starttime" of a running process, or None."""
+    try:
+        return f"{pid} {Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+HEARTH_IDENTITY = process_identity(os.getpid())
+
+
+def sweep_orphans(run_dir: Path, cgroup_group: str) -> int:
+    """See MicroVMBackend.cleanup_orphans; also used by the firecracker backend."""
+    removed = 0
+    candidates = list(run_dir.glob("*")) if run_dir.is_dir() else []
+    kind = run_dir.name  # "microvm" / "firecracker"
+    candidates += [d for d in Path(tempfile.gettempdir()).glob(f"hearth-*/{kind}/*") if d.parent != run_dir]
+    for directory in candidates:
+        if not directory.is_dir():
+            continue
+        if directory.parent != run_dir:  # another Hearth's VM: only if that Hearth is gone
+            recorded = _read(directory / "hearth.pid").strip()
+            if not recorded or process_identity(int(recorded.split()[0])) == recorded:
+                continue
+        for pidfile in ("qemu.pid", "vmm.pid"):
+            pid = _read(directory / pidfile).strip()
+            if pid.isdigit() and str(directory) in _read(Path(f"/proc/{pid}/cmdline")).replace("\0", " "):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
+                removed += 1
+        shutil.rmtree(directory, ignore_errors=True)
+    for root in (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")):  # empty cgroups of gone VMs
+        for group in root.glob("hearth-microvm-*") if root.is_dir() else []:
+            for child in group.iterdir():
+                if child.is_dir() and (group.name == cgroup_group or not _read(child / "cgroup.procs").strip()):
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            if group.name != cgroup_group:
+                with contextlib.suppress(OSError):  # only succeeds when empty
+                    group.rmdir()
+    return removed
 
 
 async def channel_close(channel: AgentChannel | None) -> None:

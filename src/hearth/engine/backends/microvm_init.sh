@@ -45,15 +45,15 @@ wait_for() {
     usleep 10000
   done
 }
-# Make /newroot/dev/$2 the device of the virtio-serial port named $1, owned by $3, mode 600.
+# Make /newroot/$2 the device of the virtio-serial port named $1, owned by $3, mode 600.
 port_node() {
   n=0
   while :; do
     for p in /sys/class/virtio-ports/*; do
       if [ "$(cat "$p/name" 2>/dev/null)" = "$1" ]; then
         IFS=: read -r major minor < "$p/dev"
-        mknod -m 600 "/newroot/dev/$2" c "$major" "$minor"
-        chown "$3" "/newroot/dev/$2"
+        mknod -m 600 "/newroot/$2" c "$major" "$minor"
+        chown "$3" "/newroot/$2"
         return 0
       fi
     done
@@ -72,7 +72,7 @@ chown 65534:65534 /newroot/hearth/code /newroot/hearth/deps
 mount -t proc -o nosuid,nodev,noexec proc /newroot/proc
 mount --bind /opt/hearth /newroot/opt/hearth
 mount -o remount,bind,ro /newroot/opt/hearth
-# The function's /dev: the usual character devices, its own port; no disks, no control port for it.
+# The function's /dev: the usual character devices and its own port; no disks, no control port.
 mount -t tmpfs -o nosuid,noexec,size=64k,mode=0755 tmpfs /newroot/dev
 for spec in null:1:3 zero:1:5 full:1:7 random:1:8 urandom:1:9 tty:5:0; do
   IFS=: read -r name major minor <<EOF
@@ -86,13 +86,14 @@ ln -s /proc/self/fd/1 /newroot/dev/stdout
 ln -s /proc/self/fd/2 /newroot/dev/stderr
 mkdir /newroot/dev/shm
 mount -t tmpfs -o nosuid,nodev,noexec,size=${TMPFS}m,mode=1777 tmpfs /newroot/dev/shm
+# /run is the supervisor's (mode 700): the control port and the function's cgroup live there.
+mount -t tmpfs -o nosuid,noexec,size=1m,mode=0700 tmpfs /newroot/run
 if [ "$TRANSPORT" = virtio ]; then
-  port_node hearth.agent hearth-agent 65534:65534
-  port_node hearth.control hearth-control 0:0
+  port_node hearth.agent dev/hearth-agent 65534:65534
+  port_node hearth.control run/hearth-control 0:0
 fi
 
-# The function's cgroup (root only, under /run): memory without swap and processes; OOM kills the group.
-mount -t tmpfs -o nosuid,nodev,noexec,size=1m,mode=0700 tmpfs /newroot/run
+# The function's cgroup: memory without swap and processes; an OOM kills the whole group.
 mkdir /newroot/run/hearth-cg
 mount -t cgroup2 none /newroot/run/hearth-cg || die "no cgroup2"
 echo "+memory +pids" > /newroot/run/hearth-cg/cgroup.subtree_control

@@ -5,12 +5,13 @@ Runs as root, chrooted into the guest's read-only root, outside the function's c
 - talks to the host over the control channel, one command per line, one answer per line:
   `seed <hex>` (mix host randomness into the kernel's pool, credit it and force the CRNG to reseed:
   every VM restored from one snapshot would otherwise share its random state), `limits <bytes>
-  <pids>` (the function's cgroup), `start` (start the agent, when the kernel command line did not
-  say `hearth.autostart=1`), `ping`;
-- starts the agent in the function's cgroup through launch.sh (which drops to nobody);
-- reports how the agent ended (`exit <code> <oom kills>`) and exits, after which init powers the VM off.
+  <pids>` (set the function's cgroup and move the agent into it; sent before every function loads),
+  `start` (start the agent, when the kernel command line did not say `hearth.autostart=1`), `ping`;
+- starts the agent through launch.sh (which drops to nobody);
+- reports how the agent ended (`exit <code> <oom kills>`) and exits, after which init powers the VM off;
+  so it does when the host disconnects or never connects (Hearth stopped or died: no orphan VMs).
 
-Transports: `virtio` (QEMU): the control channel is the virtio-serial port /dev/hearth-control and
+Transports: `virtio` (QEMU): the control channel is the virtio-serial port /run/hearth-control and
 the agent opens /dev/hearth-agent itself. `vsock` (Firecracker, which has no virtio-serial): the
 control channel is the first connection to vsock port 1024, and on `start` the agent gets the first
 connection to port 1025 as an inherited descriptor (HEARTH_AGENT_FD).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -36,6 +38,7 @@ RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 VSOCK_CONTROL_PORT = 1024
 VSOCK_AGENT_PORT = 1025
+HOST_TIMEOUT_S = 120.0  # a VM whose host never connects powers off
 
 
 class Channel:
@@ -52,15 +55,26 @@ class Channel:
             while data:
                 data = data[os.write(self.fd, data) :]
 
+    def wait_for_host(self, timeout_s: float) -> bool:
+        """Until the host side is connected (virtio-serial: writable; until then poll says POLLHUP)."""
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(events & select.POLLOUT for _, events in poller.poll(100)):
+                return True
+            time.sleep(0.05)
+        return False
+
     def lines(self):  # type: ignore[no-untyped-def]
+        """Lines from the host until it disconnects (Hearth stopped or died): then the VM has no purpose."""
         while True:
             while b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
                 yield line.decode(errors="replace").strip()
             chunk = os.read(self.fd, 4096)
             if not chunk:
-                time.sleep(0.05)
-                continue
+                return
             self.buffer += chunk
 
 
@@ -76,6 +90,14 @@ def reseed(hex_data: str) -> None:
     with open("/dev/urandom", "wb") as pool:
         fcntl.ioctl(pool, RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
         fcntl.ioctl(pool, RNDRESEEDCRNG)
+
+
+def read_int(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def oom_kills() -> int:
@@ -102,12 +124,19 @@ class Supervisor:
             control.close()
             self.channel = Channel(connection.detach())
         else:
-            self.channel = Channel(os.open("/dev/hearth-control", os.O_RDWR | os.O_NOCTTY))
+            self.channel = Channel(os.open("/run/hearth-control", os.O_RDWR | os.O_NOCTTY))
 
     def start(self) -> None:
         if self.agent is not None:
             return
-        command = ["/bin/sh", "-c", f'echo $$ > {CGROUP}/cgroup.procs && exec /opt/hearth/launch.sh "$@"', "agent"]
+        # The agent starts outside the function's cgroup and moves into it at `limits` (before any
+        # function code runs): the page cache of the runtime it maps as it starts (python3, libnode) is
+        # then charged to the root cgroup. Charged to the function's, those pages would be what its
+        # reclaim evicts and faults back in at the memory limit, again and again, instead of an OOM kill
+        # (measured: a Python memory bomb under a 64 MiB limit still not killed after 60 s under TCG).
+        # oom_score_adj back to 0: the supervisor's -1000 is inherited, and a cgroup whose only tasks
+        # cannot be OOM-killed stays stuck at its limit instead of killing the function.
+        command = ["/bin/sh", "-c", 'echo 0 > /proc/self/oom_score_adj && exec /opt/hearth/launch.sh "$@"', "agent"]
         command += AGENTS[self.runtime]
         if self.agent_listener is None:
             self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, close_fds=True)
@@ -137,6 +166,10 @@ class Supervisor:
                     limit.write(args[0])
                 with open(f"{CGROUP}/pids.max", "w") as limit:
                     limit.write(args[1])
+                if self.agent is None:
+                    return "error limits: no agent"
+                with open(f"{CGROUP}/cgroup.procs", "w") as procs:  # the whole process, every thread
+                    procs.write(str(self.agent.pid))
             elif command == "start":
                 if self.agent_listener is not None:  # the host connects the agent port after this answer
                     self.channel.say("ok")
@@ -145,6 +178,8 @@ class Supervisor:
                 self.start()
             elif command == "ping":
                 return "pong"
+            elif command == "stat":  # the function's cgroup: memory.current, memory.peak, oom kills
+                return f"ok {read_int(f'{CGROUP}/memory.current')} {read_int(f'{CGROUP}/memory.peak')} {oom_kills()}"
             else:
                 return f"error unknown command {command}"
         except (OSError, ValueError, IndexError) as exc:
@@ -152,6 +187,8 @@ class Supervisor:
         return "ok"
 
     def serve(self, autostart: bool) -> None:
+        if not self.channel.wait_for_host(HOST_TIMEOUT_S):  # whoever started this VM is gone
+            return
         self.channel.say("ready")
         if autostart:
             self.start()
@@ -159,6 +196,8 @@ class Supervisor:
             reply = self.handle(line.split())
             if reply:
                 self.channel.say(reply)
+        if self.agent is not None:  # the host went away: end the agent, then the VM (init powers it off)
+            self.agent.kill()
 
 
 def main() -> None:
