@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test venv system images lint bench soak clean
+.PHONY: up test venv system images microvm-image lint bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,11 @@ system:
 
 images: venv system
 	$(BIN)/python -m hearth.engine.images
+
+# The microvm backend's guest (kernel, read-only root, initramfs) from Debian packages; cached by recipe
+# hash outside the repository (HEARTH_MICROVM_CACHE_DIR). The microvm tests build it on demand as root.
+microvm-image: venv system
+	$(BIN)/python -m hearth.engine.backends.microvm_image
 
 up: venv system images
 	$(BIN)/hearth serve --dashboard

@@ -5,7 +5,8 @@
 # (runtime images; mmdebstrap's hooks call dpkg-architecture), nodejs (host-side tests run the
 # JavaScript agent), wrk (benchmarks), curl (ensure-docker.sh's health check), runsc (gVisor: the
 # gvisor backend; ensure-docker.sh registers it with dockerd), chromium + chromium-driver (the
-# dashboard's headless-browser test).
+# dashboard's headless-browser test), qemu-system-x86 + lz4 + e2fsprogs (the microvm backend: QEMU,
+# and the guest image build's kernel decompression and read-only root).
 # Extra packages: HEARTH_EXTRA_PACKAGES="pkg1 pkg2".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +33,9 @@ wanted=(
   "runsc runsc"
   "chromium chromium"
   "chromedriver chromium-driver"
+  "qemu-system-x86_64 qemu-system-x86"
+  "lz4 lz4"
+  "mke2fs e2fsprogs"
 )
 missing=()
 for entry in "${wanted[@]}"; do
