@@ -17,6 +17,7 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -117,6 +118,20 @@ def button(driver: WebDriver, label: str) -> WebElement:
     return until(lambda: driver.find_element(By.XPATH, xpath), WAIT_S, f"the {label!r} button")
 
 
+def editor_text(driver: WebDriver) -> str:
+    """The text the Ace code editor shows (it lives in the component's iframe)."""
+    frames = driver.find_elements(By.CSS_SELECTOR, 'iframe[title*="code_editor"]')
+    if not frames:
+        return ""
+    driver.switch_to.frame(frames[0])
+    try:
+        return str(
+            driver.execute_script("const l = document.querySelector('.ace_text-layer'); return l ? l.innerText : ''")
+        )
+    finally:
+        driver.switch_to.default_content()
+
+
 def chart_totals(driver: WebDriver, title: str) -> float:
     """The sum of the first trace of each Plotly chart titled `title` (the figure the browser drew)."""
     script = """
@@ -160,7 +175,7 @@ def test_create_invoke_and_watch_in_a_real_browser_then_ctrl_c_stops_both(
     browser.get(f"{url}/new")
     wait_text(browser, "New function")
     settled(browser)
-    until(lambda: browser.find_elements(By.CSS_SELECTOR, 'iframe[title*="code_editor"]'), WAIT_S, "the code editor")
+    until(lambda: "def handler(event, context):" in editor_text(browser), WAIT_S, "the template in the code editor")
     name_input = field(browser, "input", "Name")
     name_input.send_keys(name, Keys.TAB)
     settled(browser)
@@ -214,7 +229,22 @@ def test_create_invoke_and_watch_in_a_real_browser_then_ctrl_c_stops_both(
     wait_text(browser, f"Edit {name}")
     wait_text(browser, "Version 1")
     settled(browser)
+    until(lambda: 'print(f"greeting {who}")' in editor_text(browser), WAIT_S, "the function's code in the editor")
     shot(browser, out, "5-edit-function")
+
+    # type into the code editor and save: a new version with that code
+    browser.switch_to.frame(browser.find_element(By.CSS_SELECTOR, 'iframe[title*="code_editor"]'))
+    browser.find_element(By.CSS_SELECTOR, ".ace_content").click()
+    ActionChains(browser).key_down(Keys.CONTROL).send_keys(Keys.END).key_up(Keys.CONTROL).perform()
+    ActionChains(browser).send_keys(Keys.ENTER, "# edited in the browser").perform()
+    browser.switch_to.default_content()
+    time.sleep(1.0)  # the editor reports its text after a 250 ms pause in typing
+    settled(browser)
+    button(browser, "Save (new version)").click()
+    wait_text(browser, f"Saved {name}: now version 2")
+    function = server.client.get(f"/api/functions/{name}").json()
+    assert function["version"] == 2
+    assert function["code"].rstrip().endswith("# edited in the browser"), function["code"]
 
     # Ctrl-C (SIGINT to `hearth serve` alone) stops the API and the dashboard
     assert server.proc is not None
