@@ -1109,7 +1109,9 @@ class MicroVMBackend(Backend):
             self.snapshots.touch(snapshot)
             vm.attach_control(*control)
             channel = AgentChannel(*agent)
-            # Clones of one snapshot share its entropy pool: fresh host randomness, and a forced reseed.
+            # A restored guest's clock resumes at the snapshot's moment, and clones of one snapshot share its
+            # entropy pool: the host's time, then fresh host randomness and a forced reseed.
+            await vm.control(f"clock {time.time_ns()}")
             await vm.control(f"seed {secrets.token_hex(64)}")
             if hello is not None:
                 channel.hello = dict(hello)

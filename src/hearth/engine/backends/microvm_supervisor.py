@@ -4,7 +4,8 @@ Runs as root, chrooted into the guest's read-only root, outside the function's c
 
 - talks to the host over the control channel, one command per line, one answer per line:
   `seed <hex>` (mix host randomness into the kernel's pool, credit it and force the CRNG to reseed:
-  every VM restored from one snapshot would otherwise share its random state), `limits <bytes>
+  every VM restored from one snapshot would otherwise share its random state), `clock <unix ns>`
+  (a restored guest's wall clock would resume at the snapshot's moment), `limits <bytes>
   <pids>` (set the function's cgroup and move the agent into it; sent before every function loads),
   `start` (start the agent, when the kernel command line did not say `hearth.autostart=1`), `ping`;
 - starts the agent through launch.sh (which drops to nobody);
@@ -161,6 +162,8 @@ class Supervisor:
         try:
             if command == "seed":
                 reseed(args[0])
+            elif command == "clock":  # a restored guest's wall clock resumes at the snapshot's time
+                time.clock_settime_ns(time.CLOCK_REALTIME, int(args[0]))
             elif command == "limits":
                 with open(f"{CGROUP}/memory.max", "w") as limit:
                     limit.write(args[0])
