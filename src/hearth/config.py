@@ -65,6 +65,29 @@ class Settings(BaseSettings):
     invocation_flush_interval_s: float = 0.5
     invocation_flush_batch: int = 500
 
+    # async invocations and schedules (docs/scheduler.md)
+    async_max_concurrency: int = Field(default=4, ge=1, le=1000, description="async jobs running at once")
+    async_share: float = Field(
+        default=0.5, gt=0, le=1, description="share of a function's instance slots async jobs may hold"
+    )
+    async_lease_s: float = Field(default=30.0, gt=0, description="a dead worker's jobs run again after this")
+    async_poll_s: float = Field(default=0.2, gt=0, description="how often the queue is checked when idle")
+    async_retry_base_s: float = Field(default=1.0, ge=0, description="first retry after ~this; doubles each time")
+    async_retry_max_s: float = Field(default=300.0, ge=0, description="longest wait between retries")
+    async_default_retries: int = Field(default=2, ge=0, le=10, description="retries of a function without its own")
+    async_shutdown_grace_s: float = Field(default=10.0, ge=0, description="running jobs may finish this long")
+    async_retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="final jobs (and their idempotency keys) are kept this long"
+    )
+    callback_attempts: int = Field(default=5, ge=1, le=20, description="deliveries tried per callback_url")
+    callback_allow_private: bool = Field(
+        default=False, description="allow callback_url to loopback/private addresses (tests, trusted setups)"
+    )
+    schedule_catchup: Literal["once", "skip"] = Field(
+        default="once", description="ticks missed while down: run the latest once, or skip them"
+    )
+    schedule_tick_s: float = Field(default=1.0, gt=0, description="how often schedules are checked")
+
     # metrics (docs/metrics.md)
     metrics_sample_interval_s: float = Field(default=5.0, gt=0, description="sandbox/host CPU+memory sampling")
     metrics_raw_retention_s: float = Field(

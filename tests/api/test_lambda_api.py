@@ -154,6 +154,12 @@ def test_event_and_dry_run_invocations(aws: Any, hearth: HearthServer, py_functi
         time.sleep(0.2)
     else:
         pytest.fail("the Event invocation never ran")
+    job_id = event["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]  # a job of the durable async queue
+    while (job := hearth.client.get(f"/api/invocations/{job_id}").json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["status"] == "succeeded" and job["source"] == "lambda", job
+    assert job["result"]["echo"] == {"async": True} and job["result"]["request"] == job["last_record_id"]
 
 
 def test_javascript_function_through_lambda(aws: Any, fname: str) -> None:

@@ -173,7 +173,9 @@ def test_top_logs_and_async_follow_the_servers_contract(hearth: HearthServer, pr
     queued = hearth_cli(hearth, "invoke", fname, "--async", "-d", '{"who": "later"}', cwd=cwd)
     assert queued.returncode == 0, queued.stderr
     body = json.loads(queued.stdout)
-    if "invocation_id" in body:  # a Hearth with the async queue: 202 and where to look
-        assert body["invocation_id"].startswith("inv_")
-    else:  # without it the call ran at once, and the CLI says so
-        assert "no async queue" in queued.stderr and body["hello"] == "later"
+    assert body["invocation_id"].startswith("job-"), body  # queued (202): the id of the async job
+    deadline = time.monotonic() + 30
+    while (job := hearth.client.get(body["status_url"]).json())["status"] not in ("succeeded", "failed", "timed_out"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert job["status"] == "succeeded" and job["result"]["hello"] == "later", job

@@ -26,6 +26,7 @@ from hearth.api.functions.service import FunctionService
 from hearth.api.invocations import router as invocations_router
 from hearth.api.invoke import router as invoke_router
 from hearth.api.invoke.fast_path import HttpTriggerFastPath
+from hearth.api.jobs import router as jobs_router
 from hearth.api.lambda_api import router as lambda_router
 from hearth.api.metrics import router as metrics_router
 from hearth.api.metrics.lifecycle import start_metrics
@@ -42,6 +43,7 @@ from hearth.metrics.recorder import InvocationRecorder
 from hearth.packaging.builder import LayerBuilder
 from hearth.packaging.deps import LAYERS_DIR
 from hearth.packaging.runtime_version import RuntimeVersions
+from hearth.scheduler.lifecycle import start_scheduler
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
 from hearth.store.models import Function, FunctionVersion
@@ -147,6 +149,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await engine.start()
     recorder.start()
     stop_metrics = start_metrics(state)
+    stop_scheduler = await start_scheduler(state, owner_id(data_dir))
     for spec in registry.all():
         if spec.min_warm:
             engine.pool_for(spec)
@@ -154,6 +157,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await stop_scheduler()
         await stop_metrics()
         await engine.shutdown()
         await recorder.close()
@@ -179,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lambda_router.router)
     app.include_router(metrics_router.api)
     app.include_router(metrics_router.router)
+    app.include_router(jobs_router.router)  # before invocations: it serves /api/invocations/job-... (async jobs)
     app.include_router(invocations_router.router)
     app.include_router(users_router.router)
     return app

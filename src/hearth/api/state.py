@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +18,9 @@ from hearth.engine.registry import FunctionRegistry
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.metrics.sampler import ResourceSampler
 from hearth.store.code import CodeStore
+
+if TYPE_CHECKING:
+    from hearth.scheduler.worker import Scheduler
 
 
 @dataclass
@@ -35,3 +39,4 @@ class HearthState:
     prometheus: CollectorRegistry = field(default_factory=CollectorRegistry)
     log_hub: LogHub = field(default_factory=LogHub)
     queue_depth: Callable[[], int] | None = None  # async invocations waiting, once a queue exists
+    scheduler: Scheduler | None = None  # the async queue's worker, set by the app's lifespan

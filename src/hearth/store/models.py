@@ -207,3 +207,54 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Job(Base):
+    """An async invocation: durable from the moment its 202 is sent until it reaches a final state.
+
+    status: queued -> running -> succeeded | failed | timed_out (final), or back to queued for a retry
+    (run_at in the future) or after a lease expired. `dead_letter` marks a job that failed its last
+    attempt.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "run_at"),
+        Index("ix_jobs_function_created", "function_name", "created_at"),
+        Index("ix_jobs_callback", "callback_status"),
+        UniqueConstraint("function_name", "idempotency_key", name="uq_jobs_idempotency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the invocation id clients see
+    function_name: Mapped[str] = mapped_column(String(63))
+    source: Mapped[str] = mapped_column(String(16), default="api")  # api, http, lambda, cron
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    event: Mapped[str] = mapped_column(Text)  # JSON
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts that ran (or are running)
+    runs: Mapped[int] = mapped_column(Integer, default=0)  # claims, never decremented: names attempt records
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)  # attempts cut short by a crash
+    run_at: Mapped[float] = mapped_column(Float)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    last_record_id: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    dead_letter: Mapped[bool] = mapped_column(Boolean, default=False)
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    callback_status: Mapped[str | None] = mapped_column(String(64), nullable=True)  # pending, delivered, failed: ...
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ScheduleTick(Base):
+    """The last tick enqueued for one cron expression of one function: ticks are enqueued once."""
+
+    __tablename__ = "schedule_ticks"
+
+    function_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    expression: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_tick: Mapped[float] = mapped_column(Float)

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 HANDLER_PATTERN = r"^(?:[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*\.)?[A-Za-z_$][A-Za-z0-9_$]*$"
@@ -17,6 +17,20 @@ MAX_ENV_BYTES = 32 * 1024
 RESERVED_ENV_PREFIXES = ("HEARTH_",)
 
 Language = Literal["python", "javascript"]
+
+
+def check_cron(expression: str) -> str:
+    from croniter import croniter
+
+    expression = " ".join(expression.split())
+    if not croniter.is_valid(expression) or len(expression.split()) not in (5, 6):
+        raise ValueError(f"{expression!r} is not a cron expression (5 fields, or 6 with seconds last)")
+    return expression
+
+
+Schedule = Annotated[
+    list[Annotated[str, Field(max_length=128), AfterValidator(check_cron)]], Field(max_length=16)
+]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-', 1-63 chars")]
 
 
@@ -82,6 +96,8 @@ class FunctionSettings(_Strict):
     auth: Literal["public", "key"] = Field(default="public", description="HTTP trigger needs the API key if 'key'")
     network: bool = Field(default=False, description="give the sandbox a network interface")
     batch: BatchSettings | None = Field(default=None, description="request batching; off when absent")
+    retries: int | None = Field(default=None, ge=0, le=10, description="async: retries after a failure (default 2)")
+    schedule: Schedule | None = Field(default=None, description="cron expressions (5 fields, or 6 with seconds)")
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
@@ -119,6 +135,8 @@ class FunctionPatch(_Strict):
     auth: Literal["public", "key"] | None = None
     network: bool | None = None
     batch: BatchSettings | None = Field(default=None, description="null turns batching off")
+    retries: int | None = Field(default=None, ge=0, le=10, description="null: the default (2)")
+    schedule: Schedule | None = Field(default=None, description="null removes the schedule")
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
@@ -152,6 +170,8 @@ class FunctionOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     batch: BatchSettings | None = None
+    retries: int | None = None
+    schedule: list[str] | None = None
     description: str = ""
     layer: str | None = Field(default=None, description="key of the dependency layer (requirements / package.json)")
     build_id: str | None = Field(default=None, description="the build that made the layer")

@@ -27,7 +27,7 @@ from hearth.engine.registry import spec_from_version
 from hearth.store.models import Function, FunctionVersion
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
-EXTRA_FIELDS: tuple[str, ...] = ("batch", "description")
+EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule")
 CODE_FIELDS: tuple[str, ...] = ("code", "zip_base64")
 COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name not in CODE_FIELDS + EXTRA_FIELDS)
 # What a version's `extra` says about its dependency layer (set by the build, not by the user).
@@ -314,6 +314,8 @@ class FunctionService:
             network=ver.network,
             batch=(ver.extra or {}).get("batch"),
             description=(ver.extra or {}).get("description") or "",
+            retries=(ver.extra or {}).get("retries"),
+            schedule=(ver.extra or {}).get("schedule"),
             layer=(ver.extra or {}).get("layer"),
             build_id=(ver.extra or {}).get("build_id"),
             code_sha256=ver.code_sha256,

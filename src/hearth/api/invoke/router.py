@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hearth.api.auth import check_api_key, require_api_key
 from hearth.api.errors import ApiError, not_found
-from hearth.api.invoke.responses import http_event, proxy_response, result_response
+from hearth.api.invoke.responses import dumps, http_event, proxy_response, result_response
 from hearth.api.state import HearthState
 from hearth.engine.engine import InvocationResult
 from hearth.metrics.recorder import record_row
+from hearth.scheduler.submit import accepted_body, submit, without_credentials
 
 router = APIRouter(tags=["invoke"])
 
@@ -22,6 +23,7 @@ ANY_JSON_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {}}},
     }
 }
+INVOCATION_TYPE_HEADER = "x-hearth-invocation-type"
 TRIGGER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -59,17 +61,48 @@ async def invoke(state: HearthState, name: str, event: Any) -> InvocationResult:
     "/api/functions/{name}/invoke",
     dependencies=[Depends(require_api_key)],
     openapi_extra=ANY_JSON_BODY,
-    responses={200: {"description": "the handler's return value as JSON"}},
+    responses={
+        200: {"description": "the handler's return value as JSON"},
+        202: {"description": "mode=async: queued; `{invocation_id, status_url, status}`"},
+    },
 )
-async def invoke_function(name: str, request: Request) -> Response:
+async def invoke_function(
+    name: str,
+    request: Request,
+    mode: Literal["sync", "async"] = Query("sync", description="async: answer 202 once the job is stored"),
+    idempotency_key: str | None = Query(None, description="async: a repeated key returns the first job"),
+    callback_url: str | None = Query(None, description="async: POST the outcome here when final"),
+) -> Response:
     state: HearthState = request.app.state.hearth
     if state.registry.get(name) is None:
         raise not_found(name)
     body = await read_body(request, state.settings.max_request_bytes)
+    if mode == "async" or request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "async":
+        return await enqueue(state, request, name, parse_event(body), "api", idempotency_key, callback_url)
     res = await invoke(state, name, parse_event(body))
     response = result_response(res)
     state.recorder.add(record_row(res, "sync", len(body), len(response.body)))
     return response
+
+
+async def enqueue(
+    state: HearthState,
+    request: Request,
+    name: str,
+    event: Any,
+    source: str,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+) -> Response:
+    key = idempotency_key or request.headers.get("x-hearth-idempotency-key")
+    url = callback_url or request.headers.get("x-hearth-callback-url")
+    job_id, created = await submit(state, name, event, source=source, idempotency_key=key, callback_url=url)
+    return Response(
+        dumps(accepted_body(job_id, created)),
+        status_code=202,
+        media_type="application/json",
+        headers={"X-Hearth-Invocation-Id": job_id, "Location": f"/api/invocations/{job_id}"},
+    )
 
 
 async def serve_trigger(state: HearthState, request: Request) -> Response:
@@ -83,6 +116,9 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
         if not principal.sees(state.registry.owner_of(spec.name) or "admin"):
             raise ApiError(404, "NotFound", f"no function serves {route!r}")
     body = await read_body(request, state.settings.max_request_bytes)
+    if request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "async":
+        event = without_credentials(await http_event(request, route, body))
+        return await enqueue(state, request, spec.name, event, "http")
     res = await invoke(state, spec.name, await http_event(request, route, body))
     response = proxy_response(res)
     state.recorder.add(record_row(res, "http", len(body), len(response.body)))

@@ -7,7 +7,6 @@ boto3 retries by itself). `LogType: Tail` returns the last 4 KB of the invocatio
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import math
@@ -22,14 +21,13 @@ from hearth.api.lambda_api.mapping import LATEST
 from hearth.api.state import HearthState
 from hearth.engine.engine import InvocationResult, new_invocation_id
 from hearth.metrics.recorder import record_row
+from hearth.scheduler.submit import submit
 
 log = logging.getLogger(__name__)
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 LOG_TAIL_BYTES = 4096
 # Hearth's failure types -> Lambda's errorType for failures outside the handler.
 ERROR_TYPES = {"timeout": "Sandbox.Timedout", "oom": "Runtime.OutOfMemory", "crashed": "Runtime.ExitError"}
-# Event invocations run in the background until the async queue takes them: kept so they are not collected.
-_background: set[asyncio.Task[None]] = set()
 
 
 async def invoke(state: HearthState, request: Request, name: str) -> Response:
@@ -48,8 +46,11 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
     headers = {"x-amzn-RequestId": invocation_id, "X-Amz-Executed-Version": LATEST}
     if invocation_type == "DryRun":
         return Response(status_code=204, headers=headers)
-    if invocation_type == "Event":
-        submit_event(state, name, event, invocation_id, len(body))
+    if invocation_type == "Event":  # the durable async queue, with the function's retries
+        if state.registry.get(name) is None:
+            raise LambdaError(404, "ResourceNotFoundException", f"Function not found: {name}")
+        job_id, _ = await submit(state, name, event, source="lambda")
+        headers["x-amzn-RequestId"] = job_id
         return Response(status_code=202, headers=headers)
     try:
         res = await state.engine.invoke(lambda: state.registry.get(name), event, invocation_id=invocation_id)
@@ -110,21 +111,3 @@ def log_tail(res: InvocationResult, state: HearthState) -> str:
         f"Billed Duration: {math.ceil(res.duration_ms)} ms\tMemory Size: {memory} MB{init}\n"
     )
     return base64.b64encode(text.encode()[-LOG_TAIL_BYTES:]).decode("ascii")
-
-
-def submit_event(state: HearthState, name: str, event: Any, invocation_id: str, size: int) -> None:
-    """Run an Event invocation after answering 202 (in this process: see docs/lambda.md)."""
-
-    async def run() -> None:
-        try:
-            res = await state.engine.invoke(lambda: state.registry.get(name), event, invocation_id=invocation_id)
-        except LookupError:
-            return  # deleted before it ran
-        except Exception:
-            log.exception("Event invocation %s of %s failed", invocation_id, name)
-            return
-        state.recorder.add(record_row(res, "async", size, len(dumps(res.result)) if res.status == "ok" else 0))
-
-    task = asyncio.get_running_loop().create_task(run())
-    _background.add(task)
-    task.add_done_callback(_background.discard)

@@ -1,0 +1,74 @@
+"""Submitting async invocations: validate, store durably, wake the scheduler. Shared by every entry
+point (the API's invoke with ?mode=async, the HTTP trigger's async header, Lambda Event calls)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hearth.api.errors import ApiError, field_error, not_found
+from hearth.api.state import HearthState
+from hearth.scheduler.callbacks import check_callback_url
+from hearth.scheduler.queue import NewJob
+
+MAX_IDEMPOTENCY_KEY = 255
+# Request headers an HTTP-trigger event keeps out of the store: the caller's key, and Hearth's own.
+UNSTORED_HEADERS = ("authorization", "cookie", "x-hearth-")
+
+
+def max_attempts(extra: dict[str, Any], default_retries: int) -> int:
+    retries = extra.get("retries")
+    return (default_retries if retries is None else int(retries)) + 1
+
+
+async def submit(
+    state: HearthState,
+    name: str,
+    event: Any,
+    *,
+    source: str,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+) -> tuple[str, bool]:
+    """(invocation id, created). Returns once the job is committed to the store."""
+    spec = state.registry.get(name)
+    if spec is None:
+        raise not_found(name)
+    if state.scheduler is None:
+        raise ApiError(503, "Unavailable", "the async queue is not running")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise field_error("idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+    if callback_url is not None:
+        problem = await asyncio.to_thread(check_callback_url, callback_url, state.settings.callback_allow_private)
+        if problem:
+            raise field_error("callback_url", problem)
+    job = NewJob(
+        function_name=name,
+        event=event,
+        max_attempts=max_attempts(spec.extra, state.settings.async_default_retries),
+        source=source,
+        idempotency_key=idempotency_key,
+        callback_url=callback_url,
+    )
+    job_id, created = await asyncio.to_thread(state.scheduler.queue.enqueue, job)
+    if created:
+        state.scheduler.notify()
+    return job_id, created
+
+
+def accepted_body(job_id: str, created: bool) -> dict[str, Any]:
+    """The 202's body. A repeated idempotency key gives the first job (duplicate: true), whatever its
+    state now: the status URL tells."""
+    body: dict[str, Any] = {"invocation_id": job_id, "status_url": f"/api/invocations/{job_id}"}
+    if created:
+        body["status"] = "queued"
+    body["duplicate"] = not created
+    return body
+
+
+def without_credentials(event: dict[str, Any]) -> dict[str, Any]:
+    """An HTTP-trigger event as the queue stores it: without the caller's credentials (Authorization,
+    Cookie) and Hearth's own X-Hearth-* headers, which would otherwise rest in the database."""
+    headers = event.get("headers") or {}
+    kept = {k: v for k, v in headers.items() if not k.startswith(UNSTORED_HEADERS)}
+    return {**event, "headers": kept}
