@@ -261,3 +261,31 @@ def test_wrong_key_is_a_message_and_another_key_can_be_entered(
     # the sidebar's key field fixes it for this session
     at.sidebar.text_input(key="hearth_api_key_input").input(dashboard_env.api_key).run()
     assert not at.error, texts(at.error)
+
+
+def test_language_templates_retries_and_schedule(open_page: Any, dashboard_env: HearthServer, fname: str) -> None:
+    at = open_page("new")
+    at.selectbox(key="form_language").set_value("javascript").run()
+    assert at.session_state["form_code"].startswith("exports.handler")  # the JavaScript starter replaced Python's
+    assert at.selectbox(key="form_template").options[0] == "Hello (JSON in, JSON out)"
+    at.selectbox(key="form_template").set_value("HTTP endpoint (statusCode / body)").run()
+    assert "statusCode: 200" in at.session_state["form_code"]
+
+    at.text_input(key="form_name").input(fname)
+    at.number_input(key="form_retries").set_value(4)
+    at.text_area(key="form_schedule").input("not a cron line")
+    at.button(key="form_submit").click().run()
+    schedule_errors = [e for e in texts(at.error) if e.startswith("schedule:")]
+    assert schedule_errors and "cron" in schedule_errors[0], texts(at.error)
+    assert dashboard_env.client.get(f"/api/functions/{fname}").status_code == 404
+
+    at.text_area(key="form_schedule").input("0 3 * * *\n*/30 * * * *")
+    at.button(key="form_submit").click().run()
+    assert not at.error, texts(at.error)
+    function = dashboard_env.client.get(f"/api/functions/{fname}").json()
+    assert function["language"] == "javascript" and "statusCode: 200" in function["code"]
+    assert function["retries"] == 4
+    assert function["schedule"] == ["0 3 * * *", "*/30 * * * *"]
+    response = dashboard_env.client.get(f"/fn/{fname}", params={"name": "form"})
+    assert response.json()["message"] == "hello form"
+    dashboard_env.client.delete(f"/api/functions/{fname}")  # its schedule would keep firing in the shared server
