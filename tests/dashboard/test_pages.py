@@ -155,8 +155,12 @@ def test_edit_makes_a_new_version_and_delete_asks_first(
     keys, values = env_inputs(at)
     assert [k.value for k in keys] == ["COLOR"] and [v.value for v in values] == ["red"]
 
+    at.button(key="form_submit").click().run()
+    assert any("Nothing changed" in i for i in texts(at.info))
+    assert dashboard_env.client.get(f"/api/functions/{fname}").json()["version"] == 1
+
     by_label(at.number_input, "Timeout (s)").set_value(12.5)
-    values[0].input("blue")
+    env_inputs(at)[1][0].input("blue")
     at.button(key="form_submit").click().run()
     assert not at.error, texts(at.error)
     assert any("now version 2" in s for s in texts(at.success))

@@ -84,6 +84,7 @@ def _load(function: dict[str, Any] | None, default_backend: str) -> None:
     S.form_retries = f.get("retries")
     S.form_schedule = "\n".join(f.get("schedule") or [])
     S.form_loaded_code = f.get("code")
+    S.form_loaded = f
     _set_code(f.get("code") or (TEMPLATES[language][S.form_template] if function is None else ""))
     _set_env(f.get("env") or {})
     S.form_errors = {}
@@ -203,7 +204,9 @@ def _body(fields: set[str], *, create: bool) -> dict[str, Any]:
         return {k: v for k, v in body.items() if v is not None}
     if S.form_code.strip() and (S.form_code != S.form_loaded_code or S.form_language != S.form_loaded_language):
         body["code"] = S.form_code
-    return body
+    # PATCH only what changed: an unrelated edit must not trip over, say, a backend that became unavailable
+    loaded = S.get("form_loaded") or {}
+    return {k: v for k, v in body.items() if k == "code" or k not in loaded or loaded[k] != v}
 
 
 def _errors_by_field(error: DashboardError) -> dict[str, str]:
@@ -224,7 +227,11 @@ def _submit(api: HearthApi, fields: set[str], *, create: bool) -> None:
         if create:
             saved = api.create(_body(fields, create=True))
         else:
-            saved = api.patch(S.form_name, _body(fields, create=False))
+            changes = _body(fields, create=False)
+            if not changes:
+                st.info("Nothing changed: no new version was made.")
+                return
+            saved = api.patch(S.form_name, changes)
     except DashboardError as exc:
         if exc.unreachable or exc.unauthorized:
             ui.show_error(exc)
