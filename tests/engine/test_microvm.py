@@ -1,8 +1,9 @@
-"""The microvm backend through the real API: QEMU microvm guests (KVM where it works, TCG here).
+"""The microVM backends through the real API: QEMU microvm (KVM where it works, TCG here) and Firecracker.
 
-Every test drives a real Hearth server and real VMs. Skipped, with the missing capability named, where
-the host has no qemu-system-x86_64 or no guest image that can be built (building needs root and
-Debian's apt sources; the image is cached under HEARTH_MICROVM_CACHE_DIR across runs).
+Every test drives a real Hearth server and real VMs, once per VM backend. A backend this host cannot
+run is skipped with the capability it lacks, as the backend itself reports it (no qemu-system-x86_64,
+no guest image and no root to build one, no firecracker binary, no usable KVM). The guest image is
+built on demand when we are root (it is cached under HEARTH_MICROVM_CACHE_DIR across runs).
 """
 
 from __future__ import annotations
@@ -19,58 +20,73 @@ from pathlib import Path
 import pytest
 
 from hearth.engine.backends import microvm_image
+from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.microvm import QEMU, MicroVMBackend
 from hearth.testing import HearthServer
 
 pytestmark = pytest.mark.slow
+VM_BACKENDS = ("microvm", "firecracker")
 
 
-def qemu_processes(run_dir: Path) -> set[int]:
-    """QEMU processes whose command line names a sandbox directory under `run_dir`."""
-    found = set()
-    for entry in Path("/proc").iterdir():
+def vm_ids(server: HearthServer, backend: str) -> set[str]:
+    """Ids of the VMs whose VMM process (QEMU or Firecracker) runs for `server` on `backend`."""
+    run_dir = run_dir_of(server, backend)
+    return vm_ids_left({d.name for d in run_dir.iterdir()} if run_dir.is_dir() else set())
+
+
+def vm_ids_left(ids: set[str]) -> set[str]:
+    """Which of these VM ids still have a (non-zombie) process naming them on its command line."""
+    left: set[str] = set()
+    for entry in Path("/proc").iterdir() if ids else ():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if cmdline.startswith(QEMU) and str(run_dir) in cmdline:
-                found.add(int(entry.name))
-    return found
+            left |= {vm for vm in ids if vm in cmdline}
+    return left
 
 
 @pytest.fixture(scope="module")
-def microvm_ready() -> None:
-    """The backend is usable here: QEMU installed, guest image built (built now if we may), accelerator known."""
-    if shutil.which(QEMU) is None:
-        pytest.skip(f"no {QEMU} on PATH (Debian's qemu-system-x86: scripts/install-system.sh)")
+def guest_image() -> None:
+    """The guest image both backends boot: built now if it is missing and we may build it."""
     if microvm_image.find_image() is None:
         if os.geteuid() != 0 or shutil.which("mmdebstrap") is None:
             pytest.skip("no microVM guest image, and building one needs root and mmdebstrap: make microvm-image")
         microvm_image.ensure_image(progress=lambda line: print(line, flush=True))
-    backend = MicroVMBackend(run_dir=Path(tempfile.mkdtemp(prefix="hearth-mvm-check-")), owner="pytest")
+
+
+@pytest.fixture(scope="module", params=VM_BACKENDS)
+def vm_backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "microvm" and shutil.which(QEMU) is None:
+        pytest.skip(f"no {QEMU} on PATH (Debian's qemu-system-x86: scripts/install-system.sh)")
+    request.getfixturevalue("guest_image")
+    kind = MicroVMBackend if name == "microvm" else FirecrackerBackend
+    backend = kind(run_dir=Path(tempfile.mkdtemp(prefix=f"hearth-{name}-check-")), owner="pytest-check")
     available, reason = backend.availability()
     if not available:
-        pytest.skip(f"microvm backend not available here: {reason}")
+        pytest.skip(f"{name} backend not available here: {reason}")
+    return name
 
 
 @pytest.fixture(scope="module")
-def vm_hearth(tmp_path_factory: pytest.TempPathFactory, microvm_ready: None) -> Iterator[HearthServer]:
-    server = HearthServer(tmp_path_factory.mktemp("hearth-microvm") / "data")
+def vm_hearth(tmp_path_factory: pytest.TempPathFactory, vm_backend: str) -> Iterator[HearthServer]:
+    server = HearthServer(tmp_path_factory.mktemp(f"hearth-{vm_backend}") / "data")
     server.start()
     yield server
     server.stop()
-    assert not qemu_processes(run_dir_of(server)), "QEMU processes outlived the server"
+    assert not vm_ids(server, vm_backend), "VMs outlived the server"
 
 
-def run_dir_of(server: HearthServer) -> Path:
+def run_dir_of(server: HearthServer, backend: str) -> Path:
     from hearth.api.app import owner_id
 
-    return Path(tempfile.gettempdir()) / f"hearth-{owner_id(server.data_dir.resolve())}" / "microvm"
+    return Path(tempfile.gettempdir()) / f"hearth-{owner_id(server.data_dir.resolve())}" / backend
 
 
-def backend_details(server: HearthServer) -> dict:  # type: ignore[type-arg]
-    response = server.client.get("/api/backends/microvm")
+def backend_details(server: HearthServer, backend: str) -> dict:  # type: ignore[type-arg]
+    response = server.client.get(f"/api/backends/{backend}")
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -95,8 +111,8 @@ def handler(event, context):
 """
 
 
-def test_python_function_runs_isolated_in_a_vm(vm_hearth: HearthServer, fname: str) -> None:
-    vm_hearth.deploy(fname, PROBE, backend="microvm")
+def test_python_function_runs_isolated_in_a_vm(vm_hearth: HearthServer, vm_backend: str, fname: str) -> None:
+    vm_hearth.deploy(fname, PROBE, backend=vm_backend)
     first = vm_hearth.invoke(fname, {"n": 1})
     assert first.status_code == 200, first.text
     out = first.json()
@@ -117,9 +133,9 @@ def test_python_function_runs_isolated_in_a_vm(vm_hearth: HearthServer, fname: s
     assert (record.json()["stdout"], record.json()["stderr"]) == ("to stdout\n", "to stderr\n")
 
 
-def test_javascript_function(vm_hearth: HearthServer, fname: str) -> None:
+def test_javascript_function(vm_hearth: HearthServer, vm_backend: str, fname: str) -> None:
     code = "exports.handler = async (event, context) => ({ event, name: context.functionName, node: process.version });"
-    vm_hearth.deploy(fname, code, language="javascript", backend="microvm")
+    vm_hearth.deploy(fname, code, language="javascript", backend=vm_backend)
     response = vm_hearth.invoke(fname, {"s": "é"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -127,7 +143,9 @@ def test_javascript_function(vm_hearth: HearthServer, fname: str) -> None:
     assert vm_hearth.invoke(fname, {"s": 1}).headers["X-Hearth-Cold"] == "false"
 
 
-def test_timeout_kills_the_vm_and_the_next_call_gets_a_new_one(vm_hearth: HearthServer, fname: str) -> None:
+def test_timeout_kills_the_vm_and_the_next_call_gets_a_new_one(
+    vm_hearth: HearthServer, vm_backend: str, fname: str
+) -> None:
     code = (
         "calls = 0\n"
         "def handler(event, context):\n"
@@ -138,9 +156,9 @@ def test_timeout_kills_the_vm_and_the_next_call_gets_a_new_one(vm_hearth: Hearth
         "            pass\n"
         "    return calls\n"
     )
-    vm_hearth.deploy(fname, code, timeout_s=2, backend="microvm")
+    vm_hearth.deploy(fname, code, timeout_s=2, backend=vm_backend)
     assert vm_hearth.invoke(fname).json() == 1
-    before = qemu_processes(run_dir_of(vm_hearth))
+    before = vm_ids(vm_hearth, vm_backend)
     started = time.monotonic()
     response = vm_hearth.invoke(fname, {"spin": True})
     assert response.status_code == 504 and response.json()["error"]["type"] == "Timeout"
@@ -149,12 +167,12 @@ def test_timeout_kills_the_vm_and_the_next_call_gets_a_new_one(vm_hearth: Hearth
     assert (after.status_code, after.json()) == (200, 1), after.text  # a fresh VM: module state starts over
     assert after.headers["X-Hearth-Cold"] == "true"
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (before - qemu_processes(run_dir_of(vm_hearth))):
+    while time.monotonic() < deadline and not (before - vm_ids(vm_hearth, vm_backend)):
         time.sleep(0.2)
-    assert before - qemu_processes(run_dir_of(vm_hearth)), "the timed-out VM's QEMU is still running"
+    assert before - vm_ids(vm_hearth, vm_backend), "the timed-out VM is still running"
 
 
-def test_memory_limit_is_enforced_in_the_guest(vm_hearth: HearthServer, fname: str) -> None:
+def test_memory_limit_is_enforced_in_the_guest(vm_hearth: HearthServer, vm_backend: str, fname: str) -> None:
     code = (
         "def handler(event, context):\n"
         "    if event.get('bomb'):\n"
@@ -164,7 +182,7 @@ def test_memory_limit_is_enforced_in_the_guest(vm_hearth: HearthServer, fname: s
         "    keep = bytearray(event.get('mb', 1) * 1024 * 1024)\n"
         "    return len(keep) >> 20\n"
     )
-    vm_hearth.deploy(fname, code, memory_mb=64, backend="microvm")
+    vm_hearth.deploy(fname, code, memory_mb=64, backend=vm_backend)
     assert vm_hearth.invoke(fname, {"mb": 32}).json() == 32  # under the limit: fine
     response = vm_hearth.invoke(fname, {"bomb": True})
     assert response.status_code == 502, response.text
@@ -173,7 +191,7 @@ def test_memory_limit_is_enforced_in_the_guest(vm_hearth: HearthServer, fname: s
 
 
 def test_vms_are_restored_from_a_snapshot_and_clones_do_not_share_randomness(
-    vm_hearth: HearthServer, fname: str
+    vm_hearth: HearthServer, vm_backend: str, fname: str
 ) -> None:
     python = (
         "import os, time, uuid\n"
@@ -186,8 +204,8 @@ def test_vms_are_restored_from_a_snapshot_and_clones_do_not_share_randomness(
         "  [crypto.randomBytes(16).toString('hex'), crypto.randomUUID(), Date.now() / 1000];\n"
     )
     for n in range(2):
-        vm_hearth.deploy(f"{fname}-py{n}", python, backend="microvm")
-        vm_hearth.deploy(f"{fname}-js{n}", node, language="javascript", backend="microvm")
+        vm_hearth.deploy(f"{fname}-py{n}", python, backend=vm_backend)
+        vm_hearth.deploy(f"{fname}-js{n}", node, language="javascript", backend=vm_backend)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         names = [f"{fname}-{kind}{n}" for kind in ("py", "js") for n in range(2)]
         results = dict(zip(names, pool.map(vm_hearth.invoke, names), strict=True))
@@ -198,48 +216,51 @@ def test_vms_are_restored_from_a_snapshot_and_clones_do_not_share_randomness(
         assert not set(map(str, one[:2])) & set(map(str, two[:2])), f"{kind} VMs from one snapshot share randomness"
         for guest_time in (one[2], two[2]):  # the guest's clock was set at restore, not left at the snapshot's
             assert abs(guest_time - time.time()) < 30, f"{kind} guest clock is off by {guest_time - time.time():.0f} s"
-    details = backend_details(vm_hearth)["details"]
+    details = backend_details(vm_hearth, vm_backend)["details"]
     assert details["snapshots"] is True, details.get("snapshot_problem")
     assert details["accelerator"] in ("kvm", "tcg") and details["accelerator_reason"]
     assert details["starts"].get("restore/python", {}).get("samples", 0) >= 1, details["starts"]
     assert details["starts"].get("restore/javascript", {}).get("samples", 0) >= 1, details["starts"]
+    assert not details["starts"].get("boot/python"), "a VM booted although a snapshot could be restored"
 
 
-def test_stem_cells_serve_first_calls(vm_hearth: HearthServer, fname: str) -> None:
+def test_stem_cells_serve_first_calls(vm_hearth: HearthServer, vm_backend: str, fname: str) -> None:
     """Once the backend is in use, pre-started (restored, warmed) VMs wait for functions' first calls."""
-    vm_hearth.deploy(fname + "-first", "def handler(e, c):\n    return 1\n", backend="microvm")
+    vm_hearth.deploy(fname + "-first", "def handler(e, c):\n    return 1\n", backend=vm_backend)
     assert vm_hearth.invoke(fname + "-first").status_code == 200  # the backend is in use: stem cells from now on
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not backend_details(vm_hearth)["stem_cells"].get("python"):
+    while time.monotonic() < deadline and not backend_details(vm_hearth, vm_backend)["stem_cells"].get("python"):
         time.sleep(0.5)
-    assert backend_details(vm_hearth)["stem_cells"].get("python"), backend_details(vm_hearth)
-    vm_hearth.deploy(fname, "def handler(e, c):\n    return 'stem'\n", backend="microvm")
+    assert backend_details(vm_hearth, vm_backend)["stem_cells"].get("python"), backend_details(vm_hearth, vm_backend)
+    vm_hearth.deploy(fname, "def handler(e, c):\n    return 'stem'\n", backend=vm_backend)
     response = vm_hearth.invoke(fname)
     assert (response.status_code, response.json()) == (200, "stem")
     assert response.headers["X-Hearth-Path"] == "stem"
 
 
-def test_network_functions_are_refused(vm_hearth: HearthServer, fname: str) -> None:
+def test_network_functions_are_refused(vm_hearth: HearthServer, vm_backend: str, fname: str) -> None:
     response = vm_hearth.client.post(
         "/api/functions",
-        json={"name": fname, "language": "python", "code": "def handler(e, c):\n    return 1\n", "backend": "microvm",
+        json={"name": fname, "language": "python", "code": "def handler(e, c):\n    return 1\n", "backend": vm_backend,
               "network": True},
     )  # fmt: skip
     assert response.status_code == 422
-    assert "network" in response.text and "microvm" in response.text
+    assert "network" in response.text and vm_backend in response.text
 
 
-def test_vms_power_off_when_hearth_dies(tmp_path: Path, microvm_ready: None, fname: str) -> None:
+def test_vms_power_off_when_hearth_dies(tmp_path: Path, vm_backend: str, fname: str) -> None:
     """A killed Hearth leaves no VM behind: each guest powers off once its host side disconnects."""
     server = HearthServer(tmp_path / "data")
     server.start()
     try:
-        server.deploy(fname, "def handler(e, c):\n    return 1\n", backend="microvm")
+        server.deploy(fname, "def handler(e, c):\n    return 1\n", backend=vm_backend)
         assert server.invoke(fname).status_code == 200
-        assert qemu_processes(run_dir_of(server))
+        running = vm_ids(server, vm_backend)
+        assert running
     finally:
         server.stop(signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and qemu_processes(run_dir_of(server)):
+    while time.monotonic() < deadline and vm_ids_left(running):
         time.sleep(0.2)
-    assert not qemu_processes(run_dir_of(server)), "QEMU outlived the Hearth that started it"
+    assert not vm_ids_left(running), "a VM outlived the Hearth that started it"
+

@@ -301,7 +301,7 @@ class MicroVM:
             return joined[-2500:] or "(no output)"
         return "(no output)"
 
-    async def start(self, command: list[str], cgroup: HostCpuCgroup | None) -> None:
+    async def start(self, command: list[str], cgroup: HostCpuCgroup | None, cwd: Path | None = None) -> None:
         disable_thp_for_children()
         with open(self.path("qemu.log"), "wb") as output:
             self.proc = await asyncio.create_subprocess_exec(
@@ -310,6 +310,7 @@ class MicroVM:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
         self.cgroup = cgroup
         if cgroup is not None:
@@ -334,6 +335,18 @@ class MicroVM:
     def attach_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._control = (reader, writer)
         self._control_task = asyncio.create_task(self._read_control(reader))
+
+    async def detach_control(self) -> None:
+        """Close the control stream on purpose (Firecracker: before a snapshot); attach_control may follow."""
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._control_task
+        if self._control is not None:
+            self._control[1].close()
+        self._control, self._control_task = None, None
+        self.control_closed = asyncio.Event()
+        self._replies = asyncio.Queue()
 
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -1133,7 +1146,7 @@ class MicroVMBackend(Backend):
         """Kill the VMs that a previous run of this Hearth, or any Hearth on this host that has died, left behind.
 
         Each VM directory records its Hearth process (pid and start time, `hearth.pid`); a QEMU is only
-        killed when its pidfile's process still runs QEMU with that directory on its command line.
+        killed when its pidfile's process still has the VM's id on its command line.
         (A guest also powers itself off when its host disconnects, or never connects within 120 s.)
         """
         return await asyncio.to_thread(sweep_orphans, self.run_dir, f"hearth-microvm-{self.owner}")
@@ -1165,7 +1178,7 @@ def sweep_orphans(run_dir: Path, cgroup_group: str) -> int:
                 continue
         for pidfile in ("qemu.pid", "vmm.pid"):
             pid = _read(directory / pidfile).strip()
-            if pid.isdigit() and str(directory) in _read(Path(f"/proc/{pid}/cmdline")).replace("\0", " "):
+            if pid.isdigit() and directory.name in _read(Path(f"/proc/{pid}/cmdline")).replace("\0", " "):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), 9)
                 removed += 1

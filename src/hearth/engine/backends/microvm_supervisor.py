@@ -14,8 +14,9 @@ Runs as root, chrooted into the guest's read-only root, outside the function's c
 
 Transports: `virtio` (QEMU): the control channel is the virtio-serial port /run/hearth-control and
 the agent opens /dev/hearth-agent itself. `vsock` (Firecracker, which has no virtio-serial): the
-control channel is the first connection to vsock port 1024, and on `start` the agent gets the first
-connection to port 1025 as an inherited descriptor (HEARTH_AGENT_FD).
+control channel is a connection to vsock port 1024 (accepted again after the host closes it, until
+the agent runs: Firecracker resets vsock connections when it snapshots), and on `start` the agent
+gets the first connection to port 1025 as an inherited descriptor (HEARTH_AGENT_FD).
 """
 
 from __future__ import annotations
@@ -118,14 +119,25 @@ class Supervisor:
         self.transport = transport
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_listener: socket.socket | None = None
+        self.control_listener: socket.socket | None = None
         if transport == "vsock":
-            control = vsock_listener(VSOCK_CONTROL_PORT)
+            self.control_listener = vsock_listener(VSOCK_CONTROL_PORT)
+            self.control_listener.settimeout(HOST_TIMEOUT_S)
             self.agent_listener = vsock_listener(VSOCK_AGENT_PORT)
-            connection, _ = control.accept()
-            control.close()
-            self.channel = Channel(connection.detach())
+            self.agent_listener.settimeout(HOST_TIMEOUT_S)
         else:
             self.channel = Channel(os.open("/run/hearth-control", os.O_RDWR | os.O_NOCTTY))
+
+    def accept_control(self) -> bool:
+        """vsock: the host's next control connection (Firecracker resets all of them at a snapshot)."""
+        assert self.control_listener is not None
+        try:
+            connection, _ = self.control_listener.accept()
+        except TimeoutError:
+            return False
+        connection.settimeout(None)
+        self.channel = Channel(connection.detach())
+        return True
 
     def start(self) -> None:
         if self.agent is not None:
@@ -142,7 +154,10 @@ class Supervisor:
         if self.agent_listener is None:
             self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, close_fds=True)
         else:
-            connection, _ = self.agent_listener.accept()
+            try:
+                connection, _ = self.agent_listener.accept()
+            except TimeoutError:  # the host asked for the agent and never connected to it
+                os._exit(1)
             self.agent_listener.close()
             fd = connection.detach()
             env = {"HEARTH_AGENT_FD": str(fd), "PATH": "/usr/bin:/bin"}
@@ -190,11 +205,26 @@ class Supervisor:
         return "ok"
 
     def serve(self, autostart: bool) -> None:
+        if self.control_listener is not None:
+            self.serve_vsock()
+            return
         if not self.channel.wait_for_host(HOST_TIMEOUT_S):  # whoever started this VM is gone
             return
         self.channel.say("ready")
         if autostart:
             self.start()
+        self.serve_lines()
+
+    def serve_vsock(self) -> None:
+        """Control connections until the agent runs; a snapshot (taken before) closes the one before it."""
+        while self.accept_control():
+            self.channel.say("ready")
+            self.serve_lines()
+            if self.agent is not None:
+                return
+            os.close(self.channel.fd)
+
+    def serve_lines(self) -> None:
         for line in self.channel.lines():
             reply = self.handle(line.split())
             if reply:
