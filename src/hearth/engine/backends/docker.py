@@ -444,7 +444,9 @@ class DockerBackend(Backend):
         def sweep() -> int:
             containers = [
                 container
-                for container in self.client.containers.list(all=True, filters={"label": f"hearth.owner={self.owner}"})
+                for container in self.client.containers.list(
+                    all=True, filters={"label": f"hearth.owner={self.owner}"}, ignore_removed=True
+                )
                 # Containers of each Docker-based backend (docker, gvisor) are swept by that backend only;
                 # those from before the label existed were all the docker backend's.
                 if container.labels.get("hearth.backend", "docker") == self.name
