@@ -169,7 +169,7 @@ def bench_density(sandboxes: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="warm,cold,batching,density,backends")
+    parser.add_argument("--only", default="warm,cold,batching,density,backends,microvm")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
     parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
@@ -193,6 +193,12 @@ def main() -> None:
         results["backends"] = bench_backends(args.trials, args.seconds, tuple(args.backends.split(",")))
         print(json.dumps({"backends": results["backends"]}, indent=1), flush=True)
         print(table(results["backends"]), flush=True)
+    if "microvm" in only:  # boot vs restore, first calls, round trip, idle memory: microvm next to docker
+        from bench import microvm
+
+        results["microvm"] = microvm.bench_microvm(min(args.trials, 10), args.seconds)
+        print(json.dumps({"microvm": results["microvm"]}, indent=1), flush=True)
+        print(microvm.table(results["microvm"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     latest = RESULTS / "latest.json"
     # Sections not run this time (`--only`) keep their last figures.
