@@ -8,7 +8,9 @@ A guest is three files (docs/isolation.md):
   packages as the container images), attached as a virtio-blk disk and shared by every VM;
 - an initramfs (assembled in a second, cheap step, so that an agent change does not rebuild the
   root): busybox-static, the virtio modules the cloud kernel ships as modules (virtio-mmio,
-  virtio-blk, virtio-console, virtio-rng, vsock), Hearth's agents and `microvm_init.sh` as /init.
+  virtio-blk, virtio-console, virtio-rng, vsock), `microvm_init.sh` as /init, and what init bind-mounts
+  read-only into the root at /opt/hearth: Hearth's agents, `microvm_supervisor.py` and
+  `microvm_launch.sh`.
 
 Nothing names a mirror: mmdebstrap is given the host's apt sources file, read at build time. The
 cache lives outside the repository (`HEARTH_MICROVM_CACHE_DIR`, else /var/cache/hearth/microvm for
