@@ -108,7 +108,7 @@ class CronTicker:
         }
         with self.sessions() as session:
             known = {(t.function_name, t.expression): t.last_tick for t in session.scalars(select(ScheduleTick))}
-        enqueued = 0
+        jobs: list[NewJob] = []
         moved: dict[tuple[str, str], float] = {}
         for key, spec in schedules.items():
             last = known.get(key)
@@ -124,16 +124,17 @@ class CronTicker:
                 }
                 if now - tick > self.grace_s:
                     event["catch_up"] = True
-                job = NewJob(
-                    function_name=spec.name,
-                    event=event,
-                    max_attempts=max_attempts(spec.extra, self.default_retries),
-                    source="cron",
-                    idempotency_key=f"cron:{key[1]}:{tick:.0f}",
+                jobs.append(
+                    NewJob(
+                        function_name=spec.name,
+                        event=event,
+                        max_attempts=max_attempts(spec.extra, self.default_retries),
+                        source="cron",
+                        idempotency_key=f"cron:{key[1]}:{tick:.0f}",
+                    )
                 )
-                # Enqueued before the tick is recorded: a crash in between re-enqueues the same key, a no-op.
-                _, created = self.queue.enqueue(job)
-                enqueued += created
+        # Enqueued before the ticks are recorded: a crash in between re-enqueues the same keys, a no-op.
+        enqueued = sum(created for _, created in self.queue.enqueue(jobs))
         stale = [key for key in known if key not in schedules]
         with self.sessions.begin() as session:
             for (function, expression), last_tick in moved.items():

@@ -50,9 +50,9 @@ async def submit(
         idempotency_key=idempotency_key,
         callback_url=callback_url,
     )
-    job_id, created = await asyncio.to_thread(state.scheduler.queue.enqueue, job)
+    job_id, created = await state.scheduler.enqueue(job)  # committed (with others arriving meanwhile)
     if created:
-        state.scheduler.notify()
+        state.scheduler.notify(function=name)
     return job_id, created
 
 

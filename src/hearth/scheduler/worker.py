@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -20,7 +21,8 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,12 +30,14 @@ from hearth.api.invoke.responses import dumps
 from hearth.api.state import HearthState
 from hearth.metrics.recorder import record_row
 from hearth.scheduler.callbacks import deliver_callback
-from hearth.scheduler.queue import ClaimedJob, JobQueue, callback_body
+from hearth.scheduler.group_commit import GroupCommit
+from hearth.scheduler.queue import ClaimedJob, JobQueue, NewJob, Outcome, callback_body
 
 log = logging.getLogger(__name__)
 FINAL_STATUS = {"ok": "succeeded", "timeout": "timed_out"}  # every other outcome: failed
 HOUSEKEEPING_S = 60.0
 INTERNAL_RETRY_S = 5.0
+R = TypeVar("R")
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
@@ -62,13 +66,22 @@ class Scheduler:
         self._callbacks: dict[str, asyncio.Task[None]] = {}
         self._callback_slots = asyncio.Semaphore(16)
         self._http: httpx.AsyncClient | None = None
+        # Every queue call of this node runs on one thread: they would take turns at the database's
+        # write lock anyway, and one thread keeps them from contending for it (and for the GIL).
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="hearth-queue")
+        self.enqueue: GroupCommit[NewJob, tuple[str, bool]] = GroupCommit(self._db, queue.enqueue)
+        self._finish: GroupCommit[Outcome, bool] = GroupCommit(self._db, queue.finish)
+
+    async def db(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a queue call on the queue's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(fn, *args))
 
     # ----- lifecycle
     async def start(self) -> None:
-        recovered = await asyncio.to_thread(self.queue.recover, time.time(), self.node + "-")
+        recovered = await self.db(self.queue.recover, time.time(), self.node + "-")
         if recovered:
             log.info("scheduler: %d job(s) left running by an earlier run queued again", recovered)
-        self.depth = await asyncio.to_thread(self.queue.depth)
+        self.depth = await self.db(self.queue.depth)
         self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
         self._tasks = [
             asyncio.create_task(self._run()),
@@ -87,7 +100,8 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        released = await asyncio.to_thread(self.queue.release, self.worker, left)
+        await self._finish.wait_idle()
+        released = await self.db(self.queue.release, self.worker, left)
         if released:
             log.info("scheduler: %d running job(s) given back to the queue", released)
         for task in self._tasks:
@@ -100,11 +114,15 @@ class Scheduler:
             await asyncio.gather(*self._callbacks.values(), return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
+        await self.enqueue.wait_idle()
+        await asyncio.to_thread(self._db.shutdown, True)
 
-    def notify(self, count: int = 1) -> None:
-        """Jobs were enqueued: look now rather than at the next poll."""
+    def notify(self, count: int = 1, function: str | None = None) -> None:
+        """Jobs were enqueued: look now rather than at the next poll (unless they are all of one
+        function that has no async slot free: a flood of it then costs no claim per submit)."""
         self.depth += count
-        self._wake.set()
+        if function is None or self.by_function.get(function, 0) < self.cap(function):
+            self._wake.set()
 
     # ----- fairness
     def cap(self, function: str) -> int:
@@ -131,14 +149,14 @@ class Scheduler:
                 free = self.max_concurrency - len(self.inflight)
                 if free > 0:
                     room, exclude = self._room()
-                    claimed = await asyncio.to_thread(
+                    claimed = await self.db(
                         self.queue.claim, self.worker, free, self.lease_s, self._room_of(room), exclude
                     )
                 for job in claimed:
                     self.by_function[job.function_name] += 1
                     self.inflight[job.record_id] = asyncio.create_task(self._run_job(job))
                 if time.monotonic() - last_depth > 1.0:
-                    self.depth = await asyncio.to_thread(self.queue.depth)
+                    self.depth = await self.db(self.queue.depth)
                     last_depth = time.monotonic()
             except Exception:
                 log.exception("scheduler: claiming jobs failed; trying again")
@@ -153,9 +171,9 @@ class Scheduler:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 running = [record_id.rsplit(".", 1)[0] for record_id in self.inflight]
-                await asyncio.to_thread(self.queue.renew, self.worker, running, self.lease_s)
+                await self.db(self.queue.renew, self.worker, running, self.lease_s)
                 # another node's (or a hung worker's) expired leases
-                await asyncio.to_thread(self.queue.recover, time.time())
+                await self.db(self.queue.recover, time.time())
             except Exception:
                 log.exception("scheduler: renewing leases failed")
 
@@ -163,10 +181,10 @@ class Scheduler:
         settings = self.state.settings
         while True:
             try:
-                for pending in await asyncio.to_thread(self.queue.pending_callbacks, 500):
+                for pending in await self.db(self.queue.pending_callbacks, 500):
                     if pending.id not in self._callbacks:
                         self._callback(pending.id, pending.url, pending.body)
-                pruned = await asyncio.to_thread(self.queue.prune, time.time() - settings.async_retention_s)
+                pruned = await self.db(self.queue.prune, time.time() - settings.async_retention_s)
                 if pruned:
                     log.info("scheduler: %d final job(s) past retention deleted", pruned)
             except Exception:
@@ -184,7 +202,7 @@ class Scheduler:
             error = {"type": "InternalError", "message": "Hearth failed while running the job"}
             with contextlib.suppress(Exception):
                 again = time.time() + INTERNAL_RETRY_S
-                await asyncio.to_thread(self.queue.retry_at, job.id, self.worker, job.run, again, error, None, False)
+                await self.db(self.queue.retry_at, job.id, self.worker, job.run, again, error, None, False)
         finally:
             self.inflight.pop(job.record_id, None)
             self.by_function[job.function_name] -= 1
@@ -207,7 +225,7 @@ class Scheduler:
         self.state.recorder.add(record_row(res, "async", len(dumps(job.event)), result_bytes))
         if res.status == "throttled":  # back-pressure: wait for capacity; the attempt does not count
             delay = max(res.retry_after_s or 1.0, 0.5) * random.uniform(1.0, 1.5)
-            await asyncio.to_thread(
+            await self.db(
                 self.queue.retry_at, job.id, self.worker, job.run, time.time() + delay, None, job.record_id, False
             )
             return
@@ -218,9 +236,7 @@ class Scheduler:
         error["status"] = res.status
         if not job.last_allowed:
             delay = backoff_s(job.attempt - job.interruptions, settings.async_retry_base_s, settings.async_retry_max_s)
-            await asyncio.to_thread(
-                self.queue.retry_at, job.id, self.worker, job.run, time.time() + delay, error, job.record_id
-            )
+            await self.db(self.queue.retry_at, job.id, self.worker, job.run, time.time() + delay, error, job.record_id)
             return
         status = FINAL_STATUS.get(res.status, "failed")
         await self._final(job, status, None, error, job.record_id, dead_letter=True)
@@ -234,9 +250,7 @@ class Scheduler:
         record_id: str | None,
         dead_letter: bool = False,
     ) -> None:
-        owned = await asyncio.to_thread(
-            self.queue.finish, job.id, self.worker, job.run, status, result, error, record_id, dead_letter
-        )
+        owned = await self._finish(Outcome(job.id, self.worker, job.run, status, result, error, record_id, dead_letter))
         if not owned:
             log.warning("scheduler: job %s was taken over after its lease ran out; this outcome is dropped", job.id)
             return

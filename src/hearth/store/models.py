@@ -219,7 +219,7 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_claim", "status", "run_at"),
+        Index("ix_jobs_claim", "status", "function_name", "run_at"),
         Index("ix_jobs_function_created", "function_name", "created_at"),
         Index("ix_jobs_callback", "callback_status"),
         UniqueConstraint("function_name", "idempotency_key", name="uq_jobs_idempotency"),

@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("function_name", "idempotency_key", name="uq_jobs_idempotency"),
     )
-    op.create_index("ix_jobs_claim", "jobs", ["status", "run_at"])
+    op.create_index("ix_jobs_claim", "jobs", ["status", "function_name", "run_at"])
     op.create_index("ix_jobs_function_created", "jobs", ["function_name", "created_at"])
     op.create_index("ix_jobs_callback", "jobs", ["callback_status"])
     op.create_table(
