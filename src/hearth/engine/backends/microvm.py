@@ -635,7 +635,9 @@ class MicroVMSandbox(Sandbox):
             "files": files,
         }
         try:
-            return await self.channel.init(frame, self._backend.start_timeout_s)
+            init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
+            await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
+            return init_ms
         except TimeoutError:
             self._poisoned = True
             raise SandboxStartError(f"function code did not load within {self._backend.start_timeout_s} s") from None

@@ -7,6 +7,7 @@ Runs as root, chrooted into the guest's read-only root, outside the function's c
   every VM restored from one snapshot would otherwise share its random state), `clock <unix ns>`
   (a restored guest's wall clock would resume at the snapshot's moment), `limits <bytes>
   <pids>` (set the function's cgroup and move the agent into it; sent before every function loads),
+  `seal` (remount /hearth read-only once the function's code is written there),
   `start` (start the agent, when the kernel command line did not say `hearth.autostart=1`), `ping`;
 - starts the agent through launch.sh (which drops to nobody);
 - reports how the agent ended (`exit <code> <oom kills>`) and exits, after which init powers the VM off;
@@ -21,6 +22,7 @@ gets the first connection to port 1025 as an inherited descriptor (HEARTH_AGENT_
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import select
@@ -94,6 +96,20 @@ def reseed(hex_data: str) -> None:
         fcntl.ioctl(pool, RNDRESEEDCRNG)
 
 
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT = 1, 2, 4, 32
+LIBC = ctypes.CDLL(None, use_errno=True)  # loaded at start: a restored guest does not pay for it
+
+
+def seal(path: str) -> None:
+    if LIBC.mount(None, path.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None) != 0:
+        raise OSError(ctypes.get_errno(), f"remounting {path} read-only")
+
+
+def drain(fd: int) -> None:
+    while os.read(fd, 1 << 16):
+        pass
+
+
 def read_int(path: str) -> int:
     try:
         with open(path) as f:
@@ -151,8 +167,12 @@ class Supervisor:
         # cannot be OOM-killed stays stuck at its limit instead of killing the function.
         command = ["/bin/sh", "-c", 'echo 0 > /proc/self/oom_score_adj && exec /opt/hearth/launch.sh "$@"', "agent"]
         command += AGENTS[self.runtime]
+        # What the agent's process tree writes to fd 1/2 itself (not a handler's captured output) goes to a
+        # pipe the supervisor drains and drops: on the serial console a flood would stall the guest.
+        output, sink = os.pipe()
+        threading.Thread(target=drain, args=(output,), daemon=True).start()
         if self.agent_listener is None:
-            self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, close_fds=True)
+            self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, close_fds=True)
         else:
             try:
                 connection, _ = self.agent_listener.accept()
@@ -161,8 +181,11 @@ class Supervisor:
             self.agent_listener.close()
             fd = connection.detach()
             env = {"HEARTH_AGENT_FD": str(fd), "PATH": "/usr/bin:/bin"}
-            self.agent = subprocess.Popen(command, stdin=subprocess.DEVNULL, pass_fds=(fd,), env=env)
+            self.agent = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, pass_fds=(fd,), env=env
+            )
             os.close(fd)
+        os.close(sink)
         threading.Thread(target=self.watch, args=(self.agent,), daemon=True).start()
 
     def watch(self, agent: subprocess.Popen[bytes]) -> None:
@@ -194,6 +217,8 @@ class Supervisor:
                     self.start()
                     return ""
                 self.start()
+            elif command == "seal":  # the function's code is in place: /hearth read-only from now on
+                seal("/hearth")
             elif command == "ping":
                 return "pong"
             elif command == "stat":  # the function's cgroup: memory.current, memory.peak, oom kills
