@@ -388,8 +388,31 @@ def test_ticks_missed_while_down_on_a_controlled_clock(tmp_path: Path, catchup: 
     assert node_a.run_once(t0 + 1000) == 0
 
 
+class SlowReceiver(BaseHTTPRequestHandler):
+    """Holds the first delivery until `release` is set (it is under way when Hearth stops); takes the others."""
+
+    release = threading.Event()
+    first_arrived = threading.Event()
+    deliveries: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if not SlowReceiver.first_arrived.is_set():
+            SlowReceiver.first_arrived.set()
+            SlowReceiver.release.wait(30)
+        else:
+            SlowReceiver.deliveries.append(body)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 def test_cron_ticks_then_shutdown_gives_jobs_back_and_missed_ticks_run_once(hearth_a: HearthServer, fname: str) -> None:
     hearth = hearth_a
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), SlowReceiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     cron, slow = f"{fname}-cron", f"{fname}-slow"
     hearth.deploy(cron, ECHO, schedule=["* * * * * */2"])  # every 2 s (6 fields: seconds last)
     assert hearth.client.get(f"/api/functions/{cron}").json()["schedule"] == ["* * * * * */2"]
@@ -405,6 +428,10 @@ def test_cron_ticks_then_shutdown_gives_jobs_back_and_missed_ticks_run_once(hear
         assert "catch_up" not in job["result"]
     assert len({job["idempotency_key"] for job in jobs}) == len(jobs)
 
+    # a callback under way when Hearth stops is delivered after the start
+    url = f"http://127.0.0.1:{receiver.server_port}/hook"
+    called_id = submit(hearth, slow, {"s": 0}, callback_url=url)["invocation_id"]
+    assert SlowReceiver.first_arrived.wait(20)
     # graceful shutdown while a job runs: it is given back (grace 0.5 s here), not lost or finished
     job_id = submit(hearth, slow, {"s": 3})["invocation_id"]
     deadline = time.monotonic() + 20
@@ -416,6 +443,8 @@ def test_cron_ticks_then_shutdown_gives_jobs_back_and_missed_ticks_run_once(hear
     (row,) = query(hearth, "SELECT status, attempts, interruptions, worker FROM jobs WHERE id = ?", job_id)
     assert row == ("queued", 1, 1, None)
     assert re.search(r"\d+ running job\(s\) given back to the queue", hearth.log_path.read_text())
+    assert query(hearth, "SELECT callback_status FROM jobs WHERE id = ?", called_id) == [("pending",)]
+    SlowReceiver.release.set()
     time.sleep(6)  # three ticks pass while Hearth is down
     hearth.start()
     up_at = time.time()
@@ -429,6 +458,14 @@ def test_cron_ticks_then_shutdown_gives_jobs_back_and_missed_ticks_run_once(hear
     assert len(catch_ups) == 1, after  # HEARTH_SCHEDULE_CATCHUP=once (the default): the missed ticks run once
     tick = float(catch_ups[0]["idempotency_key"].rsplit(":", 1)[1])
     assert down_at < tick < up_at
+
+    deadline = time.monotonic() + 10
+    while (called := job_of(hearth, called_id))["callback_status"] == "pending":
+        assert time.monotonic() < deadline, called
+        time.sleep(0.1)
+    assert called["callback_status"] == "delivered"
+    assert [d["invocation_id"] for d in SlowReceiver.deliveries] == [called_id]
+    receiver.shutdown()
 
     bad = hearth.client.patch(f"/api/functions/{cron}", json={"schedule": ["every minute"]})
     assert bad.status_code == 422
@@ -473,6 +510,8 @@ def test_kill_9_loses_no_job(hearth_a: HearthServer, fname: str) -> None:
 
     hearth.start()
     restarted_at = time.time()
+    if states.get("running"):  # queued again at the start, not after their lease (30 s) ran out
+        assert f"scheduler: {states['running']} job(s) left running by an earlier run" in hearth.log_path.read_text()
     for n in range(1000):  # the client retries what it has no answer for, with the same key
         if n not in accepted:
             response = hearth.client.post(
