@@ -494,12 +494,15 @@ class SnapshotStore:
         for entry in self.root.iterdir():
             meta = entry / "meta.json"
             try:
-                stale = entry.is_dir() and now - (meta if meta.exists() else entry).stat().st_mtime > max_age_s
+                stale = now - (meta if meta.exists() else entry).stat().st_mtime > max_age_s
             except OSError:
                 continue
-            if stale:
+            if stale and entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
+            elif stale and entry.name.endswith(".lock"):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
         return removed
 
     def try_lock(self, key: str) -> int | None:
