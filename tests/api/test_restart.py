@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import docker
 
@@ -42,6 +43,9 @@ def test_orphans_of_a_killed_server_are_removed_at_start(
 ) -> None:
     fresh_hearth.deploy(fname, "def handler(e, c):\n    return 1\n")
     assert fresh_hearth.invoke(fname).status_code == 200
+    deadline = time.monotonic() + 30  # a stem cell takes the function's name in the background
+    while not owned_containers(docker_client, fname) and time.monotonic() < deadline:
+        time.sleep(0.2)
     fresh_hearth.stop(signal.SIGKILL)
     assert len(owned_containers(docker_client, fname)) == 1  # left behind by the crash
     fresh_hearth.start()

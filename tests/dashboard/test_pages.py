@@ -239,8 +239,12 @@ def test_overview_shows_platform_totals_and_charts(open_page: Any, dashboard_env
         "Host memory",
     }
     assert total(charts["Request volume"]) == int(metrics["Invocations"])
-    busiest = at.dataframe[0].value
-    assert fname in list(busiest["function"])
+    busiest = at.dataframe[0].value  # the 20 busiest functions of the shared server
+    shown = dict(zip(busiest["function"], busiest["invocations"], strict=True))
+    assert 1 <= len(shown) <= 20
+    counts = {r["function"]: r["invocations"] for r in summary["functions"]}
+    if fname not in shown:  # only if 20 other functions were busier
+        assert len(shown) == 20 and min(shown.values()) >= counts.get(fname, 1)
 
 
 @pytest.mark.parametrize("page", ["overview", "functions", "detail", "new", "edit"])
