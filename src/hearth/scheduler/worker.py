@@ -93,6 +93,8 @@ class Scheduler:
         """Stop claiming; let running jobs finish for up to `grace_s`, then give the rest back."""
         self._stopping = True
         self._wake.set()
+        with contextlib.suppress(Exception):  # the loop ends after its current claim (whose jobs then run)
+            await asyncio.wait_for(asyncio.shield(self._tasks[0]), timeout=max(grace_s, 5.0))
         if self.inflight:
             await asyncio.wait(list(self.inflight.values()), timeout=grace_s)
         left = [record_id.rsplit(".", 1)[0] for record_id in self.inflight]
@@ -144,6 +146,7 @@ class Scheduler:
     async def _run(self) -> None:
         last_depth = time.monotonic()
         while not self._stopping:
+            self._wake.clear()  # before the claim: a job enqueued or finished meanwhile wakes the next turn
             claimed: list[ClaimedJob] = []
             try:
                 free = self.max_concurrency - len(self.inflight)
@@ -162,7 +165,6 @@ class Scheduler:
                 log.exception("scheduler: claiming jobs failed; trying again")
             if claimed and len(self.inflight) < self.max_concurrency:
                 continue  # more may be due right away
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
