@@ -9,7 +9,6 @@ into one row per function per minute. Aggregates go after `metrics_aggregate_ret
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from hearth.periodic import Periodic
 from hearth.store.models import Invocation, InvocationRollup, ResourceSample
 
 log = logging.getLogger(__name__)
@@ -70,30 +70,20 @@ def apply_retention(session: Session, policy: RetentionPolicy, now: float) -> Re
     return result
 
 
-class RetentionTask:
+class RetentionTask(Periodic):
+    what = "metrics retention"
+
     def __init__(self, sessions: sessionmaker[Session], policy: RetentionPolicy, interval_s: float) -> None:
         self._sessions, self.policy, self.interval_s = sessions, policy, interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def run_once(self, now: float | None = None) -> RetentionResult:
         with self._sessions.begin() as session:
             return apply_retention(session, self.policy, time.time() if now is None else now)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                result = await asyncio.to_thread(self.run_once)
-                if result.invocations_deleted or result.samples_rolled:
-                    log.info("metrics retention: %s", result)
-            except Exception:
-                log.exception("metrics retention failed")
-            await asyncio.sleep(self.interval_s)
+    async def tick(self) -> None:
+        result = await asyncio.to_thread(self.run_once)
+        if result.invocations_deleted or result.samples_rolled:
+            log.info("metrics retention: %s", result)
+
+    def pause_s(self) -> float:
+        return self.interval_s

@@ -8,7 +8,6 @@ function and written as one row per function per tick (function '' is the host).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from hearth.periodic import Periodic
 from hearth.store.models import ResourceSample
 
 if TYPE_CHECKING:
@@ -53,7 +53,9 @@ def read_host() -> HostReading | None:
     return HostReading(total - idle, total, meminfo["MemTotal"] - meminfo.get("MemAvailable", 0), meminfo["MemTotal"])
 
 
-class ResourceSampler:
+class ResourceSampler(Periodic):
+    what = "resource sampling"
+
     def __init__(self, engine: Engine, sessions: sessionmaker[Session], interval_s: float = 5.0) -> None:
         self._engine = engine
         self._sessions = sessions
@@ -61,24 +63,12 @@ class ResourceSampler:
         self._cpu_seen: dict[str, tuple[float, float]] = {}  # sandbox id -> (cpu seconds, monotonic time)
         self._host_seen: HostReading | None = None
         self.latest: dict[str, dict[str, Any]] = {}  # function ('' = host) -> its latest sample row
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+    async def tick(self) -> None:
+        await self.sample_once()
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sample_once()
-            except Exception:
-                log.exception("resource sampling failed")
-            await asyncio.sleep(self.interval_s)
+    def pause_s(self) -> float:
+        return self.interval_s
 
     def live_sandboxes(self) -> list[tuple[str, Sandbox]]:
         found = [

@@ -14,7 +14,6 @@ Expressions have 5 fields (minute resolution), or 6 with seconds as the sixth (c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hearth.engine.registry import FunctionRegistry
+from hearth.periodic import Periodic
 from hearth.scheduler.queue import JobQueue, NewJob
 from hearth.scheduler.submit import max_attempts
 from hearth.store.models import ScheduleTick
@@ -63,7 +63,9 @@ def due_ticks(expression: str, last: float, now: float, catchup: str, grace_s: f
     return run, latest
 
 
-class CronTicker:
+class CronTicker(Periodic):
+    what = "cron: enqueueing scheduled runs"
+
     def __init__(
         self,
         registry: FunctionRegistry,
@@ -78,26 +80,14 @@ class CronTicker:
         self.registry, self.queue, self.sessions = registry, queue, sessions
         self.catchup, self.tick_s, self.default_retries, self.notify = catchup, tick_s, default_retries, notify
         self.grace_s = 2 * tick_s + 1
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+    async def tick(self) -> None:
+        enqueued = await asyncio.to_thread(self.run_once, time.time())
+        if enqueued:
+            self.notify(enqueued)
 
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                enqueued = await asyncio.to_thread(self.run_once, time.time())
-                if enqueued:
-                    self.notify(enqueued)
-            except Exception:
-                log.exception("cron: enqueueing scheduled runs failed")
-            await asyncio.sleep(self.tick_s - time.time() % self.tick_s)  # on the tick grid: less drift
+    def pause_s(self) -> float:
+        return self.tick_s - time.time() % self.tick_s  # on the tick grid: less drift
 
     def run_once(self, now: float) -> int:
         """Enqueue every due tick of every schedule; returns how many jobs were created."""
