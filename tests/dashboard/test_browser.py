@@ -189,6 +189,8 @@ def test_create_invoke_and_watch_in_a_real_browser_then_ctrl_c_stops_both(
     settled(browser)
     function = server.client.get(f"/api/functions/{name}").json()
     assert function["version"] == 1 and "def handler" in function["code"]
+    # Plotly draws after the script run ends: wait for the chart, then it must show no calls yet
+    until(lambda: chart_totals(browser, "Request volume") >= 0, WAIT_S, "the request volume chart")
     assert chart_totals(browser, "Request volume") == 0
 
     event = field(browser, "textarea", "Event (JSON)")
