@@ -39,34 +39,37 @@ def test_users_see_and_manage_only_their_own_functions(hearth: HearthServer, fna
     make_user(hearth, bob_name)
     alice = as_key(hearth, make_key(hearth, alice_name, "deploy", "invoke")["key"])
     bob = as_key(hearth, make_key(hearth, bob_name, "deploy", "invoke")["key"])
+    key = f"{alice_name}.{fname}"  # the function's name outside alice's namespace
 
     created = alice.post("/api/functions", json=fn_body(fname))
     assert created.status_code == 201, created.text
-    assert created.json()["owner"] == alice_name
+    assert created.json()["owner"] == alice_name and created.json()["name"] == key
+    assert created.json()["route"] == f"/{alice_name}/{fname}"
     assert alice.post(f"/api/functions/{fname}/invoke", json={"who": "alice"}).json() == {"hello": "alice"}
-    assert fname in [f["name"] for f in alice.get("/api/functions").json()["functions"]]
-    assert fname in [f["name"] for f in hearth.client.get("/api/functions").json()["functions"]]  # admin sees all
+    assert alice.get(f"/api/functions/{key}").status_code == 200  # her own, qualified
+    assert [f["name"] for f in alice.get("/api/functions").json()["functions"]] == [key]
+    assert key in [f["name"] for f in hearth.client.get("/api/functions").json()["functions"]]  # admin sees all
+    assert hearth.client.get(f"/api/functions/{fname}").status_code == 404  # the admin's namespace is its own
 
-    # Bob: as if the function did not exist
-    assert fname not in [f["name"] for f in bob.get("/api/functions").json()["functions"]]
-    for method, path in [
-        ("GET", f"/api/functions/{fname}"),
-        ("PATCH", f"/api/functions/{fname}"),
-        ("DELETE", f"/api/functions/{fname}"),
-        ("POST", f"/api/functions/{fname}/invoke"),
-        ("GET", f"/api/functions/{fname}/metrics"),
-        ("GET", f"/api/functions/{fname}/logs"),
-        ("GET", f"/api/functions/{fname}/versions"),
-    ]:
-        response = bob.request(method, path, json={} if method in ("PATCH", "POST") else None)
-        assert response.status_code == 404, (method, path, response.text)
-    # the name is taken all the same (one namespace of names and routes per Hearth)
-    assert bob.post("/api/functions", json=fn_body(fname)).status_code == 409
-    records = alice.get("/api/invocations", params={"function": fname}).json()["invocations"]
-    assert len(records) == 1 or alice.get(f"/api/functions/{fname}/logs").status_code == 200
-    assert bob.get("/api/invocations", params={"function": fname}).json()["invocations"] == []
+    # Bob: as if the function did not exist, whether he names it short or qualified
+    assert key not in [f["name"] for f in bob.get("/api/functions").json()["functions"]]
+    for name in (fname, key):
+        for method, path in [
+            ("GET", f"/api/functions/{name}"),
+            ("PATCH", f"/api/functions/{name}"),
+            ("DELETE", f"/api/functions/{name}"),
+            ("POST", f"/api/functions/{name}/invoke"),
+            ("GET", f"/api/functions/{name}/metrics"),
+            ("GET", f"/api/functions/{name}/logs"),
+            ("GET", f"/api/functions/{name}/versions"),
+        ]:
+            response = bob.request(method, path, json={} if method in ("PATCH", "POST") else None)
+            assert response.status_code == 404, (method, path, response.text)
+    upload = bob.put(f"/api/functions/{key}/code", content=b"PK", headers={"content-type": "application/zip"})
+    assert upload.status_code == 404  # not even a function in alice's namespace made by bob
+    assert bob.get("/api/invocations", params={"function": key}).json()["invocations"] == []
     summary = bob.get("/api/metrics/summary").json()
-    assert fname not in [row["function"] for row in summary["functions"]]
+    assert key not in [row["function"] for row in summary["functions"]]
     assert bob.get("/api/metrics/series").status_code == 403
     # users cannot manage users or keys
     assert bob.get("/api/users").status_code == 403
@@ -76,6 +79,41 @@ def test_users_see_and_manage_only_their_own_functions(hearth: HearthServer, fna
     assert alice.delete(f"/api/functions/{fname}").status_code == 204
     assert hearth.client.delete(f"/api/users/{alice_name}").status_code == 204
     assert alice.get("/api/functions").status_code == 401  # its keys went with it
+
+
+def test_names_are_per_namespace_and_routes_are_claimed_per_namespace(hearth: HearthServer, fname: str) -> None:
+    alice_name, bob_name = f"na-{fname}", f"nb-{fname}"
+    make_user(hearth, alice_name)
+    make_user(hearth, bob_name)
+    alice = as_key(hearth, make_key(hearth, alice_name, "deploy", "invoke")["key"])
+    bob = as_key(hearth, make_key(hearth, bob_name, "deploy", "invoke")["key"])
+    # the same name three times: the admin's, alice's and bob's are three functions
+    admin_fn = hearth.client.post("/api/functions", json=fn_body(fname, env={"WHO": "admin"}))
+    assert admin_fn.status_code == 201 and admin_fn.json()["name"] == fname and admin_fn.json()["route"] == f"/{fname}"
+    code = "import os\ndef handler(event, context):\n    return os.environ['WHO']\n"
+    for user, client in ((alice_name, alice), (bob_name, bob)):
+        made = client.post("/api/functions", json={**fn_body(fname), "code": code, "env": {"WHO": user}})
+        assert made.status_code == 201, made.text
+        assert client.post("/api/functions", json=fn_body(fname)).status_code == 409  # unique in the namespace
+    for user, client in ((alice_name, alice), (bob_name, bob)):
+        assert client.post(f"/api/functions/{fname}/invoke", json={}).json() == user
+        assert httpx.post(f"{hearth.base_url}/fn/{user}/{fname}", json={}, timeout=30).json() == user
+        assert hearth.client.post(f"/api/functions/{user}.{fname}/invoke", json={}).json() == user
+        assert client.get(f"/api/functions/{fname}/logs").status_code == 200  # flushes the records
+        records = client.get("/api/invocations", params={"function": fname}).json()["invocations"]
+        assert {r["function"] for r in records} == {f"{user}.{fname}"} and len(records) == 3
+    assert hearth.client.get(f"/api/functions/{fname}").json()["env"] == {"WHO": "admin"}
+
+    # a user's routes lie in their own prefix; the admin's outside every user's
+    outside = alice.patch(f"/api/functions/{fname}", json={"route": f"/{bob_name}/mine"})
+    assert outside.status_code == 422 and outside.json()["error"]["fields"][0]["field"] == "route"
+    assert alice.patch(f"/api/functions/{fname}", json={"route": f"/{alice_name}/v2/x"}).status_code == 200
+    assert httpx.post(f"{hearth.base_url}/fn/{alice_name}/v2/x", json={}, timeout=30).json() == alice_name
+    squat = hearth.client.post("/api/functions", json=fn_body(f"{fname}-s", route=f"/{alice_name}/s"))
+    assert squat.status_code == 409 and alice_name in squat.json()["error"]["message"]
+    # and a new user cannot be made over routes the admin already serves
+    assert hearth.client.post("/api/functions", json=fn_body(f"{fname}-p", route=f"/p-{fname}/x")).status_code == 201
+    assert hearth.client.post("/api/users", json={"name": f"p-{fname}"}).status_code == 409
 
 
 def test_scopes_limit_what_a_key_can_do(hearth: HearthServer, fname: str) -> None:
@@ -143,7 +181,7 @@ def test_key_protected_trigger_needs_an_invoke_key_of_the_owner(hearth: HearthSe
     make_user(hearth, other)
     deployer = as_key(hearth, make_key(hearth, owner, "deploy")["key"])
     assert deployer.post("/api/functions", json=fn_body(fname, auth="key")).status_code == 201
-    url = f"{hearth.base_url}/fn/{fname}"
+    url = f"{hearth.base_url}/fn/{owner}/{fname}"
     assert httpx.post(url, json={}, timeout=30).status_code == 401
     assert as_key(hearth, make_key(hearth, owner, "invoke")["key"]).post(url, json={"who": "k"}).status_code == 200
     assert as_key(hearth, make_key(hearth, other, "invoke")["key"]).post(url, json={}).status_code == 404

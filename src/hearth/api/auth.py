@@ -3,7 +3,8 @@ or a user's API key (stored hashed), each with scopes, checked for every /api re
 
 Scopes: `admin` (everything, users and keys included), `deploy` (manage functions; implies `read`),
 `invoke` (call functions), `read` (GET). A non-admin key sees only its user's functions: any
-`/api/.../{name}` of someone else's function is a 404, as if it did not exist.
+`/api/.../{name}` of someone else's function is a 404, as if it did not exist. Names in paths are
+resolved in the caller's namespace (hearth.api.namespaces).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from fastapi import Request
 from sqlalchemy import update
 
 from hearth.api.errors import ApiError, not_found
+from hearth.api.namespaces import ADMIN, resolve, split_key
 from hearth.store.models import ApiKey
 
 KEY_FILE = "api_key"
-ADMIN = "admin"
 SCOPES = ("admin", "deploy", "invoke", "read")
 KEY_CACHE_S = 10.0  # a key revoked on another node stops working within this long
 
@@ -152,10 +153,12 @@ def check_api_key(request: Request, scope: str | None = None) -> Principal:
             403, "Forbidden", f"this key lacks the {needed!r} scope (it has: {', '.join(sorted(principal.scopes))})"
         )
     name = request.path_params.get("name")
-    if name is not None and not principal.is_admin:
-        owner = request.app.state.hearth.registry.owner_of(name)
-        if owner is not None and owner != principal.user:
+    if name is not None:
+        key = resolve(principal.user, name)
+        if not principal.is_admin and split_key(key)[0] != principal.user:
             raise not_found(name)
+        # Endpoints read their `{name}` after this dependency ran: they all see the function's key.
+        request.path_params["name"] = key
     return principal
 
 

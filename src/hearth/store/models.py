@@ -30,10 +30,12 @@ class Base(DeclarativeBase):
 
 
 class Function(Base):
+    """A deployed function. `name` is its key: `<owner>.<name>` unless the admin owns it (api.namespaces)."""
+
     __tablename__ = "functions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(127), unique=True)
     route: Mapped[str] = mapped_column(String(255), unique=True)
     current_version: Mapped[int] = mapped_column(Integer)
     owner: Mapped[str] = mapped_column(String(63), default="admin", server_default="admin", index=True)
@@ -87,7 +89,7 @@ class Invocation(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    function_name: Mapped[str] = mapped_column(String(63))
+    function_name: Mapped[str] = mapped_column(String(127))
     version: Mapped[int] = mapped_column(Integer)
     mode: Mapped[str] = mapped_column(String(8))
     started_at: Mapped[float] = mapped_column(Float)
@@ -120,7 +122,7 @@ class InvocationRollup(Base):
     __tablename__ = "invocation_rollups"
     __table_args__ = (Index("ix_invocation_rollups_width_start", "width_s", "start"),)
 
-    function_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    function_name: Mapped[str] = mapped_column(String(127), primary_key=True)
     width_s: Mapped[int] = mapped_column(Integer, primary_key=True)  # 60 or 3600
     start: Mapped[int] = mapped_column(Integer, primary_key=True)  # unix seconds, a multiple of width_s
     count: Mapped[int] = mapped_column(Integer, default=0)  # every status but throttled
@@ -151,7 +153,7 @@ class ResourceSample(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ts: Mapped[float] = mapped_column(Float)
     step_s: Mapped[float] = mapped_column(Float)
-    function_name: Mapped[str] = mapped_column(String(63))
+    function_name: Mapped[str] = mapped_column(String(127))
     sandboxes: Mapped[int] = mapped_column(Integer, default=0)
     cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)  # of one core, summed over sandboxes
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -166,7 +168,7 @@ class Build(Base):
     __table_args__ = (Index("ix_builds_function_created", "function_name", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    function_name: Mapped[str] = mapped_column(String(63))
+    function_name: Mapped[str] = mapped_column(String(127))
     language: Mapped[str] = mapped_column(String(16))
     manifest: Mapped[str] = mapped_column(String(64))
     layer_sha256: Mapped[str] = mapped_column(String(64))
@@ -226,7 +228,7 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # also the invocation id clients see
-    function_name: Mapped[str] = mapped_column(String(63))
+    function_name: Mapped[str] = mapped_column(String(127))
     source: Mapped[str] = mapped_column(String(16), default="api")  # api, http, lambda, cron
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     event: Mapped[str] = mapped_column(Text)  # JSON
@@ -255,6 +257,6 @@ class ScheduleTick(Base):
 
     __tablename__ = "schedule_ticks"
 
-    function_name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    function_name: Mapped[str] = mapped_column(String(127), primary_key=True)
     expression: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_tick: Mapped[float] = mapped_column(Float)

@@ -10,12 +10,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from hearth.api.auth import principal_of, require_api_key
+from hearth.api.auth import require_api_key
 from hearth.api.builds.schemas import BuildList, BuildOut
 from hearth.api.builds.service import BuildService
 from hearth.api.errors import ApiError, field_error, not_found
 from hearth.api.functions.schemas import FunctionCreate, FunctionOut, FunctionPatch
 from hearth.api.functions.service import FunctionService
+from hearth.api.namespaces import split_key
 from hearth.api.state import HearthState
 from hearth.packaging.bundle import pack_files
 
@@ -99,7 +100,8 @@ async def upload_code(name: str, request: Request, response: Response, svc: Func
     body = {**settings, "zip_base64": base64.b64encode(data).decode("ascii")}
     if state.registry.get(name) is None and "language" in settings:
         response.status_code = 201
-        return await svc.create(validated(FunctionCreate, {**body, "name": name}), owner=principal_of(request).user)
+        namespace, short_name = split_key(name)
+        return await svc.create(validated(FunctionCreate, {**body, "name": short_name}), owner=namespace)
     body.pop("name", None)
     return await svc.patch(name, validated(FunctionPatch, body))
 

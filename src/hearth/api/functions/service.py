@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from hearth.api.auth import ADMIN
 from hearth.api.builds.service import PreparedCode, collect_files
 from hearth.api.errors import ApiError, field_error, not_found, storage_errors
 from hearth.api.functions.quotas import check_quota
@@ -22,9 +21,18 @@ from hearth.api.functions.schemas import (
     FunctionSettings,
     FunctionVersionOut,
 )
+from hearth.api.namespaces import (
+    ADMIN,
+    default_route,
+    function_key,
+    in_prefix,
+    route_namespace,
+    route_prefix,
+    split_key,
+)
 from hearth.api.state import HearthState
 from hearth.engine.registry import spec_from_version
-from hearth.store.models import Function, FunctionVersion
+from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
 EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule")
@@ -81,21 +89,22 @@ class FunctionService:
 
     # ----- writes
     async def create(self, body: FunctionCreate, owner: str = ADMIN) -> FunctionOut:
-        values = self._complete(body.name, body.model_dump(exclude={"name"}))
+        key = function_key(owner, body.name)
+        values = self._complete(key, body.model_dump(exclude={"name"}))
         code, zipped = values.pop("code"), values.pop("zip_base64")
         # Dependencies install before the write lock is taken: a build may take minutes.
-        prepared = await self._prepare_code(body.name, values["language"], values["handler"], code, zipped)
+        prepared = await self._prepare_code(key, values["language"], values["handler"], code, zipped)
         async with self._write_lock:
             with storage_errors():
                 row_values = with_layer(values, prepared)
-                fn, ver = await asyncio.to_thread(self._insert, body.name, row_values, prepared.stored, owner)
+                fn, ver = await asyncio.to_thread(self._insert, key, row_values, prepared.stored, owner)
             self.state.registry.set_owner(fn.name, fn.owner)
             self._deploy(fn.name, ver)
         await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
 
     async def replace(self, name: str, body: FunctionReplace) -> FunctionOut:
-        if body.name is not None and body.name != name:
+        if body.name is not None and body.name != split_key(name)[1]:
             raise field_error("name", f"must match the function in the path ({name!r}); renaming is not supported")
         return await self._update(name, body.model_dump(exclude={"name"}), replace=True)
 
@@ -157,7 +166,7 @@ class FunctionService:
         new_code = any(changes.get(field) is not None for field in CODE_FIELDS)
         if not new_code and values["language"] != current.language:
             raise field_error("code", "changing the language needs new code")
-        return self._complete(name, values)
+        return self._complete(name, values, previous_route=fn.route)
 
     async def _prepare_code(
         self, name: str, language: str, handler: str, code: str | None, zipped: str | None
@@ -179,9 +188,13 @@ class FunctionService:
         if len(code.encode()) > limit:
             raise field_error("code", f"is larger than the limit of {limit} bytes")
 
-    def _complete(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    def _complete(self, key: str, values: dict[str, Any], previous_route: str | None = None) -> dict[str, Any]:
         settings = self.state.settings
-        values["route"] = values.get("route") or f"/{name}"
+        values["route"] = values.get("route") or default_route(key)
+        prefix = route_prefix(split_key(key)[0])
+        route = values["route"]
+        if prefix is not None and route != previous_route and not in_prefix(route, prefix):
+            raise field_error("route", f"must start with {prefix}: routes are claimed per namespace")
         values["backend"] = values.get("backend") or settings.default_backend
         backend = self.state.engine.backends.get(values["backend"])
         if backend is None:
@@ -223,6 +236,12 @@ class FunctionService:
         owner = session.scalar(select(Function.name).where(Function.route == route))
         return owner is not None and owner != other_than
 
+    def _check_route_claim(self, session: Session, owner: str, route: str) -> None:
+        """The admin's routes stay out of every user's prefix (users' own stay inside theirs: _complete)."""
+        namespace = route_namespace(route)
+        if owner == ADMIN and session.get(User, namespace) is not None:
+            raise ApiError(409, "Conflict", f"routes under /{namespace}/ belong to the namespace of user {namespace!r}")
+
     def _check_quota_of(self, owner: str, name: str, values: dict[str, Any]) -> None:
         with self.state.sessions() as session:
             check_quota(session, owner, name, values)
@@ -236,6 +255,7 @@ class FunctionService:
                 raise ApiError(409, "Conflict", f"a function named {name!r} already exists")
             if self._route_taken(session, values["route"], None):
                 raise ApiError(409, "Conflict", f"route {values['route']!r} is already used by another function")
+            self._check_route_claim(session, owner, values["route"])
             now = datetime.now(UTC)
             fn = Function(
                 name=name, route=values["route"], current_version=1, owner=owner, created_at=now, updated_at=now
@@ -266,6 +286,8 @@ class FunctionService:
             fn = self._find(session, name)
             if self._route_taken(session, values["route"], name):
                 raise ApiError(409, "Conflict", f"route {values['route']!r} is already used by another function")
+            if values["route"] != fn.route:
+                self._check_route_claim(session, fn.owner, values["route"])
             now = datetime.now(UTC)
             path, sha, size = code
             ver = FunctionVersion(

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from hearth.api.auth import principal_of, require_api_key
 from hearth.api.errors import ApiError, not_found
 from hearth.api.metrics.service import run_query, since_of
+from hearth.api.namespaces import resolve
 from hearth.api.server import SHUTTING_DOWN
 from hearth.api.state import HearthState
 from hearth.metrics.queries import format_cursor, parse_cursor
@@ -90,6 +91,8 @@ async def list_invocations(
     start = since_of(since)
     state = state_of(request)
     only = visible_functions(request)
+    if function is not None:
+        function = resolve(principal_of(request).user, function)
     rows, following = await run_query(
         state,
         lambda q: q.invocations(function=function, status=status, since=start, limit=limit, cursor=position, only=only),

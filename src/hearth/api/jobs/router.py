@@ -19,6 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from hearth.api.auth import principal_of, require_api_key
 from hearth.api.errors import ApiError
+from hearth.api.namespaces import resolve
 from hearth.api.state import HearthState
 from hearth.scheduler.queue import JOB_ID_PREFIX, SqlJobQueue
 from hearth.store.models import Job
@@ -126,7 +127,7 @@ async def list_jobs(
     def load() -> list[Job]:
         query = select(Job).order_by(Job.created_at.desc()).limit(limit)
         if function is not None:
-            query = query.where(Job.function_name == function)
+            query = query.where(Job.function_name == resolve(principal.user, function))
         if owned is not None:
             query = query.where(Job.function_name.in_(owned))
         if status is not None:

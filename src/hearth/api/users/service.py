@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +31,16 @@ class UserStore:
         if body.name == ADMIN:
             raise ApiError(409, "Conflict", "'admin' is the built-in administrator (the HEARTH_API_KEY key)")
         with self.sessions() as session:
+            claimed = session.scalar(
+                select(Function.route).where(
+                    Function.owner == ADMIN,
+                    or_(Function.route == f"/{body.name}", Function.route.like(f"/{body.name}/%")),
+                )
+            )
+            if claimed is not None:
+                raise ApiError(
+                    409, "Conflict", f"route {claimed!r} of an admin function lies in the namespace /{body.name}/"
+                )
             user = User(**body.model_dump(), created_at=datetime.now(UTC))
             session.add(user)
             try:
