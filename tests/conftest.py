@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,12 +54,13 @@ def fresh_hearth(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[Hea
 
 
 # Every sandbox backend the functional suite runs on (the `backend` fixture); a backend this host cannot
-# run is skipped with the reason the backend itself gives (GET /api/backends says the same).
-SANDBOX_BACKENDS = [pytest.param("docker"), pytest.param("gvisor")]
+# run is skipped with the reason the backend itself gives (GET /api/backends says the same). The microvm
+# backend runs under TCG here (slow), with the guest image of `make microvm-image`; firecracker has its
+# own tests (tests/engine/test_microvm.py) as this host has no firecracker binary.
+SANDBOX_BACKENDS = [pytest.param("docker"), pytest.param("gvisor"), pytest.param("microvm", marks=pytest.mark.slow)]
 
 
-@pytest.fixture(scope="session")
-def backend_availability(runtime_images: dict[str, str]) -> dict[str, tuple[bool, str]]:
+def current_availability() -> dict[str, tuple[bool, str]]:
     from hearth.api.app import build_backends
     from hearth.config import Settings
 
@@ -65,14 +68,47 @@ def backend_availability(runtime_images: dict[str, str]) -> dict[str, tuple[bool
     return {name: backend.availability() for name, backend in backends.items()}
 
 
+@pytest.fixture(scope="session")
+def backend_availability(runtime_images: dict[str, str]) -> dict[str, tuple[bool, str]]:
+    return current_availability()
+
+
+# The backends whose sandboxes are Docker containers, for tests that inspect the container itself.
+CONTAINER_BACKENDS = [pytest.param("docker"), pytest.param("gvisor")]
+
+
+def available_backend(name: str, availability: dict[str, tuple[bool, str]]) -> str:
+    available, reason = availability.get(name, (False, "not built by hearth.api.app.build_backends"))
+    if not available:
+        pytest.skip(f"{name} backend not available here: {reason}")
+    return name
+
+
+@pytest.fixture(scope="session")
+def microvm_guest_image() -> None:
+    """The guest image the VM backends boot: built now if it is missing and we may build it."""
+    from hearth.engine.backends import microvm_image
+
+    if microvm_image.find_image() is None:
+        if os.geteuid() != 0 or shutil.which("mmdebstrap") is None:
+            pytest.skip("no microVM guest image, and building one needs root and mmdebstrap: make microvm-image")
+        microvm_image.ensure_image(progress=lambda line: print(line, flush=True))
+
+
 @pytest.fixture(params=SANDBOX_BACKENDS)
 def backend(request: pytest.FixtureRequest, backend_availability: dict[str, tuple[bool, str]]) -> str:
     """The name of a sandbox backend to deploy the test's functions on (`backend=backend`)."""
     name: str = request.param
-    available, reason = backend_availability.get(name, (False, "not built by hearth.api.app.build_backends"))
-    if not available:
-        pytest.skip(f"{name} backend not available here: {reason}")
-    return name
+    if name == "microvm" and not backend_availability[name][0]:
+        request.getfixturevalue("microvm_guest_image")  # the one thing a test run may add: build, then ask again
+        backend_availability.update(current_availability())
+    return available_backend(name, backend_availability)
+
+
+@pytest.fixture(params=CONTAINER_BACKENDS)
+def container_backend(request: pytest.FixtureRequest, backend_availability: dict[str, tuple[bool, str]]) -> str:
+    """A backend whose sandboxes are containers (their cgroups and Docker settings can be read)."""
+    return available_backend(request.param, backend_availability)
 
 
 @pytest.fixture

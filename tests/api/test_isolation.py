@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import docker
 import httpx
 
 from hearth.engine.backends.gvisor import host_pids_ceiling
@@ -17,7 +18,7 @@ PROBE = """
 import os, socket
 
 def handler(event, context):
-    out = {"uid": os.getuid(), "interfaces": sorted(os.listdir("/sys/class/net")), "kernel": os.uname().release}
+    out = {"uid": os.getuid(), "interfaces": sorted(n for _, n in socket.if_nameindex()), "kernel": os.uname().release}
     try:
         socket.create_connection(("127.0.0.1", event["port"]), timeout=2).close()
         out["host_loopback"] = "reached"
@@ -69,7 +70,7 @@ def test_no_network_no_writes_outside_tmp_no_privileges(hearth: HearthServer, fn
     assert out["tmp"] == "ok"
     assert out["docker_sock"] is False
     assert int(out["cap_eff"], 16) == 0
-    # Under gVisor the function talks to gVisor's own kernel, which reports its own release, not the host's.
+    # Under gVisor the function talks to gVisor's own kernel, in a microVM to the guest's: not the host's.
     assert (out["kernel"] == os.uname().release) is (backend == "docker"), out["kernel"]
 
 
@@ -91,7 +92,10 @@ def test_javascript_cannot_write_outside_tmp(hearth: HearthServer, fname: str, b
     assert out["/tmp/ok"] == "written" and out["uid"] == 65534
 
 
-def test_limits_are_applied_to_the_container(hearth: HearthServer, fname: str, backend: str, docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_limits_are_applied_to_the_container(
+    hearth: HearthServer, fname: str, container_backend: str, docker_client: docker.DockerClient
+) -> None:
+    backend = container_backend
     hearth.deploy(fname, "def handler(e, c):\n    return 1\n", memory_mb=96, cpus=0.25, backend=backend)
     assert hearth.invoke(fname).status_code == 200
     containers: list = []
@@ -174,12 +178,16 @@ def handler(event, context):
 """
 
 
-def test_a_stem_cell_takes_the_function_limits(hearth: HearthServer, fname: str, backend: str, docker_client) -> None:  # type: ignore[no-untyped-def]
+def test_a_stem_cell_takes_the_function_limits(
+    hearth: HearthServer, fname: str, container_backend: str, docker_client: docker.DockerClient
+) -> None:
     """A stem cell starts with generic limits (128 MB, 1 CPU): loading a function must move it to the function's.
 
     CPU is read from the host's cgroup: inside gVisor, a task's CPU time includes time its host thread
     spent throttled, so the function's own process_time() says nothing about the quota there.
+    (A microVM's stem cells are booted per memory size, so they never change limits.)
     """
+    backend = container_backend
 
     def stems() -> int:
         return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(f"{backend}/python", 0))

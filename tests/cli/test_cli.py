@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hearth.testing import REPO, HearthServer, free_port
@@ -25,10 +26,15 @@ def handler(event, context):
 
 
 def hearth_cli(
-    server: HearthServer | None, *args: str, cwd: Path, url: str | None = None, stdin: str | None = None
+    server: HearthServer | None,
+    *args: str,
+    cwd: Path,
+    url: str | None = None,
+    stdin: str | None = None,
+    key: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HEARTH_API_URL": url or (server.base_url if server else ""), "COLUMNS": "200"}
-    env["HEARTH_API_KEY"] = server.api_key if server else "none"
+    env["HEARTH_API_KEY"] = key or (server.api_key if server else "none")
     result = subprocess.run(
         [sys.executable, "-m", "hearth.cli", *args],
         cwd=cwd,
@@ -94,6 +100,22 @@ def test_init_deploy_ls_get_invoke_rm(hearth: HearthServer, project: Path, fname
     assert removed.returncode == 0 and f"deleted {fname}" in removed.stdout
     again_removed = hearth_cli(hearth, "rm", fname, cwd=cwd)
     assert again_removed.returncode == 1 and "NotFound" in again_removed.stderr
+
+
+def test_a_users_key_deploys_into_their_namespace(hearth: HearthServer, project: Path, fname: str) -> None:
+    user = f"cli-{fname}"
+    assert hearth.client.post("/api/users", json={"name": user}).status_code == 201
+    made = hearth.client.post(f"/api/users/{user}/keys", json={"scopes": ["deploy", "invoke"]})
+    key, cwd = made.json()["key"], project.parent
+    deployed = hearth_cli(hearth, "deploy", str(project), cwd=cwd, key=key)
+    assert deployed.returncode == 0, deployed.stderr
+    invoked = hearth_cli(hearth, "invoke", fname, "--data", '{"who": "ns"}', cwd=cwd, key=key)
+    assert invoked.returncode == 0 and json.loads(invoked.stdout)["hello"] == "ns", invoked.stderr
+    listed = json.loads(hearth_cli(hearth, "ls", "--json", cwd=cwd, key=key).stdout)
+    assert [fn["name"] for fn in listed] == [f"{user}.{fname}"]
+    trigger = httpx.post(f"{hearth.base_url}/fn/{user}/{fname}", timeout=30)  # an HTTP event: no "who"
+    assert (trigger.status_code, trigger.json()["hello"]) == (200, "world"), trigger.text
+    assert hearth_cli(hearth, "rm", fname, cwd=cwd, key=key).returncode == 0
 
 
 def test_function_errors_exit_1_with_the_functions_message(hearth: HearthServer, project: Path, fname: str) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from hearth.engine.backends import microvm_image
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.microvm import QEMU, MicroVMBackend
 from hearth.testing import HearthServer
@@ -46,21 +45,12 @@ def vm_ids_left(ids: set[str]) -> set[str]:
     return left
 
 
-@pytest.fixture(scope="module")
-def guest_image() -> None:
-    """The guest image both backends boot: built now if it is missing and we may build it."""
-    if microvm_image.find_image() is None:
-        if os.geteuid() != 0 or shutil.which("mmdebstrap") is None:
-            pytest.skip("no microVM guest image, and building one needs root and mmdebstrap: make microvm-image")
-        microvm_image.ensure_image(progress=lambda line: print(line, flush=True))
-
-
 @pytest.fixture(scope="module", params=VM_BACKENDS)
 def vm_backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "microvm" and shutil.which(QEMU) is None:
         pytest.skip(f"no {QEMU} on PATH (Debian's qemu-system-x86: scripts/install-system.sh)")
-    request.getfixturevalue("guest_image")
+    request.getfixturevalue("microvm_guest_image")
     kind = MicroVMBackend if name == "microvm" else FirecrackerBackend
     backend = kind(run_dir=Path(tempfile.mkdtemp(prefix=f"hearth-{name}-check-")), owner="pytest-check")
     available, reason = backend.availability()

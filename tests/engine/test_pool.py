@@ -18,6 +18,12 @@ def containers_named(client: docker.DockerClient, prefix: str) -> list[object]:
     return client.containers.list(filters={"name": prefix})
 
 
+def sandboxes_of(hearth: HearthServer, *responses: httpx.Response) -> list[str]:
+    """The sandbox that served each of these invocations, from their records."""
+    ids = [r.headers["X-Hearth-Invocation-Id"] for r in responses]
+    return [hearth.client.get(f"/api/invocations/{i}").json()["sandbox_id"] for i in ids]
+
+
 def wait_until(predicate, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -38,9 +44,7 @@ def short_lived(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[Hear
     server.stop()
 
 
-def test_stem_cell_is_taken_and_refilled(
-    hearth: HearthServer, fname: str, backend: str, docker_client: docker.DockerClient
-) -> None:
+def test_stem_cell_is_taken_and_refilled(hearth: HearthServer, fname: str, backend: str) -> None:
     def stems() -> int:
         return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(f"{backend}/python", 0))
 
@@ -56,10 +60,11 @@ def test_stem_cell_is_taken_and_refilled(
     second = hearth.invoke(fname + "-2")
     assert (second.json(), second.headers["X-Hearth-Path"]) == ("second", "stem")
     assert second.headers["X-Hearth-Invocation-Id"] != first.headers["X-Hearth-Invocation-Id"]
-    # A stem cell serves one function for life: the two functions run in different containers.
-    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1)
-    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-2-v1-")) == 1)
-    assert hearth.invoke(fname).headers["X-Hearth-Path"] == "warm"
+    # A stem cell serves one function for life: the two functions run in different sandboxes.
+    third = hearth.invoke(fname)
+    assert third.headers["X-Hearth-Path"] == "warm"
+    first_box, second_box, third_box = sandboxes_of(hearth, first, second, third)
+    assert first_box != second_box and third_box == first_box
 
 
 def test_keep_alive_expiry_stops_idle_sandboxes(
@@ -120,7 +125,7 @@ def test_a_burst_within_the_wait_limit_is_all_served(hearth: HearthServer, fname
 
 @pytest.mark.parametrize("language", ["python", "javascript"])
 def test_concurrency_runs_invocations_in_parallel_in_one_instance(
-    hearth: HearthServer, fname: str, language: str, backend: str, docker_client: docker.DockerClient
+    hearth: HearthServer, fname: str, language: str, backend: str
 ) -> None:
     # Four calls meet at a barrier: they only all return if they really run at the same time.
     if language == "python":
@@ -145,7 +150,7 @@ def test_concurrency_runs_invocations_in_parallel_in_one_instance(
         responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(4)))
     assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
     assert sorted(r.json() for r in responses) == [0, 1, 2, 3]
-    assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1)
+    assert len(set(sandboxes_of(hearth, *responses))) == 1
 
 
 def test_logs_of_concurrent_invocations_do_not_mix(hearth: HearthServer, fname: str) -> None:
@@ -186,7 +191,9 @@ def test_logs_of_concurrent_invocations_do_not_mix(hearth: HearthServer, fname: 
 
 
 @pytest.mark.parametrize("language", ["python", "javascript"])
-def test_batching_keeps_results_and_errors_per_item(hearth: HearthServer, fname: str, language: str) -> None:
+def test_batching_keeps_results_and_errors_per_item(
+    hearth: HearthServer, fname: str, language: str, backend: str
+) -> None:
     if language == "python":
         code = (
             "def handler(event, context):\n"
@@ -203,7 +210,8 @@ def test_batching_keeps_results_and_errors_per_item(hearth: HearthServer, fname:
             "  return event.n * 10;\n"
             "};\n"
         )
-    hearth.deploy(fname, code, language=language, batch={"max_size": 8, "max_wait_ms": 200}, max_instances=1)
+    batch = {"max_size": 8, "max_wait_ms": 200}
+    hearth.deploy(fname, code, language=language, batch=batch, max_instances=1, backend=backend)
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(8)))
     for n, response in enumerate(responses):

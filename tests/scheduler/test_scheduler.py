@@ -116,8 +116,8 @@ def hearth_a(async_server: HearthServer) -> HearthServer:
     return async_server
 
 
-def test_async_invocation_is_queued_then_succeeds(hearth: HearthServer, fname: str) -> None:
-    hearth.deploy(fname, ECHO)
+def test_async_invocation_is_queued_then_succeeds(hearth: HearthServer, fname: str, backend: str) -> None:
+    hearth.deploy(fname, ECHO, backend=backend)
     queued = submit(hearth, fname, {"n": 1})
     assert queued["status"] == "queued" and queued["duplicate"] is False
     job = wait_final(hearth, queued["invocation_id"])
