@@ -6,7 +6,8 @@
 # JavaScript agent), wrk (benchmarks), curl (ensure-docker.sh's health check), runsc (gVisor: the
 # gvisor backend; ensure-docker.sh registers it with dockerd), chromium + chromium-driver (the
 # dashboard's headless-browser test), qemu-system-x86 + lz4 + e2fsprogs (the microvm backend: QEMU,
-# and the guest image build's kernel decompression and read-only root).
+# and the guest image build's kernel decompression and read-only root), postgresql (the server
+# binaries only: the PostgreSQL store test starts a throwaway cluster of its own).
 # Extra packages: HEARTH_EXTRA_PACKAGES="pkg1 pkg2".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +43,7 @@ for entry in "${wanted[@]}"; do
   read -r cmd pkg <<<"$entry"
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=("postgresql")
 for pkg in ${HEARTH_EXTRA_PACKAGES:-}; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done

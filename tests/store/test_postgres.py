@@ -1,0 +1,121 @@
+"""Hearth on PostgreSQL (the multi-node store): a throwaway cluster of Debian's postgresql, reached
+over its Unix socket only, and a real Hearth server on it: migrations, functions, invocations with
+their records and metrics, async jobs, users and namespaces, and a restart."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from hearth.testing import HearthServer, free_port
+
+HELLO = (
+    "def handler(event, context):\n    print('hi', event.get('who'))\n    return {'hello': event.get('who', 'world')}\n"
+)
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (Debian's postgresql): scripts/install-system.sh")
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("a throwaway PostgreSQL cluster is started as the postgres user, which needs root")
+    root = Path(tempfile.mkdtemp(prefix="hearth-pg-"))  # pytest's own tmp dirs are closed to other users
+    data, sockets = root / "data", root / "run"
+    sockets.mkdir()
+    shutil.chown(root, "postgres")
+    shutil.chown(sockets, "postgres")
+    os.chmod(root, 0o755)
+
+    def as_postgres(*args: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{args[0]}: {done.stderr or done.stdout}"
+
+    port = free_port()
+    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+    options = f"-c listen_addresses='' -k {sockets} -p {port} -c fsync=off"
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start")
+    try:
+        as_postgres(str(bin_dir / "createdb"), "-h", str(sockets), "-p", str(port), "hearth")
+        yield f"postgresql+psycopg://postgres@/hearth?host={sockets}&port={port}"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_hearth(tmp_path: Path, postgres_url: str, runtime_images: dict[str, str]) -> Iterator[HearthServer]:
+    server = HearthServer(tmp_path / "data", env={"HEARTH_DATABASE_URL": postgres_url})
+    server.start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        server.stop()
+
+
+def wait_final(server: HearthServer, job_id: str) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = server.client.get(f"/api/invocations/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "timed_out"):
+            return job  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_hearth_runs_on_postgresql(pg_hearth: HearthServer, postgres_url: str, fname: str) -> None:
+    server = pg_hearth
+    server.deploy(fname, HELLO)
+    for who in ("a", "b", "c"):
+        assert server.invoke(fname, {"who": who}).json() == {"hello": who}
+    assert server.client.patch(f"/api/functions/{fname}", json={"memory_mb": 96}).json()["version"] == 2
+    logs = server.client.get(f"/api/functions/{fname}/logs").json()["lines"]  # flushes the records
+    assert [line["line"] for line in logs][-1] == "hi c"
+    records = server.client.get("/api/invocations", params={"function": fname}).json()["invocations"]
+    assert len(records) == 3 and {r["status"] for r in records} == {"ok"}
+    summary = server.client.get("/api/metrics/summary", params={"window": "1h"}).json()
+    row = next(r for r in summary["functions"] if r["function"] == fname)
+    assert row["invocations"] == 3 and row["p50_ms"] is not None
+    assert server.client.get(f"/api/functions/{fname}/metrics", params={"window": "1h"}).status_code == 200
+    assert "hearth_invocations_total" in httpx.get(f"{server.base_url}/metrics", timeout=30).text
+
+    queued = server.client.post(f"/api/functions/{fname}/invoke", params={"mode": "async"}, json={"who": "q"})
+    assert queued.status_code == 202, queued.text
+    job = wait_final(server, queued.json()["invocation_id"])
+    assert job["status"] == "succeeded" and job["result"] == {"hello": "q"}
+
+    user = f"pg-{fname}"
+    assert server.client.post("/api/users", json={"name": user, "max_functions": 1}).status_code == 201
+    key = server.client.post(f"/api/users/{user}/keys", json={"scopes": ["deploy", "invoke"]}).json()["key"]
+    alice = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    made = alice.post("/api/functions", json={"name": fname, "language": "python", "code": HELLO})
+    assert made.status_code == 201 and made.json()["name"] == f"{user}.{fname}", made.text
+    assert alice.post(f"/api/functions/{fname}/invoke", json={"who": "u"}).json() == {"hello": "u"}
+    second = alice.post("/api/functions", json={"name": f"{fname}-2", "language": "python", "code": HELLO})
+    assert second.status_code == 403 and second.json()["error"]["quota"] == "max_functions"
+
+    server.restart()
+    assert server.invoke(fname, {"who": "again"}).json() == {"hello": "again"}
+    assert alice.get(f"/api/functions/{fname}").json()["owner"] == user
+
+    # it all lives in PostgreSQL, not in a SQLite file beside it
+    assert not list(server.data_dir.glob("*.db"))
+    with create_engine(postgres_url).connect() as db:
+        names = set(db.scalars(text("SELECT name FROM functions")))
+        revisions = set(db.scalars(text("SELECT version_num FROM alembic_version")))
+    assert names == {fname, f"{user}.{fname}"} and "0008_namespaces" in revisions
