@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hearth.engine.backends import microvm_image
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.microvm import QEMU, MicroVMBackend
 from hearth.testing import HearthServer
@@ -263,3 +264,32 @@ def test_vms_power_off_when_hearth_dies(tmp_path: Path, vm_backend: str, fname: 
         time.sleep(0.2)
     assert not vm_ids_left(running), "a VM outlived the Hearth that started it"
 
+
+
+def test_a_backend_that_becomes_available_later_gets_stem_cells(
+    tmp_path: Path, microvm_guest_image: None, fname: str
+) -> None:
+    """The guest image built while Hearth runs: functions may use microvm from then on, with stem cells."""
+    if shutil.which(QEMU) is None:
+        pytest.skip(f"no {QEMU} on PATH (Debian's qemu-system-x86: scripts/install-system.sh)")
+    cache = tmp_path / "cache"
+    server = HearthServer(tmp_path / "data", env={"HEARTH_MICROVM_CACHE_DIR": str(cache)})
+    server.start()
+    try:
+        assert backend_details(server, "microvm")["available"] is False
+        body = {"name": fname, "language": "python", "code": "def handler(e, c):\n    return 1\n", "backend": "microvm"}
+        refused = server.client.post("/api/functions", json=body)
+        assert refused.status_code == 422 and "guest image" in refused.text
+        image = microvm_image.image_dir()
+        (cache / "images").mkdir(parents=True)
+        (cache / "images" / image.name).symlink_to(image)  # "built" now
+        server.deploy(fname, "def handler(e, c):\n    return 'first'\n", backend="microvm")
+        assert server.invoke(fname).json() == "first"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not backend_details(server, "microvm")["stem_cells"].get("python"):
+            time.sleep(0.5)
+        server.deploy(fname + "-2", "def handler(e, c):\n    return 'second'\n", backend="microvm")
+        second = server.invoke(fname + "-2")
+        assert (second.json(), second.headers["X-Hearth-Path"]) == ("second", "stem")
+    finally:
+        server.stop()

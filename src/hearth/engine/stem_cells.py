@@ -36,7 +36,7 @@ class StemCells:
         A backend with `stem_cells_at_start` False gets them at its first `take` instead; meanwhile one
         sandbox is started and stopped in the background so that its start cost is measured (GET /api/backends).
         """
-        if self.per_runtime > 0 and self.backends[backend].stem_limits("python") is not None:
+        if self._keeps(backend):
             if not self.backends[backend].stem_cells_at_start:
                 self.standby_backends.add(backend)
                 if self.backends[backend].probe_at_start:
@@ -47,7 +47,9 @@ class StemCells:
                 self._refill((backend, runtime))
 
     def take(self, backend: str, runtime: Runtime) -> Sandbox | None:
-        if backend in self.standby_backends:  # first use of this backend: keep stem cells from now on
+        # First use of this backend, or of one that became available after the start (its guest image
+        # was built meanwhile, say): keep stem cells for it from now on.
+        if backend in self.standby_backends or (backend not in self.enabled_backends and self._keeps(backend)):
             self.standby_backends.discard(backend)
             self.enabled_backends.add(backend)
         key = (backend, runtime)
@@ -60,6 +62,9 @@ class StemCells:
             self._spawn(sandbox.stop())
         self._refill(key)
         return None
+
+    def _keeps(self, backend: str) -> bool:
+        return self.per_runtime > 0 and self.backends[backend].stem_limits("python") is not None
 
     def count(self) -> int:
         return sum(len(cells) for cells in self.ready.values())
