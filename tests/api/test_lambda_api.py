@@ -44,12 +44,12 @@ def zipped(files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
-def lambda_client(server: HearthServer, secret: str | None = None, **config: Any) -> Any:
+def lambda_client(server: HearthServer, secret: str | None = None, key_id: str = "hearth", **config: Any) -> Any:
     return boto3.client(
         "lambda",
         endpoint_url=server.base_url,
         region_name="eu-west-1",
-        aws_access_key_id="hearth",
+        aws_access_key_id=key_id,
         aws_secret_access_key=secret if secret is not None else server.api_key,
         config=Config(**config) if config else None,
     )
@@ -222,6 +222,69 @@ def test_signatures_are_checked(hearth: HearthServer, py_function: str) -> None:
         headers={"Authorization": f"Bearer {hearth.api_key}"},
     )
     assert plain.status_code == 200 and plain.json()["echo"] == {"plain": 1}
+
+
+def user_lambda_client(hearth: HearthServer, user: str, *scopes: str) -> tuple[Any, dict[str, Any]]:
+    made = hearth.client.post(f"/api/users/{user}/keys", json={"scopes": list(scopes)})
+    assert made.status_code == 201, made.text
+    key = made.json()
+    return lambda_client(hearth, key["aws_secret_access_key"], key_id=key["aws_access_key_id"]), key
+
+
+def test_a_users_key_signs_as_that_user_in_their_namespace(aws: Any, hearth: HearthServer, fname: str) -> None:
+    alice, bob = f"alice-{fname}", f"bob-{fname}"
+    for user in (alice, bob):
+        assert hearth.client.post("/api/users", json={"name": user}).status_code == 201
+    as_alice, alice_key = user_lambda_client(hearth, alice, "deploy", "invoke")
+    as_bob, _ = user_lambda_client(hearth, bob, "deploy", "invoke")
+    reader, _ = user_lambda_client(hearth, alice, "read")
+    assert alice_key["aws_access_key_id"] == alice_key["id"]
+    assert alice_key["aws_secret_access_key"] not in (alice_key["key"], hearth.api_key)
+    code = {"ZipFile": zipped({"lambda_function.py": PY_HANDLER})}
+    made = as_alice.create_function(
+        FunctionName=fname, Runtime="python3.11", Role="r", Handler="lambda_function.lambda_handler", Code=code
+    )
+    assert made["FunctionName"] == fname  # bare, in her own namespace
+    assert hearth.client.get(f"/api/functions/{alice}.{fname}").json()["owner"] == alice
+    assert [fn["FunctionName"] for fn in as_alice.list_functions()["Functions"]] == [fname]
+    assert f"{alice}.{fname}" in [fn["FunctionName"] for fn in aws.list_functions()["Functions"]]
+    assert json.loads(as_alice.invoke(FunctionName=fname, Payload=b'{"n": 2}')["Payload"].read())["echo"] == {"n": 2}
+
+    # Bob has his own namespace: the same name is free for him, and Alice's function is not there.
+    assert as_bob.list_functions()["Functions"] == []
+    for name in (fname, f"{alice}.{fname}"):
+        for call in (as_bob.get_function, as_bob.invoke, as_bob.delete_function):
+            with pytest.raises(ClientError) as hidden:
+                call(FunctionName=name)
+            assert error_code(hidden) == ("ResourceNotFoundException", 404), (name, call)
+    as_bob.create_function(
+        FunctionName=fname, Runtime="python3.11", Role="r", Handler="lambda_function.lambda_handler", Code=code
+    )
+    assert hearth.client.get(f"/api/functions/{bob}.{fname}").status_code == 200
+
+    # Scopes hold on the Lambda API too.
+    assert reader.get_function(FunctionName=fname)["Configuration"]["FunctionName"] == fname
+    for refused in (
+        lambda: reader.invoke(FunctionName=fname),
+        lambda: reader.delete_function(FunctionName=fname),
+        lambda: reader.update_function_configuration(FunctionName=fname, Timeout=5),
+    ):
+        with pytest.raises(ClientError) as denied:
+            refused()
+        assert error_code(denied) == ("AccessDeniedException", 403)
+
+    # A wrong secret, and a revoked key, are refused.
+    forged = lambda_client(hearth, alice_key["key"], key_id=alice_key["id"])
+    with pytest.raises(ClientError) as wrong:
+        forged.list_functions()
+    assert error_code(wrong) == ("InvalidSignatureException", 403)
+    assert hearth.client.delete(f"/api/keys/{alice_key['id']}").status_code == 204
+    with pytest.raises(ClientError) as revoked:
+        as_alice.list_functions()
+    assert error_code(revoked) == ("UnrecognizedClientException", 403)
+    assert aws.get_function(FunctionName=f"{alice}.{fname}")["Configuration"]["FunctionName"] == f"{alice}.{fname}"
+    for key in (f"{alice}.{fname}", f"{bob}.{fname}"):
+        aws.delete_function(FunctionName=key)
 
 
 def test_a_full_function_answers_429_and_boto3_retries_by_itself(tmp_path: Path, runtime_images: Any) -> None:

@@ -150,6 +150,8 @@ def test_keys_are_hashed_at_rest_shown_once_and_revocable(hearth: HearthServer, 
     assert stored == hashlib.sha256(key.encode()).hexdigest() and key not in dump
     client = as_key(hearth, key)
     assert client.get("/api/functions").status_code == 200
+    # The key's row is cached now; a token with its id but another secret is still refused.
+    assert as_key(hearth, f"hk_{made['id']}_forged").get("/api/functions").status_code == 401
     assert hearth.client.get(f"/api/users/{user}/keys").json()["keys"][0]["last_used_at"] is not None
     assert hearth.client.delete(f"/api/keys/{made['id']}").status_code == 204
     revoked = client.get("/api/functions")

@@ -9,9 +9,11 @@ resolved in the caller's namespace (hearth.api.namespaces).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from hearth.store.models import ApiKey
 
 KEY_FILE = "api_key"
 SCOPES = ("admin", "deploy", "invoke", "read")
+USER_KEY_ID = re.compile(r"k[0-9a-f]{12}")
 KEY_CACHE_S = 10.0  # a key revoked on another node stops working within this long
 
 
@@ -76,12 +79,13 @@ def digest(key: str) -> str:
 
 
 class KeyRing:
-    """Resolves bearer tokens to principals; user keys are looked up by id and cached briefly."""
+    """Resolves bearer tokens and Lambda access key ids to principals; key rows are cached briefly."""
 
     def __init__(self, admin_key: str, sessions) -> None:  # type: ignore[no-untyped-def]
         self._admin = admin_key.encode()
         self._sessions = sessions
-        self._cache: dict[str, tuple[Principal | None, float]] = {}
+        # key id -> (the row's sha256 and principal, or None if no live key has that id; expiry)
+        self._cache: dict[str, tuple[tuple[str, Principal] | None, float]] = {}
 
     def forget(self, key_id: str | None = None) -> None:
         self._cache.clear() if key_id is None else self._cache.pop(key_id, None)
@@ -92,21 +96,48 @@ class KeyRing:
         parts = token.split("_", 2)  # the secret itself may contain "_"
         if len(parts) != 3 or parts[0] != "hk":
             return None
-        key_id = parts[1]
+        live = self._live(parts[1])
+        # The cache holds the row, never a verdict on a token: every token is compared with its hash.
+        if live is None or not hmac.compare_digest(live[0], digest(token)):
+            return None
+        return live[1]
+
+    def by_id(self, key_id: str) -> Principal | None:
+        """The principal of a live user key named by its id alone (a Lambda access key id)."""
+        live = self._live(key_id) if USER_KEY_ID.fullmatch(key_id) else None
+        return None if live is None else live[1]
+
+    def lambda_secret(self, key_id: str) -> str:
+        """The AWS secret access key that goes with user key `key_id` (see `lambda_secret`)."""
+        return lambda_secret(self._admin, key_id)
+
+    def _live(self, key_id: str) -> tuple[str, Principal] | None:
         cached = self._cache.get(key_id)
         now = time.monotonic()
         if cached is None or cached[1] < now:
-            cached = (self._load(key_id, token), now + KEY_CACHE_S)
+            cached = (self._load(key_id), now + KEY_CACHE_S)
             self._cache[key_id] = cached
         return cached[0]
 
-    def _load(self, key_id: str, token: str) -> Principal | None:
+    def _load(self, key_id: str) -> tuple[str, Principal] | None:
         with self._sessions.begin() as session:
             row = session.get(ApiKey, key_id)
-            if row is None or row.revoked_at is not None or not hmac.compare_digest(row.sha256, digest(token)):
+            if row is None or row.revoked_at is not None:
                 return None
             session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC)))
-            return Principal(row.user_name, frozenset(row.scopes), key_id)
+            return row.sha256, Principal(row.user_name, frozenset(row.scopes), key_id)
+
+
+def lambda_secret(admin_key: bytes, key_id: str) -> str:
+    """A user key's AWS secret access key, derived rather than stored.
+
+    SigV4 is an HMAC, so the server must hold the secret it checks against, but user keys are
+    stored only as hashes. The secret is therefore derived from the admin key (which can do
+    everything anyway) and the key id: nothing new is stored, revoking the key revokes it, and
+    changing the admin key changes every user's AWS secret.
+    """
+    mac = hmac.new(admin_key, b"hearth-lambda-secret/" + key_id.encode(), hashlib.sha256).digest()
+    return "hs_" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
 def bearer_token(request: Request) -> str | None:

@@ -1,16 +1,16 @@
-"""Who may call the Lambda API: an AWS Signature V4 whose secret is a Hearth API key, or a Bearer key.
+"""Who may call the Lambda API: an AWS Signature V4, or a Bearer key as on /api.
 
-The access key id names which Hearth key signed: `hearth` (or any id) maps to the admin key, the only
-key there is today. The signature is checked, so the key itself never travels with the request.
+The access key id names the credential that signed. A user key's id (`k...`, as listed by
+`/api/users/{user}/keys`) signs with that key's AWS secret, shown when the key is made (see
+`hearth.api.auth.lambda_secret`), and acts as that user: their namespace and their key's scopes.
+Any other id (`hearth`, say) signs with the admin key itself. Only signatures travel, never keys.
 """
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Request
 
-from hearth.api.auth import bearer_token
+from hearth.api.auth import ADMIN_PRINCIPAL, USER_KEY_ID, Principal, bearer_token
 from hearth.api.lambda_api.errors import LambdaError
 from hearth.api.lambda_api.sigv4 import SignatureError, parse_authorization, verify
 
@@ -18,29 +18,51 @@ DEFAULT_REGION = "us-east-1"
 INVALID_TOKEN = "The security token included in the request is invalid."
 
 
-def secret_for(request: Request, access_key_id: str) -> str | None:
-    """The Hearth API key that `access_key_id` stands for (every id maps to the admin key)."""
-    del access_key_id
-    return str(request.app.state.hearth.api_key)
+def credentials_for(request: Request, access_key_id: str) -> tuple[str, Principal] | None:
+    """(the secret that signs for `access_key_id`, who it is), or None for an unknown or revoked key."""
+    state = request.app.state.hearth
+    if USER_KEY_ID.fullmatch(access_key_id):
+        principal = state.keys.by_id(access_key_id)
+        return None if principal is None else (state.keys.lambda_secret(access_key_id), principal)
+    return str(state.api_key), ADMIN_PRINCIPAL
+
+
+def scope_needed(request: Request) -> str:
+    if request.method == "POST" and request.url.path.endswith("/invocations"):
+        return "invoke"
+    return "read" if request.method in ("GET", "HEAD") else "deploy"
 
 
 async def require_aws_auth(request: Request) -> None:
-    """FastAPI dependency of every Lambda route; sets `request.state.aws_region`."""
+    """FastAPI dependency of every Lambda route; sets `request.state.aws_region` and `.principal`."""
     request.state.aws_region = DEFAULT_REGION
     header = request.headers.get("authorization", "")
     if not header:
         raise LambdaError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
     body = await read_capped_body(request, body_limit(request))
     if header.lower().startswith("bearer "):
-        token = bearer_token(request) or ""
-        if not hmac.compare_digest(token.encode(), str(request.app.state.hearth.api_key).encode()):
+        principal = request.app.state.hearth.keys.resolve(bearer_token(request) or "")
+        if principal is None:
             raise LambdaError(403, "UnrecognizedClientException", INVALID_TOKEN)
-        return
+    else:
+        principal = verified_signer(request, header, body)
+    needed = scope_needed(request)
+    if not principal.allows(needed):
+        raise LambdaError(
+            403,
+            "AccessDeniedException",
+            f"this key lacks the {needed!r} scope (it has: {', '.join(sorted(principal.scopes))})",
+        )
+    request.state.principal = principal
+
+
+def verified_signer(request: Request, header: str, body: bytes) -> Principal:
     try:
         auth = parse_authorization(header)
-        secret = secret_for(request, auth.access_key_id)
-        if secret is None:
+        credentials = credentials_for(request, auth.access_key_id)
+        if credentials is None:
             raise SignatureError("UnrecognizedClientException", INVALID_TOKEN)
+        secret, principal = credentials
         verify(
             method=request.method,
             raw_path=(request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1"),
@@ -53,6 +75,7 @@ async def require_aws_auth(request: Request) -> None:
     except SignatureError as exc:
         raise LambdaError(403, exc.code, exc.message) from None
     request.state.aws_region = auth.region
+    return principal
 
 
 def body_limit(request: Request) -> int:

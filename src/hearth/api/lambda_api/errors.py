@@ -24,7 +24,11 @@ FROM_HEARTH: dict[str, tuple[int, str]] = {
     "TooManyRequests": (429, "TooManyRequestsException"),
     "UnsupportedMediaType": (415, "UnsupportedMediaTypeException"),
     "Unauthorized": (403, "UnrecognizedClientException"),
+    "Forbidden": (403, "AccessDeniedException"),
+    "QuotaExceeded": (403, "AccessDeniedException"),
 }
+# Fields of Hearth's errors that Lambda errors carry too.
+PASSED_ON = ("build_id", "log_tail", "fields", "quota", "limit", "requested")
 
 
 class LambdaError(Exception):
@@ -47,7 +51,7 @@ def invalid(message: str) -> LambdaError:
 
 def from_api_error(exc: ApiError) -> LambdaError:
     status, code = FROM_HEARTH.get(exc.error_type, (500, "ServiceException"))
-    extra = {k: v for k, v in exc.extra.items() if k in ("build_id", "log_tail", "fields")}
+    extra = {k: v for k, v in exc.extra.items() if k in PASSED_ON}
     return LambdaError(status, code, exc.message, dict(exc.headers or {}), **extra)
 
 

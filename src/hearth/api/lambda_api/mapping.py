@@ -95,10 +95,13 @@ def lambda_timestamp(fn: FunctionOut) -> str:
     return fn.updated_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{fn.updated_at.microsecond // 1000:03d}+0000"
 
 
-def configuration(fn: FunctionOut, *, region: str, account: str, runtime_version: str | None) -> dict[str, Any]:
+def configuration(
+    fn: FunctionOut, *, name: str, region: str, account: str, runtime_version: str | None
+) -> dict[str, Any]:
+    """`name`: the function's name as the caller knows it (see router.shown_name)."""
     return {
-        "FunctionName": fn.name,
-        "FunctionArn": arn(region, account, fn.name),
+        "FunctionName": name,
+        "FunctionArn": arn(region, account, name),
         "Runtime": runtime_name(fn.language, runtime_version),
         "Role": f"arn:aws:iam::{account}:role/hearth",
         "Handler": handler_to_lambda(fn.handler, fn.language),

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from hearth.api.auth import Principal
 from hearth.api.builds.service import collect_files
 from hearth.api.errors import ApiError
 from hearth.api.functions.schemas import FunctionCreate, FunctionOut, FunctionPatch
@@ -34,6 +35,7 @@ from hearth.api.lambda_api.mapping import (
     language_of,
     parse_function_name,
 )
+from hearth.api.namespaces import resolve, split_key
 from hearth.api.state import HearthState
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,25 @@ def body_of(request: Request, model: type[BaseModel]) -> Any:
         raise
 
 
+def caller(request: Request) -> Principal:
+    return request.state.principal  # type: ignore[no-any-return]  # set by require_aws_auth
+
+
+def key_of(request: Request, name: str) -> str:
+    """The function key a FunctionName means for the caller; someone else's function does not exist."""
+    who = caller(request)
+    key = resolve(who.user, name)
+    if not who.sees(split_key(key)[0]):
+        raise not_found(name, arn(region(request), account(request), name))
+    return key
+
+
+def shown_name(request: Request, key: str) -> str:
+    """A function's name as the caller knows it: bare in their own namespace, qualified elsewhere."""
+    namespace, name = split_key(key)
+    return name if namespace == caller(request).user else key
+
+
 def region(request: Request) -> str:
     return str(getattr(request.state, "aws_region", "us-east-1"))
 
@@ -164,7 +185,13 @@ async def runtime_version(request: Request, language: str) -> str | None:
 
 async def config_of(request: Request, fn: FunctionOut, version: str | None = None) -> dict[str, Any]:
     version_of_runtime = await runtime_version(request, fn.language)
-    config = configuration(fn, region=region(request), account=account(request), runtime_version=version_of_runtime)
+    config = configuration(
+        fn,
+        name=shown_name(request, fn.name),
+        region=region(request),
+        account=account(request),
+        runtime_version=version_of_runtime,
+    )
     if version:
         config["Version"] = version
     return config
@@ -172,7 +199,7 @@ async def config_of(request: Request, fn: FunctionOut, version: str | None = Non
 
 async def load(request: Request, ref: FunctionRef) -> FunctionOut:
     try:
-        fn = await service_of(request).get(ref.name, with_code=False)
+        fn = await service_of(request).get(key_of(request, ref.name), with_code=False)
     except ApiError as exc:
         if exc.status == 404:
             raise not_found(ref.name, arn(region(request), account(request), ref.name, ref.qualifier)) from None
@@ -232,7 +259,7 @@ async def create_function(request: Request) -> Response:
     }
     if body.Description and has_field(FunctionCreate, "description"):
         settings["description"] = body.Description
-    fn = await service_of(request).create(FunctionCreate.model_validate(settings))
+    fn = await service_of(request).create(FunctionCreate.model_validate(settings), owner=caller(request).user)
     return json_response(await config_of(request, fn, str(fn.version) if body.Publish else None), 201)
 
 
@@ -243,13 +270,15 @@ async def list_functions(
     marker: Annotated[str | None, Query(alias="Marker")] = None,
     max_items: Annotated[int, Query(alias="MaxItems", ge=1, le=10000)] = 50,
 ) -> Response:
-    functions = sorted(await service_of(request).list(), key=lambda fn: fn.name)
+    who = caller(request)
+    owned = await service_of(request).list(None if who.is_admin else who.user)
+    named = sorted((shown_name(request, fn.name), fn) for fn in owned)
     if marker:
-        functions = [fn for fn in functions if fn.name > marker]
-    page = functions[:max_items]
-    body: dict[str, Any] = {"Functions": [await config_of(request, fn) for fn in page]}
-    if len(functions) > max_items:
-        body["NextMarker"] = page[-1].name
+        named = [(name, fn) for name, fn in named if name > marker]
+    page = named[:max_items]
+    body: dict[str, Any] = {"Functions": [await config_of(request, fn) for _, fn in page]}
+    if len(named) > max_items:
+        body["NextMarker"] = page[-1][0]
     return json_response(body)
 
 
@@ -332,7 +361,7 @@ async def invoke_function(
 ) -> Response:
     ref = parse_function_name(function_name, qualifier)
     state = state_of(request)
-    spec = state.registry.get(ref.name)
+    spec = state.registry.get(key_of(request, ref.name))
     if spec is None:
         raise not_found(ref.name, arn(region(request), account(request), ref.name, ref.qualifier))
     if ref.qualifier not in (None, LATEST, str(spec.version)):

@@ -1,7 +1,7 @@
 """AWS Signature Version 4, verified on the server side.
 
 AWS clients sign every request with their secret access key; Hearth recomputes the signature with
-the secret that belongs to the access key id (the Hearth API key, see `auth.py`) and compares. The
+the secret that belongs to the access key id (see `auth.py`) and compares. The
 canonical request is built the way botocore builds it: the path percent-encoded once more, the
 query re-encoded and sorted, the signed headers with their whitespace folded, the body's sha256.
 """
@@ -153,5 +153,6 @@ def verify(
     raise SignatureError(
         "InvalidSignatureException",
         "The request signature we calculated does not match the signature you provided. "
-        "Check your AWS Secret Access Key (Hearth: the API key) and signing method.",
+        "Check your AWS Secret Access Key (on Hearth: the admin API key, or a user key's "
+        "aws_secret_access_key) and signing method.",
     )

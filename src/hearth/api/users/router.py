@@ -51,8 +51,9 @@ async def delete_user(user: str, request: Request) -> Response:
 
 @router.post("/users/{user}/keys", status_code=201, response_model=KeyCreated, summary="Make an API key (admin)")
 async def create_key(user: str, body: KeyCreate, request: Request) -> KeyCreated:
-    """The response holds the key itself, shown this once; only its SHA-256 is stored."""
-    return await asyncio.to_thread(store(request).create_key, user, body)
+    """The response holds the key itself, shown this once; only its SHA-256 is stored. It also holds the
+    key's AWS credentials for the Lambda API (boto3, the AWS CLI)."""
+    return await asyncio.to_thread(store(request).create_key, user, body, state_of(request).keys.lambda_secret)
 
 
 @router.get("/users/{user}/keys", response_model=KeyList, summary="A user's keys, without secrets (admin)")

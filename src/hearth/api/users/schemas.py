@@ -57,6 +57,10 @@ class KeyOut(BaseModel):
 
 class KeyCreated(KeyOut):
     key: str = Field(description="the key itself: shown this once, stored only as a hash")
+    aws_access_key_id: str = Field(description="for AWS clients of the Lambda API (boto3, the AWS CLI): the key id")
+    aws_secret_access_key: str = Field(
+        description="the key's AWS secret for the Lambda API's Signature V4; derived, not stored, shown this once"
+    )
 
 
 class KeyList(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +87,8 @@ class UserStore:
             session.commit()
             return keys
 
-    def create_key(self, name: str, body: KeyCreate) -> KeyCreated:
+    def create_key(self, name: str, body: KeyCreate, aws_secret_for: Callable[[str], str]) -> KeyCreated:
+        """`aws_secret_for`: the key's AWS secret for the Lambda API, from its id (KeyRing.lambda_secret)."""
         with self.sessions() as session:
             if session.get(User, name) is None:
                 raise user_missing(name)
@@ -101,7 +103,12 @@ class UserStore:
             )
             session.add(row)
             session.commit()
-            return KeyCreated(**key_out(row).model_dump(), key=key)
+            return KeyCreated(
+                **key_out(row).model_dump(),
+                key=key,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=aws_secret_for(key_id),
+            )
 
     def keys(self, name: str) -> list[KeyOut]:
         with self.sessions() as session:
