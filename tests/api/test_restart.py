@@ -11,7 +11,7 @@ from hearth.testing import HearthServer
 
 
 def owned_containers(client: docker.DockerClient, name: str) -> list[object]:
-    return client.containers.list(all=True, filters={"name": f"hearth-{name}-v"})
+    return client.containers.list(all=True, filters={"name": f"hearth-{name}-v"}, ignore_removed=True)
 
 
 def test_restart_keeps_functions_and_stops_sandboxes(

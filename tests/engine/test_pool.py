@@ -15,7 +15,8 @@ from hearth.testing import HearthServer
 
 
 def containers_named(client: docker.DockerClient, prefix: str) -> list[object]:
-    return client.containers.list(filters={"name": prefix})
+    # ignore_removed: a container may go between the listing and its inspection (the very thing awaited)
+    return client.containers.list(filters={"name": prefix}, ignore_removed=True)
 
 
 def sandboxes_of(hearth: HearthServer, *responses: httpx.Response) -> list[str]:

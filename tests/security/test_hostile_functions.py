@@ -148,7 +148,8 @@ def test_daemons_stay_inside_the_sandbox_and_die_with_it(  # type: ignore[no-unt
     assert hearth.invoke(fname).json() == "spawned"
     assert hearth.client.delete(f"/api/functions/{fname}").status_code == 204
     deadline = time.monotonic() + 10
-    while docker_client.containers.list(filters={"name": f"hearth-{fname}-v"}) and time.monotonic() < deadline:
+    named = {"name": f"hearth-{fname}-v"}
+    while docker_client.containers.list(filters=named, ignore_removed=True) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert docker_client.containers.list(all=True, filters={"name": f"hearth-{fname}-v"}) == []
 
