@@ -24,6 +24,15 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite file `hearth.db` in the data dir."
     )
     api_key: str | None = Field(default=None, description="Admin API key; generated on first start if unset.")
+    # several nodes on one database (docs/operations.md)
+    share_code: bool | None = Field(
+        default=None,
+        description="keep function code and dependency layers in the database too, so every node can serve "
+        "every function; default: on unless the database is the data dir's own SQLite file",
+    )
+    sync_interval_s: float = Field(
+        default=2.0, gt=0, description="how often a node picks up functions deployed, changed or deleted elsewhere"
+    )
 
     default_backend: str = "docker"
     docker_runtime_python_image: str | None = None
@@ -113,6 +122,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'hearth.db'}"
+
+    @property
+    def code_shared(self) -> bool:
+        if self.share_code is not None:
+            return self.share_code
+        return self.database_url is not None and not self.database_url.startswith("sqlite")
 
 
 @lru_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import secrets
 import signal
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +35,12 @@ class HearthServer:
         env: dict[str, str] | None = None,
         log_dir: Path | None = None,
         args: list[str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.args = args or []  # more `hearth serve` options, e.g. ["--dashboard", "--dashboard-port", "8599"]
         self.port = free_port()
-        self.api_key = "test-" + secrets.token_hex(8)
+        self.api_key = api_key or "test-" + secrets.token_hex(8)  # nodes of one cluster share it
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -96,3 +100,17 @@ class HearthServer:
 
     def invoke(self, name: str, event: Any = None) -> httpx.Response:
         return self.client.post(f"/api/functions/{name}/invoke", json=event if event is not None else {})
+
+
+def zipped(files: dict[str, str]) -> bytes:
+    """A zip bundle of `files` (name -> text), as deploys and the Lambda API take it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def b64_zip(files: dict[str, str]) -> str:
+    """`zipped(files)` in base64, for a deploy's `zip_base64`."""
+    return base64.b64encode(zipped(files)).decode()

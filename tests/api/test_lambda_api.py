@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
-import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hearth.testing import HearthServer
+from hearth.testing import HearthServer, zipped
 
 boto3 = pytest.importorskip("boto3")
 from botocore.config import Config  # noqa: E402
@@ -34,14 +32,6 @@ def lambda_handler(event, context):
     return {"echo": event, "greeting": os.environ.get("GREETING"), "request": context.aws_request_id}
 """
 JS_HANDLER = "exports.handler = async (event, context) => ({ node: true, got: event, fn: context.functionName });\n"
-
-
-def zipped(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 def lambda_client(server: HearthServer, secret: str | None = None, key_id: str = "hearth", **config: Any) -> Any:

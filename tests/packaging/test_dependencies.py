@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from hearth.testing import HearthServer
+from hearth.testing import HearthServer, b64_zip, zipped
 
 SIX_APP = {
     "app.py": (
@@ -31,20 +31,8 @@ JS_APP = {
 }
 
 
-def zipped(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
-
-
-def b64(files: dict[str, str]) -> str:
-    return base64.b64encode(zipped(files)).decode()
-
-
 def create(hearth: HearthServer, name: str, files: dict[str, str], **settings: Any) -> httpx.Response:
-    body = {"name": name, "language": "python", "handler": "app.handler", "zip_base64": b64(files), **settings}
+    body = {"name": name, "language": "python", "handler": "app.handler", "zip_base64": b64_zip(files), **settings}
     return hearth.client.post("/api/functions", json=body)
 
 
@@ -88,7 +76,7 @@ def test_identical_dependency_lists_build_once(hearth: HearthServer, fname: str)
 
 
 def test_javascript_bundle_with_package_json(hearth: HearthServer, fname: str) -> None:
-    body = {"name": fname, "language": "javascript", "handler": "index.handler", "zip_base64": b64(JS_APP)}
+    body = {"name": fname, "language": "javascript", "handler": "index.handler", "zip_base64": b64_zip(JS_APP)}
     created = hearth.client.post("/api/functions", json=body)
     assert created.status_code == 201, created.text
     assert (layers_root(hearth) / created.json()["layer"] / "node_modules" / "is-number" / "package.json").is_file()
@@ -107,7 +95,7 @@ def test_a_failed_build_is_a_clear_error_and_the_previous_version_keeps_serving(
         "requirements.txt": "hearth-no-such-pkg==0.0.1\n",
     }
     response = hearth.client.put(
-        f"/api/functions/{fname}", json={"language": "python", "handler": "app.handler", "zip_base64": b64(broken)}
+        f"/api/functions/{fname}", json={"language": "python", "handler": "app.handler", "zip_base64": b64_zip(broken)}
     )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -125,9 +113,9 @@ def test_bad_bundles_are_refused_with_the_field_named(hearth: HearthServer, fnam
     cases: list[tuple[dict[str, Any], str]] = [
         ({"zip_base64": "not base64!!"}, "zip_base64"),
         ({"zip_base64": base64.b64encode(b"plain text").decode()}, "zip_base64"),
-        ({"zip_base64": b64({"../escape.py": "x", "app.py": ""})}, "zip_base64"),
-        ({"zip_base64": b64({"other.py": ""})}, "handler"),  # app.handler needs app.py
-        ({"zip_base64": b64({"app.py": "", "requirements.txt": "-e /etc\n"})}, "zip_base64"),
+        ({"zip_base64": b64_zip({"../escape.py": "x", "app.py": ""})}, "zip_base64"),
+        ({"zip_base64": b64_zip({"other.py": ""})}, "handler"),  # app.handler needs app.py
+        ({"zip_base64": b64_zip({"app.py": "", "requirements.txt": "-e /etc\n"})}, "zip_base64"),
     ]
     for settings, field in cases:
         body = {"name": fname, "language": "python", "handler": "app.handler", **settings}
@@ -135,7 +123,7 @@ def test_bad_bundles_are_refused_with_the_field_named(hearth: HearthServer, fnam
         assert response.status_code == 422, (settings, response.text)
         fields = [f["field"] for f in response.json()["error"]["fields"]]
         assert field in fields, (settings, response.text)
-    both = {"name": fname, "language": "python", "code": "x", "zip_base64": b64({"main.py": ""})}
+    both = {"name": fname, "language": "python", "code": "x", "zip_base64": b64_zip({"main.py": ""})}
     assert hearth.client.post("/api/functions", json=both).status_code == 422
     neither = {"name": fname, "language": "python"}
     assert hearth.client.post("/api/functions", json=neither).status_code == 422

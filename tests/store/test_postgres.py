@@ -4,11 +4,6 @@ their records and metrics, async jobs, users and namespaces, and a restart."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,46 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from hearth.testing import HearthServer, free_port
+from hearth.testing import HearthServer
 
 HELLO = (
     "def handler(event, context):\n    print('hi', event.get('who'))\n    return {'hello': event.get('who', 'world')}\n"
 )
-
-
-def postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (Debian's postgresql): scripts/install-system.sh")
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("a throwaway PostgreSQL cluster is started as the postgres user, which needs root")
-    root = Path(tempfile.mkdtemp(prefix="hearth-pg-"))  # pytest's own tmp dirs are closed to other users
-    data, sockets = root / "data", root / "run"
-    sockets.mkdir()
-    shutil.chown(root, "postgres")
-    shutil.chown(sockets, "postgres")
-    os.chmod(root, 0o755)
-
-    def as_postgres(*args: str) -> None:
-        done = subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"{args[0]}: {done.stderr or done.stdout}"
-
-    port = free_port()
-    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
-    options = f"-c listen_addresses='' -k {sockets} -p {port} -c fsync=off"
-    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start")
-    try:
-        as_postgres(str(bin_dir / "createdb"), "-h", str(sockets), "-p", str(port), "hearth")
-        yield f"postgresql+psycopg://postgres@/hearth?host={sockets}&port={port}"
-    finally:
-        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -118,4 +78,4 @@ def test_hearth_runs_on_postgresql(pg_hearth: HearthServer, postgres_url: str, f
     with create_engine(postgres_url).connect() as db:
         names = set(db.scalars(text("SELECT name FROM functions")))
         revisions = set(db.scalars(text("SELECT version_num FROM alembic_version")))
-    assert names == {fname, f"{user}.{fname}"} and "0008_namespaces" in revisions
+    assert names == {fname, f"{user}.{fname}"} and "0009_shared_files" in revisions

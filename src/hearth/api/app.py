@@ -22,6 +22,7 @@ from hearth.api.builds import router as builds_router
 from hearth.api.builds.service import BuildService
 from hearth.api.errors import install_error_handlers
 from hearth.api.functions import router as functions_router
+from hearth.api.functions.follow import FunctionFollower
 from hearth.api.functions.service import FunctionService
 from hearth.api.invocations import router as invocations_router
 from hearth.api.invoke import router as invoke_router
@@ -48,6 +49,7 @@ from hearth.scheduler.lifecycle import start_scheduler
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
 from hearth.store.models import Function, FunctionVersion
+from hearth.store.shared_files import SharedFiles
 
 log = logging.getLogger("hearth")
 
@@ -112,6 +114,8 @@ def load_registry(state_sessions, code: CodeStore) -> FunctionRegistry:  # type:
             .where(FunctionVersion.version == Function.current_version)
         ).all()
         for name, owner, version in rows:
+            if not code.ensure_version(version.code_path, (version.extra or {}).get("layer")):
+                log.warning("function %s v%d: code or layer neither here nor in the store", name, version.version)
             registry.put(spec_from_version(version, name, code.root))
             registry.set_owner(name, owner)
     return registry
@@ -132,7 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     migrate(url)
     db = make_engine(url)
     sessions = make_sessionmaker(db)
-    code = CodeStore(data_dir / "code")
+    code = CodeStore(data_dir / "code", SharedFiles(sessions) if settings.code_shared else None)
     registry = load_registry(sessions, code)
     engine = Engine(
         build_backends(settings, owner_id(data_dir)),
@@ -153,12 +157,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout_s=settings.build_timeout_s,
         allow_scripts=settings.build_allow_scripts,
     )
-    state.builds = BuildService(sessions, code, builder)
+    state.builds = BuildService(sessions, code, builder, owner_id(data_dir))
     await state.builds.recover()
     await engine.start()
     recorder.start()
     stop_metrics = start_metrics(state)
     stop_scheduler = await start_scheduler(state, owner_id(data_dir))
+    follower = FunctionFollower(state, app.state.functions, settings.sync_interval_s)
+    follower.start()
     for spec in registry.all():
         if spec.min_warm:
             engine.pool_for(spec)
@@ -166,6 +172,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await follower.close()
         await stop_scheduler()
         await stop_metrics()
         await engine.shutdown()

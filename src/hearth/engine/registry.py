@@ -1,7 +1,8 @@
 """The deployed functions as the engine serves them: name and route to the current version's spec.
 
 Kept in memory so the invocation path never reads the database; the function service updates it
-on every create, update and delete, and it is loaded from the store at start.
+on every create, update and delete, it is loaded from the store at start, and the follower
+(hearth.api.functions.follow) brings in changes made on other nodes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class FunctionRegistry:
 
     def put(self, spec: FunctionSpec) -> None:
         old = self._by_name.get(spec.name)
-        if old is not None:
+        if old is not None and self._by_route.get(old.route) == spec.name:  # another may have taken it since
             self._by_route.pop(old.route, None)
         self._by_name[spec.name] = spec
         self._by_route[spec.route] = spec.name
@@ -65,7 +66,7 @@ class FunctionRegistry:
     def remove(self, name: str) -> FunctionSpec | None:
         self._owners.pop(name, None)
         spec = self._by_name.pop(name, None)
-        if spec is not None:
+        if spec is not None and self._by_route.get(spec.route) == name:
             self._by_route.pop(spec.route, None)
         return spec
 

@@ -85,7 +85,8 @@ def upsert_rollups(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     columns = tuple_(InvocationRollup.function_name, InvocationRollup.width_s, InvocationRollup.start)
     existing = {
         (r.function_name, r.width_s, r.start): r
-        for r in session.scalars(select(InvocationRollup).where(columns.in_(list(groups))))
+        # FOR UPDATE (PostgreSQL): nodes writing the same minute wait for each other instead of losing counts
+        for r in session.scalars(select(InvocationRollup).where(columns.in_(list(groups))).with_for_update())
     }
     for key, add in groups.items():
         current = existing.get(key)

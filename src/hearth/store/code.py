@@ -1,4 +1,5 @@
-"""Function code kept as files under the data dir, content-addressed by sha256."""
+"""Function code kept as files under the data dir, content-addressed by sha256, and the dependency
+layers beside it (`layers/<key>`); shared through the store when several nodes serve (shared_files)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from hearth.packaging.deps import LAYERS_DIR
+from hearth.store.shared_files import SharedFiles
 
 SOURCE_FILE = {"python": "main.py", "javascript": "main.js"}
 
@@ -27,8 +31,9 @@ def digest(files: dict[str, bytes]) -> str:
 
 
 class CodeStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, shared: SharedFiles | None = None) -> None:
         self.root = root
+        self.shared = shared  # None: this node's data dir is the only copy
         root.mkdir(parents=True, exist_ok=True)
 
     def put_source(self, language: str, code: str) -> StoredCode:
@@ -53,7 +58,31 @@ class CodeStore:
                 staging.rename(target)
             except OSError:  # another writer stored the same content first
                 shutil.rmtree(staging, ignore_errors=True)
+        if self.shared is not None:
+            self.shared.put(f"code/{sha}", target)
         return StoredCode(path=sha, sha256=sha, size=size)
+
+    def ensure_code(self, path: str) -> bool:
+        """True if the code at `path` is here, fetched from the store if need be."""
+        target = self.directory(path)
+        return target.is_dir() or (self.shared is not None and self.shared.fetch(f"code/{path}", target))
+
+    def ensure_version(self, code_path: str, layer: str | None) -> bool:
+        """True if a version's code and its layer (if any) are here, fetched from the store if need be."""
+        return self.ensure_code(code_path) and (not layer or self.ensure_layer(layer))
+
+    def layer_path(self, key: str) -> Path:
+        return self.root / LAYERS_DIR / key
+
+    def ensure_layer(self, key: str) -> bool:
+        """True if dependency layer `key` is here, fetched from the store if need be."""
+        target = self.layer_path(key)
+        return target.is_dir() or (self.shared is not None and self.shared.fetch(f"layer/{key}", target))
+
+    def share_layer(self, key: str) -> None:
+        """Offers a layer this node built to the others (a no-op when not sharing)."""
+        if self.shared is not None:
+            self.shared.put(f"layer/{key}", self.layer_path(key))
 
     def directory(self, path: str) -> Path:
         return self.root / path

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -182,6 +183,7 @@ class Build(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)  # who ran it; None: before 0009
 
 
 class User(Base):
@@ -260,3 +262,15 @@ class ScheduleTick(Base):
     function_name: Mapped[str] = mapped_column(String(127), primary_key=True)
     expression: Mapped[str] = mapped_column(String(128), primary_key=True)
     last_tick: Mapped[float] = mapped_column(Float)
+
+
+class Blob(Base):
+    """Files several nodes need, as a tar.gz: `code/<sha256>` (a version's code) or `layer/<key>`
+    (a dependency layer). Written once, never changed; see hearth.store.shared_files."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)  # of `data`
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

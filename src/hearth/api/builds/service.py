@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hearth.api.builds.schemas import BuildOut
@@ -92,21 +92,22 @@ def new_build_id() -> str:
 
 
 class BuildService:
-    def __init__(self, sessions: sessionmaker[Session], code: CodeStore, builder: LayerBuilder) -> None:
+    def __init__(self, sessions: sessionmaker[Session], code: CodeStore, builder: LayerBuilder, node: str) -> None:
         self.sessions = sessions
         self.code = code
         self.builder = builder
+        self.node = node  # builds this node runs carry it: at start, only its own unfinished ones are failed
         self._live: dict[str, tuple[Build, LiveLog]] = {}
 
     # ----- lifecycle
     async def recover(self) -> int:
-        """Builds a previous process left running were cut off: mark them failed."""
+        """Builds this node's previous process left running were cut off: mark them failed."""
 
         def mark() -> int:
             with self.sessions() as session:
                 result = session.execute(
                     update(Build)
-                    .where(Build.status == "running")
+                    .where(Build.status == "running", or_(Build.node == self.node, Build.node.is_(None)))
                     .values(status="failed", error="interrupted: Hearth stopped during the build")
                 )
                 session.commit()
@@ -135,6 +136,7 @@ class BuildService:
             cached=False,
             log="",
             created_at=now,
+            node=self.node,
         )
         live = LiveLog()
         started = time.perf_counter()
@@ -144,7 +146,10 @@ class BuildService:
             key, runtime_version = await self.builder.key_for(deps)
             build.layer_sha256 = key
             live.append(f"installing {deps.manifest} for {language} {runtime_version} into layer {key[:12]}\n")
+            if not self.code.layer_path(key).is_dir() and await asyncio.to_thread(self.code.ensure_layer, key):
+                live.append("the layer was built on another node: fetched it from the store\n")
             layer = await self.builder.ensure(deps, key, runtime_version, live.append)
+            await asyncio.to_thread(self.code.share_layer, key)
         except BuildFailed as exc:
             live.append(f"build failed: {exc}\n")
             await self._finish(build, live, started, "failed", error=str(exc))

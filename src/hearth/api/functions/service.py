@@ -59,7 +59,7 @@ def pack_extra(values: dict[str, Any]) -> dict[str, Any]:
 class FunctionService:
     def __init__(self, state: HearthState) -> None:
         self.state = state
-        self._write_lock = asyncio.Lock()
+        self.write_lock = asyncio.Lock()  # registry and engine change under it (the follower takes it too)
 
     # ----- reads
     async def list(self, owner: str | None = None) -> list[FunctionOut]:
@@ -94,7 +94,7 @@ class FunctionService:
         code, zipped = values.pop("code"), values.pop("zip_base64")
         # Dependencies install before the write lock is taken: a build may take minutes.
         prepared = await self._prepare_code(key, values["language"], values["handler"], code, zipped)
-        async with self._write_lock:
+        async with self.write_lock:
             with storage_errors():
                 row_values = with_layer(values, prepared)
                 fn, ver = await asyncio.to_thread(self._insert, key, row_values, prepared.stored, owner)
@@ -112,7 +112,7 @@ class FunctionService:
         return await self._update(name, body.model_dump(exclude_unset=True), replace=False)
 
     async def delete(self, name: str) -> None:
-        async with self._write_lock:
+        async with self.write_lock:
             with storage_errors():
                 await asyncio.to_thread(self._delete, name)
             self.state.registry.remove(name)
@@ -127,7 +127,7 @@ class FunctionService:
             fn, current = await asyncio.to_thread(self._load, name)
             snapshot = self._merge(name, fn, current, changes, replace=replace)
             prepared = await self._prepare_code(name, snapshot["language"], snapshot["handler"], code, zipped)
-        async with self._write_lock:
+        async with self.write_lock:
             fn, current = await asyncio.to_thread(self._load, name)
             values = self._merge(name, fn, current, changes, replace=replace)
             if prepared is None:
