@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from typing import Any
 
 import httpx
@@ -175,6 +176,28 @@ def test_quotas_refuse_deploys_past_them(hearth: HearthServer, fname: str) -> No
     raised = hearth.client.patch(f"/api/users/{user}", json={"max_functions": 3})
     assert raised.status_code == 200 and raised.json()["max_functions"] == 3 and raised.json()["functions"] == 2
     assert client.post("/api/functions", json=fn_body(f"{fname}-c", memory_mb=32, max_instances=1)).status_code == 201
+
+
+def test_a_users_request_rate_is_limited(hearth: HearthServer, fname: str) -> None:
+    user = f"r-{fname}"
+    make_user(hearth, user, max_requests_per_s=2)
+    key = make_key(hearth, user, "deploy", "invoke")["key"]
+    client = as_key(hearth, key)
+    statuses = [client.get("/api/functions").status_code for _ in range(10)]
+    assert statuses[:2] == [200, 200] and statuses.count(429) >= 5, statuses
+    limited = client.get("/api/functions")
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]["type"] == "TooManyRequests" and "2 requests per second" in limited.text
+    on_lambda = httpx.get(
+        f"{hearth.base_url}/2015-03-31/functions", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert on_lambda.status_code == 429 and on_lambda.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+    assert all(hearth.client.get("/api/functions").status_code == 200 for _ in range(10))  # the admin: no limit
+    time.sleep(1.1)  # the bucket refills at 2 per second
+    assert client.get("/api/functions").status_code == 200
+    assert hearth.client.patch(f"/api/users/{user}", json={"max_requests_per_s": None}).status_code == 200
+    assert all(client.get("/api/functions").status_code == 200 for _ in range(10))
+    assert hearth.client.patch(f"/api/users/{user}", json={"max_requests_per_s": 0}).status_code == 422
 
 
 def test_key_protected_trigger_needs_an_invoke_key_of_the_owner(hearth: HearthServer, fname: str) -> None:

@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import Request
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from hearth.api.errors import ApiError, not_found
 from hearth.api.namespaces import ADMIN, resolve, split_key
-from hearth.store.models import ApiKey
+from hearth.api.rate_limits import check_rate
+from hearth.store.models import ApiKey, User
 
 KEY_FILE = "api_key"
 SCOPES = ("admin", "deploy", "invoke", "read")
@@ -38,6 +39,7 @@ class Principal:
     user: str
     scopes: frozenset[str]
     key_id: str | None = None  # None for the admin key
+    max_requests_per_s: float | None = None  # the user's request rate limit (hearth.api.rate_limits)
 
     @property
     def is_admin(self) -> bool:
@@ -125,7 +127,8 @@ class KeyRing:
             if row is None or row.revoked_at is not None:
                 return None
             session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC)))
-            return row.sha256, Principal(row.user_name, frozenset(row.scopes), key_id)
+            rate = session.scalar(select(User.max_requests_per_s).where(User.name == row.user_name))
+            return row.sha256, Principal(row.user_name, frozenset(row.scopes), key_id, rate)
 
 
 def lambda_secret(admin_key: bytes, key_id: str) -> str:
@@ -160,6 +163,7 @@ def authenticate(request: Request) -> Principal:
     principal = request.app.state.hearth.keys.resolve(token)
     if principal is None:
         raise ApiError(401, "Unauthorized", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    check_rate(request, principal.user, principal.max_requests_per_s)
     request.state.principal = principal
     return principal
 

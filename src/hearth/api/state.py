@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hearth.api.auth import KeyRing
 from hearth.api.builds.service import BuildService
 from hearth.api.invocations.stream import LogHub
+from hearth.api.rate_limits import RateLimiter
 from hearth.config import Settings
 from hearth.engine.engine import Engine
 from hearth.engine.registry import FunctionRegistry
@@ -34,6 +35,7 @@ class HearthState:
     recorder: InvocationRecorder
     builds: BuildService = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
     keys: KeyRing = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
+    rates: RateLimiter = field(default_factory=RateLimiter)
     # metrics (hearth.metrics): set by the app's lifespan
     sampler: ResourceSampler | None = None
     prometheus: CollectorRegistry = field(default_factory=CollectorRegistry)

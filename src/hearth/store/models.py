@@ -195,6 +195,7 @@ class User(Base):
     max_functions: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no limit
     max_sandboxes: Mapped[int | None] = mapped_column(Integer, nullable=True)  # sum of max_instances
     max_memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)  # sum of memory_mb x max_instances
+    max_requests_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # per node
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -13,6 +13,7 @@ from fastapi import Request
 from hearth.api.auth import ADMIN_PRINCIPAL, USER_KEY_ID, Principal, bearer_token
 from hearth.api.lambda_api.errors import LambdaError
 from hearth.api.lambda_api.sigv4 import SignatureError, parse_authorization, verify
+from hearth.api.rate_limits import check_rate
 
 DEFAULT_REGION = "us-east-1"
 INVALID_TOKEN = "The security token included in the request is invalid."
@@ -46,6 +47,7 @@ async def require_aws_auth(request: Request) -> None:
             raise LambdaError(403, "UnrecognizedClientException", INVALID_TOKEN)
     else:
         principal = verified_signer(request, header, body)
+    check_rate(request, principal.user, principal.max_requests_per_s)
     needed = scope_needed(request)
     if not principal.allows(needed):
         raise LambdaError(

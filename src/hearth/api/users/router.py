@@ -39,7 +39,9 @@ async def get_user(user: str, request: Request) -> UserOut:
 
 @router.patch("/users/{user}", response_model=UserOut, summary="Change a user's quotas (admin)")
 async def update_user(user: str, body: Quotas, request: Request) -> UserOut:
-    return await asyncio.to_thread(store(request).update, user, body.model_dump(exclude_unset=True))
+    updated = await asyncio.to_thread(store(request).update, user, body.model_dump(exclude_unset=True))
+    state_of(request).keys.forget()  # keys carry their user's rate limit: at once here, within 10 s elsewhere
+    return updated
 
 
 @router.delete("/users/{user}", status_code=204, summary="Delete a user and their keys (admin)")

@@ -18,6 +18,9 @@ class Quotas(BaseModel):
     max_functions: int | None = Field(default=None, ge=0, le=100_000, description="null: no limit")
     max_sandboxes: int | None = Field(default=None, ge=0, le=100_000, description="sum of max_instances")
     max_memory_mb: int | None = Field(default=None, ge=0, le=10_000_000, description="sum of memory_mb x max_instances")
+    max_requests_per_s: float | None = Field(
+        default=None, gt=0, le=1_000_000, description="requests per second through the user's keys, per node"
+    )
 
 
 class UserCreate(Quotas):
