@@ -151,3 +151,41 @@ def test_retention_rolls_up_without_losing_counts(sessions) -> None:  # type: ig
         apply_retention(session, policy, NOW + 40 * 86400)
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(InvocationRollup)) == 0
+
+
+def test_resources_of_several_nodes_add_up(sessions) -> None:  # type: ignore[no-untyped-def]
+    def samples(node: str, memory: int, cpu: float, host_cpu: float) -> list[dict[str, Any]]:
+        rows = []
+        for k in range(24):  # two minutes of 5 s samples, an hour ago
+            ts = NOW - 3600 + 5 * k
+            rows.append({"ts": ts, "step_s": 5.0, "function_name": "a", "sandboxes": 1, "cpu_percent": cpu,
+                         "memory_bytes": memory, "memory_peak_bytes": memory, "memory_total_bytes": None,
+                         "node": node})
+            rows.append({"ts": ts, "step_s": 5.0, "function_name": "", "sandboxes": 1, "cpu_percent": host_cpu,
+                         "memory_bytes": 10 * memory, "memory_peak_bytes": 10 * memory,
+                         "memory_total_bytes": 100 * memory, "node": node})
+        return rows
+
+    with sessions.begin() as session:
+        rows = samples("n1", 1000, 10.0, 20.0) + samples("n2", 3000, 30.0, 60.0)
+        session.execute(ResourceSample.__table__.insert(), rows)
+
+    def figures() -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        with sessions() as session:
+            queries = MetricsQueries(session, raw_retention_s=0, exact_rows=0)
+            resources = queries.resources(NOW - 7200)
+            series = queries.series("a", 7200, 60, NOW)["buckets"]
+            return resources["a"], resources[""], [(b["memory_bytes"], b["cpu_percent"]) for b in series]
+
+    function, host, buckets = figures()
+    # the function's sandboxes on both nodes add up; the host's CPU share is the nodes' mean
+    assert function == {"mean_memory_bytes": 4000, "peak_memory_bytes": 4000, "mean_cpu_percent": 40.0}
+    assert host["mean_memory_bytes"] == 40000 and host["mean_cpu_percent"] == 40.0
+    assert [b for b in buckets if b[0] is not None] == [(4000, 40.0), (4000, 40.0)]
+    with sessions.begin() as session:  # rolled into minutes per node: the same figures
+        result = apply_retention(session, RetentionPolicy(raw_s=86400, aggregate_s=30 * 86400, sample_rollup_s=60), NOW)
+    assert result.samples_rolled == 4 * 24
+    with sessions() as session:
+        # nodes x functions x minutes
+        assert session.scalar(select(func.count()).select_from(ResourceSample)) == 2 * 2 * 2
+    assert figures() == (function, host, buckets)

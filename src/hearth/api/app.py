@@ -136,10 +136,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     migrate(url)
     db = make_engine(url)
     sessions = make_sessionmaker(db)
+    node = owner_id(data_dir)
     code = CodeStore(data_dir / "code", SharedFiles(sessions) if settings.code_shared else None)
     registry = load_registry(sessions, code)
     engine = Engine(
-        build_backends(settings, owner_id(data_dir)),
+        build_backends(settings, node),
         EngineConfig(
             keep_alive_s=settings.keep_alive_s,
             capacity_wait_s=settings.capacity_wait_s,
@@ -149,6 +150,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
     state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
     state.keys = KeyRing(api_key, sessions)
+    state.node = node
     app.state.hearth = state
     app.state.functions = FunctionService(state)
     builder = LayerBuilder(
@@ -157,12 +159,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout_s=settings.build_timeout_s,
         allow_scripts=settings.build_allow_scripts,
     )
-    state.builds = BuildService(sessions, code, builder, owner_id(data_dir))
+    state.builds = BuildService(sessions, code, builder, node)
     await state.builds.recover()
     await engine.start()
     recorder.start()
     stop_metrics = start_metrics(state)
-    stop_scheduler = await start_scheduler(state, owner_id(data_dir))
+    stop_scheduler = await start_scheduler(state, node)
     follower = FunctionFollower(state, app.state.functions, settings.sync_interval_s)
     follower.start()
     for spec in registry.all():

@@ -36,6 +36,7 @@ class HearthState:
     builds: BuildService = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
     keys: KeyRing = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
     rates: RateLimiter = field(default_factory=RateLimiter)
+    node: str = ""  # this node's id (its sandboxes' `hearth.owner` label), set by the app's lifespan
     # metrics (hearth.metrics): set by the app's lifespan
     sampler: ResourceSampler | None = None
     prometheus: CollectorRegistry = field(default_factory=CollectorRegistry)

@@ -102,6 +102,13 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
+def combine_cpu(function: str, per_node: list[float]) -> float:
+    """Sandbox CPU (percent of one core) adds up over nodes; the host's (a share of each host) averages."""
+    if not per_node:
+        return 0.0
+    return sum(per_node) / len(per_node) if function == "" else sum(per_node)
+
+
 class MetricsQueries:
     def __init__(self, session: Session, *, raw_retention_s: float, exact_rows: int) -> None:
         self.session, self.raw_retention_s, self.exact_rows = session, raw_retention_s, exact_rows
@@ -145,7 +152,11 @@ class MetricsQueries:
         return self.session.execute(query)
 
     def resources(self, start: float, function: str | None = None) -> dict[str, dict[str, float]]:
-        """Per function ('' = host): time-weighted mean memory and CPU, and peak memory, since `start`."""
+        """Per function ('' = host): time-weighted mean memory and CPU, and peak memory, since `start`.
+
+        Each node's figures are averaged over time, then the nodes' are added up (memory, sandbox CPU)
+        or, for the host's CPU (a share of each node's host), averaged.
+        """
         weight = func.sum(ResourceSample.step_s)
         query = (
             select(
@@ -155,17 +166,20 @@ class MetricsQueries:
                 func.sum(ResourceSample.cpu_percent * ResourceSample.step_s) / weight,
             )
             .where(ResourceSample.ts >= start)
-            .group_by(ResourceSample.function_name)
+            .group_by(ResourceSample.function_name, ResourceSample.node)
         )
         if function is not None:
             query = query.where(ResourceSample.function_name == function)
+        per_node: dict[str, list[tuple[float, float, float]]] = {}
+        for name, mean, peak, cpu in self.session.execute(query):
+            per_node.setdefault(name, []).append((float(mean or 0), float(peak or 0), float(cpu or 0)))
         return {
             name: {
-                "mean_memory_bytes": int(mean or 0),
-                "peak_memory_bytes": int(peak or 0),
-                "mean_cpu_percent": round(float(cpu or 0), 2),
+                "mean_memory_bytes": int(sum(mean for mean, _, _ in nodes)),
+                "peak_memory_bytes": int(sum(peak for _, peak, _ in nodes)),
+                "mean_cpu_percent": round(combine_cpu(name, [cpu for _, _, cpu in nodes]), 2),
             }
-            for name, mean, peak, cpu in self.session.execute(query)
+            for name, nodes in per_node.items()
         }
 
     # ----- GET /api/metrics/summary
@@ -255,18 +269,28 @@ class MetricsQueries:
     def _resource_buckets(
         self, function: str, first: float, step_s: float, count: int
     ) -> tuple[list[int | None], list[float | None]]:
-        sums = [[0.0, 0.0, 0.0] for _ in range(count)]  # memory*w, cpu*w, w
+        """Per bucket: each node's time-weighted means, combined over nodes as in `resources`."""
+        sums: list[dict[str | None, list[float]]] = [{} for _ in range(count)]  # node -> memory*w, cpu*w, w
         query = select(
-            ResourceSample.ts, ResourceSample.step_s, ResourceSample.memory_bytes, ResourceSample.cpu_percent
+            ResourceSample.ts,
+            ResourceSample.step_s,
+            ResourceSample.memory_bytes,
+            ResourceSample.cpu_percent,
+            ResourceSample.node,
         ).where(ResourceSample.function_name == function, ResourceSample.ts >= first)
-        for ts, step, memory, cpu in self.session.execute(query):
+        for ts, step, memory, cpu, node in self.session.execute(query):
             index = int((ts - first) // step_s)
             if 0 <= index < count:
-                sums[index][0] += memory * step
-                sums[index][1] += cpu * step
-                sums[index][2] += step
-        memory_out = [int(m / w) if w else None for m, _, w in sums]
-        cpu_out = [round(c / w, 2) if w else None for _, c, w in sums]
+                acc = sums[index].setdefault(node, [0.0, 0.0, 0.0])
+                acc[0] += memory * step
+                acc[1] += cpu * step
+                acc[2] += step
+        memory_out: list[int | None] = []
+        cpu_out: list[float | None] = []
+        for nodes in sums:
+            live = [acc for acc in nodes.values() if acc[2]]
+            memory_out.append(int(sum(m / w for m, _, w in live)) if live else None)
+            cpu_out.append(round(combine_cpu(function, [c / w for _, c, w in live]), 2) if live else None)
         return memory_out, cpu_out
 
     # ----- GET /api/invocations

@@ -24,15 +24,18 @@ log = logging.getLogger(__name__)
 ROLL_SAMPLES = text(
     """
     INSERT INTO resource_samples
-        (ts, step_s, function_name, sandboxes, cpu_percent, memory_bytes, memory_peak_bytes, memory_total_bytes)
-    SELECT CAST(ts / 60 AS INTEGER) * 60.0, 60.0, function_name, MAX(sandboxes),
+        (ts, step_s, function_name, node, sandboxes, cpu_percent, memory_bytes, memory_peak_bytes, memory_total_bytes)
+    SELECT CAST(ts / 60 AS INTEGER) * 60.0, 60.0, function_name, node, MAX(sandboxes),
            SUM(cpu_percent * step_s) / SUM(step_s), CAST(ROUND(SUM(memory_bytes * step_s) / SUM(step_s)) AS INTEGER),
            MAX(memory_peak_bytes), MAX(memory_total_bytes)
     FROM resource_samples
     WHERE step_s < 60 AND ts < :cutoff
-    GROUP BY function_name, CAST(ts / 60 AS INTEGER)
+    GROUP BY function_name, node, CAST(ts / 60 AS INTEGER)
     """
 )
+
+
+RETENTION_LOCK = 0x48454152_5448  # any constant the cluster agrees on: "HEARTH"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ class RetentionResult:
 
 
 def apply_retention(session: Session, policy: RetentionPolicy, now: float) -> RetentionResult:
+    if session.get_bind().dialect.name == "postgresql":
+        # Several nodes run retention; two concurrent roll-ups would both roll the same raw samples.
+        # (SQLite has one writer at a time: the second sees the first's result.)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RETENTION_LOCK})
     result = RetentionResult()
     raw_cutoff = now - policy.raw_s
     result.invocations_deleted = session.execute(delete(Invocation).where(Invocation.started_at < raw_cutoff)).rowcount

@@ -56,7 +56,10 @@ def read_host() -> HostReading | None:
 class ResourceSampler(Periodic):
     what = "resource sampling"
 
-    def __init__(self, engine: Engine, sessions: sessionmaker[Session], interval_s: float = 5.0) -> None:
+    def __init__(
+        self, engine: Engine, sessions: sessionmaker[Session], interval_s: float = 5.0, node: str | None = None
+    ) -> None:
+        self.node = node  # labels this node's rows: several nodes may write to one database
         self._engine = engine
         self._sessions = sessions
         self.interval_s = interval_s
@@ -129,6 +132,7 @@ class ResourceSampler(Periodic):
             "memory_bytes": 0,
             "memory_peak_bytes": 0,
             "memory_total_bytes": None,
+            "node": self.node,
         }
 
     def _write(self, rows: list[dict[str, Any]]) -> None:

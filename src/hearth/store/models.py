@@ -140,7 +140,8 @@ class InvocationRollup(Base):
 
 
 class ResourceSample(Base):
-    """CPU and memory of one function's live sandboxes (or of the host, function_name ''), at one time.
+    """CPU and memory of one function's live sandboxes on one node (or of that node's host, function_name
+    ''), at one time. Figures over several nodes add the nodes' up (hearth.metrics.queries).
 
     Raw rows cover `step_s` seconds (the sampling interval); old ones are rolled into 60 s rows.
     """
@@ -160,6 +161,7 @@ class ResourceSample(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # host rows
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)  # which node sampled; None: before 0010
 
 
 class Build(Base):

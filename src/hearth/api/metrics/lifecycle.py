@@ -12,7 +12,7 @@ from hearth.metrics.sampler import ResourceSampler
 
 def start_metrics(state: HearthState) -> Callable[[], Awaitable[None]]:
     settings = state.settings
-    sampler = ResourceSampler(state.engine, state.sessions, settings.metrics_sample_interval_s)
+    sampler = ResourceSampler(state.engine, state.sessions, settings.metrics_sample_interval_s, state.node)
     state.sampler = sampler
     state.prometheus, invocation_metrics = build_registry(
         state.engine, state.recorder, sampler, lambda: state.queue_depth() if state.queue_depth else 0
