@@ -59,7 +59,7 @@ def serve(
         # uvicorn re-raises the SIGTERM it shut down on; exit through `finally` so the dashboard stops first
         signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        run_server(host, port)
+        run_server(host, port, settings.http_keep_alive_s)
     finally:
         if child is not None:
             launcher.stop(child)

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     dashboard_port: int = 8501
+    http_keep_alive_s: float = Field(
+        default=75.0, ge=1, le=3600, description="how long the API keeps an idle client connection open"
+    )
     dashboard_host: str = Field(
         default="127.0.0.1", description="where `hearth up` runs the dashboard (it has no login: keep it local)"
     )

@@ -19,7 +19,7 @@ class HearthUvicorn(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_server(host: str, port: int) -> None:
+def run_server(host: str, port: int, keep_alive_s: float = 75.0) -> None:
     # FastAPI deprecates ORJSONResponse (which Hearth still uses) with a warning per request.
     warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated.*")
     config = uvicorn.Config(
@@ -31,5 +31,8 @@ def run_server(host: str, port: int) -> None:
         http="httptools",
         log_level="warning",
         timeout_graceful_shutdown=10,
+        # Longer than clients' and load balancers' idle pools (httpx 5 s, ALB 60 s): a server that closes
+        # an idle connection first races a client sending on it, which then sees a disconnect.
+        timeout_keep_alive=int(keep_alive_s),
     )
     HearthUvicorn(config).run()
