@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         "every function; default: on unless the database is the data dir's own SQLite file",
     )
     sync_interval_s: float = Field(
-        default=2.0, gt=0, description="how often a node picks up functions deployed, changed or deleted elsewhere"
+        default=1.0, gt=0, description="how often a node picks up functions deployed, changed or deleted elsewhere"
     )
 
     default_backend: str = "docker"

@@ -26,7 +26,7 @@ HELLO = "def handler(event, context):\n    return 'hello from ' + event.get('via
 
 
 def eventually(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    """`check()`'s first truthy value, polled (a node picks up others' changes every 2 s by default)."""
+    """`check()`'s first truthy value, polled (a node picks up others' changes every second by default)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()

@@ -73,7 +73,7 @@ class FunctionFollower(Periodic):
 
     def _current_versions(self) -> dict[str, int]:
         with self.state.sessions() as session:
-            return dict(session.execute(select(Function.name, Function.current_version)).tuples().all())
+            return {name: version for name, version in session.execute(select(Function.name, Function.current_version))}
 
     def _versions_of(self, names: list[str]) -> list[tuple[str, str, FunctionVersion]]:
         with self.state.sessions() as session:
@@ -81,5 +81,5 @@ class FunctionFollower(Periodic):
                 select(Function.name, Function.owner, FunctionVersion)
                 .join(FunctionVersion, FunctionVersion.function_id == Function.id)
                 .where(FunctionVersion.version == Function.current_version, Function.name.in_(names))
-            ).tuples()
-            return list(rows.all())
+            )
+            return [(name, owner, row) for name, owner, row in rows]
