@@ -26,6 +26,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+JOB_ENDED = {"succeeded", "failed", "timed_out"}
+
+
 class HearthServer:
     """A Hearth API process started the way a user starts it, on a free loopback port."""
 
@@ -100,6 +103,16 @@ class HearthServer:
 
     def invoke(self, name: str, event: Any = None) -> httpx.Response:
         return self.client.post(f"/api/functions/{name}/invoke", json=event if event is not None else {})
+
+    def wait_job(self, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        """An async invocation once it has ended (succeeded, failed or timed out)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job: dict[str, Any] = self.client.get(f"/api/invocations/{job_id}").json()
+            if job["status"] in JOB_ENDED:
+                return job
+            assert time.monotonic() < deadline, f"job {job_id} did not finish: {job}"
+            time.sleep(0.1)
 
 
 def zipped(files: dict[str, str]) -> bytes:

@@ -79,7 +79,7 @@ def test_two_nodes_serve_what_either_deploys(nodes: list[HearthServer], fname: s
         node.client.post(f"/api/functions/{fname}/invoke", params={"mode": "async"}, json={"n": i}).json()
         for i, node in enumerate([a, b] * 6)
     ]
-    finals = [eventually(lambda job=job: finished(a, job["invocation_id"]), 60) for job in jobs]
+    finals = [a.wait_job(job["invocation_id"]) for job in jobs]
     assert [f["status"] for f in finals] == ["succeeded"] * 12
     assert sorted(f["result"]["got"] for f in finals) == list(range(12))
     assert all(f["attempts"] == 1 for f in finals)
@@ -113,8 +113,3 @@ def test_a_node_started_later_fetches_everything_at_start(nodes: list[HearthServ
     # B's start cleaned up its own leftovers only: A's warm sandbox still serves.
     again = a.invoke(fname, {"via": "a"})
     assert again.status_code == 200 and again.headers["x-hearth-path"] == "warm"
-
-
-def finished(node: HearthServer, job_id: str) -> dict[str, Any] | None:
-    job = node.client.get(f"/api/invocations/{job_id}").json()
-    return job if job["status"] in ("succeeded", "failed", "timed_out") else None  # type: ignore[no-any-return]

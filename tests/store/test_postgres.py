@@ -4,7 +4,6 @@ their records and metrics, async jobs, users and namespaces, and a restart."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,16 +27,6 @@ def pg_hearth(tmp_path: Path, postgres_url: str, runtime_images: dict[str, str])
         server.stop()
 
 
-def wait_final(server: HearthServer, job_id: str) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = server.client.get(f"/api/invocations/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "timed_out"):
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def test_hearth_runs_on_postgresql(pg_hearth: HearthServer, postgres_url: str, fname: str) -> None:
     server = pg_hearth
     server.deploy(fname, HELLO)
@@ -56,7 +45,7 @@ def test_hearth_runs_on_postgresql(pg_hearth: HearthServer, postgres_url: str, f
 
     queued = server.client.post(f"/api/functions/{fname}/invoke", params={"mode": "async"}, json={"who": "q"})
     assert queued.status_code == 202, queued.text
-    job = wait_final(server, queued.json()["invocation_id"])
+    job = server.wait_job(queued.json()["invocation_id"])
     assert job["status"] == "succeeded" and job["result"] == {"hello": "q"}
 
     user = f"pg-{fname}"

@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
-from sqlalchemy import select
 
 from hearth import __version__
 from hearth.api import health
@@ -39,7 +38,7 @@ from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
 from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.engine import Engine, EngineConfig
-from hearth.engine.registry import FunctionRegistry, spec_from_version
+from hearth.engine.registry import FunctionRegistry
 from hearth.engine.sandbox import Backend
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.packaging.builder import LayerBuilder
@@ -48,7 +47,6 @@ from hearth.packaging.runtime_version import RuntimeVersions
 from hearth.scheduler.lifecycle import start_scheduler
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
-from hearth.store.models import Function, FunctionVersion
 from hearth.store.shared_files import SharedFiles
 
 log = logging.getLogger("hearth")
@@ -105,22 +103,6 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
     return {backend.name: backend for backend in backends}
 
 
-def load_registry(state_sessions, code: CodeStore) -> FunctionRegistry:  # type: ignore[no-untyped-def]
-    registry = FunctionRegistry()
-    with state_sessions() as session:
-        rows = session.execute(
-            select(Function.name, Function.owner, FunctionVersion)
-            .join(FunctionVersion, FunctionVersion.function_id == Function.id)
-            .where(FunctionVersion.version == Function.current_version)
-        ).all()
-        for name, owner, version in rows:
-            if not code.ensure_version(version.code_path, (version.extra or {}).get("layer")):
-                log.warning("function %s v%d: code or layer neither here nor in the store", name, version.version)
-            registry.put(spec_from_version(version, name, code.root))
-            registry.set_owner(name, owner)
-    return registry
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -138,7 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sessions = make_sessionmaker(db)
     node = owner_id(data_dir)
     code = CodeStore(data_dir / "code", SharedFiles(sessions) if settings.code_shared else None)
-    registry = load_registry(sessions, code)
+    registry = FunctionRegistry()  # filled from the store by the follower's first sync, below
     engine = Engine(
         build_backends(settings, node),
         EngineConfig(
@@ -162,14 +144,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.builds = BuildService(sessions, code, builder, node)
     await state.builds.recover()
     await engine.start()
+    follower = FunctionFollower(state, app.state.functions, settings.sync_interval_s)
+    await follower.sync()  # every function, warming min_warm; before the scheduler and its cron ticker
     recorder.start()
     stop_metrics = start_metrics(state)
     stop_scheduler = await start_scheduler(state, node)
-    follower = FunctionFollower(state, app.state.functions, settings.sync_interval_s)
     follower.start()
-    for spec in registry.all():
-        if spec.min_warm:
-            engine.pool_for(spec)
     log.info("Hearth %s ready: %d functions, data in %s", __version__, len(registry.all()), data_dir)
     try:
         yield

@@ -106,7 +106,7 @@ class KeyRing:
 
     def by_id(self, key_id: str) -> Principal | None:
         """The principal of a live user key named by its id alone (a Lambda access key id)."""
-        live = self._live(key_id) if USER_KEY_ID.fullmatch(key_id) else None
+        live = self._live(key_id)
         return None if live is None else live[1]
 
     def lambda_secret(self, key_id: str) -> str:
@@ -123,11 +123,13 @@ class KeyRing:
 
     def _load(self, key_id: str) -> tuple[str, Principal] | None:
         with self._sessions.begin() as session:
-            row = session.get(ApiKey, key_id)
-            if row is None or row.revoked_at is not None:
+            found = session.execute(
+                select(ApiKey, User.max_requests_per_s).join(User).where(ApiKey.id == key_id)
+            ).first()
+            if found is None or found[0].revoked_at is not None:
                 return None
+            row, rate = found
             session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC)))
-            rate = session.scalar(select(User.max_requests_per_s).where(User.name == row.user_name))
             return row.sha256, Principal(row.user_name, frozenset(row.scopes), key_id, rate)
 
 
@@ -163,7 +165,7 @@ def authenticate(request: Request) -> Principal:
     principal = request.app.state.hearth.keys.resolve(token)
     if principal is None:
         raise ApiError(401, "Unauthorized", "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    check_rate(request, principal.user, principal.max_requests_per_s)
+    check_rate(request, principal)
     request.state.principal = principal
     return principal
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from hearth.api.errors import ApiError
+
+if TYPE_CHECKING:
+    from hearth.api.auth import Principal  # auth calls check_rate
 
 
 class RateLimiter:
@@ -33,8 +37,9 @@ class RateLimiter:
         return (1.0 - tokens) / rate
 
 
-def check_rate(request: Request, user: str, rate: float | None) -> None:
-    """Raises 429 if `user` (limited to `rate` requests per second, None: no limit) is over it."""
+def check_rate(request: Request, caller: Principal) -> None:
+    """Raises 429 if the caller's user is over their `max_requests_per_s` (None: no limit)."""
+    user, rate = caller.user, caller.max_requests_per_s
     if rate is None:
         return
     wait = request.app.state.hearth.rates.wait_s(user, rate)

@@ -1,8 +1,8 @@
 """The deployed functions as the engine serves them: name and route to the current version's spec.
 
 Kept in memory so the invocation path never reads the database; the function service updates it
-on every create, update and delete, it is loaded from the store at start, and the follower
-(hearth.api.functions.follow) brings in changes made on other nodes.
+on every create, update and delete, and the follower (hearth.api.functions.follow) loads it from
+the store at start and brings in changes made on other nodes.
 """
 
 from __future__ import annotations

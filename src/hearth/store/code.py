@@ -76,8 +76,12 @@ class CodeStore:
 
     def ensure_layer(self, key: str) -> bool:
         """True if dependency layer `key` is here, fetched from the store if need be."""
+        return self.layer_path(key).is_dir() or self.fetch_layer(key)
+
+    def fetch_layer(self, key: str) -> bool:
+        """True if dependency layer `key` was not here and has now been fetched from the store."""
         target = self.layer_path(key)
-        return target.is_dir() or (self.shared is not None and self.shared.fetch(f"layer/{key}", target))
+        return not target.is_dir() and self.shared is not None and self.shared.fetch(f"layer/{key}", target)
 
     def share_layer(self, key: str) -> None:
         """Offers a layer this node built to the others (a no-op when not sharing)."""

@@ -146,7 +146,7 @@ class BuildService:
             key, runtime_version = await self.builder.key_for(deps)
             build.layer_sha256 = key
             live.append(f"installing {deps.manifest} for {language} {runtime_version} into layer {key[:12]}\n")
-            if not self.code.layer_path(key).is_dir() and await asyncio.to_thread(self.code.ensure_layer, key):
+            if await asyncio.to_thread(self.code.fetch_layer, key):
                 live.append("the layer was built on another node: fetched it from the store\n")
             layer = await self.builder.ensure(deps, key, runtime_version, live.append)
             await asyncio.to_thread(self.code.share_layer, key)

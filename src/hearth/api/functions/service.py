@@ -98,8 +98,7 @@ class FunctionService:
             with storage_errors():
                 row_values = with_layer(values, prepared)
                 fn, ver = await asyncio.to_thread(self._insert, key, row_values, prepared.stored, owner)
-            self.state.registry.set_owner(fn.name, fn.owner)
-            self._deploy(fn.name, ver)
+            self.serve(fn.name, fn.owner, ver)
         await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
 
@@ -115,8 +114,7 @@ class FunctionService:
         async with self.write_lock:
             with storage_errors():
                 await asyncio.to_thread(self._delete, name)
-            self.state.registry.remove(name)
-            self.state.engine.retire(name)
+            self.withdraw(name)
 
     async def _update(self, name: str, changes: dict[str, Any], *, replace: bool) -> FunctionOut:
         code, zipped = changes.get("code"), changes.get("zip_base64")
@@ -143,7 +141,7 @@ class FunctionService:
             extra_values["extra"].update(layer)
             with storage_errors():
                 fn, ver = await asyncio.to_thread(self._append_version, name, extra_values, stored)
-            self._deploy(fn.name, ver)
+            self.serve(fn.name, fn.owner, ver)
         if prepared is not None:
             await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
@@ -177,10 +175,17 @@ class FunctionService:
         with storage_errors():
             return await self.state.builds.prepare(name, language, files, field)
 
-    def _deploy(self, name: str, ver: FunctionVersion) -> None:
+    # ----- what this node serves (under write_lock; also the follower's, for changes made elsewhere)
+    def serve(self, name: str, owner: str, ver: FunctionVersion) -> None:
+        """`ver` becomes what this node serves of `name`: the old version's sandboxes retire."""
         spec = spec_from_version(ver, name, self.state.code.root)
+        self.state.registry.set_owner(name, owner)
         self.state.registry.put(spec)
         self.state.engine.deploy(spec)
+
+    def withdraw(self, name: str) -> None:
+        self.state.registry.remove(name)
+        self.state.engine.retire(name)
 
     # ----- validation of values that depend on configuration
     def _check_code(self, code: str) -> None:

@@ -47,7 +47,7 @@ async def require_aws_auth(request: Request) -> None:
             raise LambdaError(403, "UnrecognizedClientException", INVALID_TOKEN)
     else:
         principal = verified_signer(request, header, body)
-    check_rate(request, principal.user, principal.max_requests_per_s)
+    check_rate(request, principal)
     needed = scope_needed(request)
     if not principal.allows(needed):
         raise LambdaError(
