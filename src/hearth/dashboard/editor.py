@@ -38,6 +38,7 @@ FIELDS = (
     "batch",
     "retries",
     "schedule",
+    "http_payload_format",
 )
 ALL_TEMPLATES = {code for per_language in TEMPLATES.values() for code in per_language.values()}
 _ids = itertools.count(1)
@@ -76,6 +77,7 @@ def _load(function: dict[str, Any] | None, default_backend: str) -> None:
     S.form_max_instances = int(f.get("max_instances", 10))
     S.form_concurrency = int(f.get("concurrency", 1))
     S.form_auth = f.get("auth", "public")
+    S.form_payload_format = f.get("http_payload_format", "2.0")
     S.form_network = bool(f.get("network", False))
     S.form_batch_on = bool(batch)
     S.form_batch_size = int(batch.get("max_size", 8))
@@ -195,6 +197,8 @@ def _body(fields: set[str], *, create: bool) -> dict[str, Any]:
     }
     if "retries" in fields:
         body["retries"] = S.form_retries
+    if "http_payload_format" in fields:
+        body["http_payload_format"] = S.form_payload_format
     if "schedule" in fields:
         lines = [line.strip() for line in S.form_schedule.splitlines() if line.strip()]
         body["schedule"] = lines or None
@@ -371,6 +375,15 @@ def render(create: bool) -> None:
             help="key: the trigger needs an invoke key of the owner",
         )
         _field_error("auth")
+        if "http_payload_format" in fields:
+            st.selectbox(
+                "HTTP event format",
+                ["2.0", "1.0"],
+                key="form_payload_format",
+                help="the event the trigger delivers: AWS payload format 2.0 (function URL, HTTP API) "
+                "or 1.0 (API Gateway proxy event)",
+            )
+            _field_error("http_payload_format")
 
     cols = st.columns(3)
     with cols[0]:

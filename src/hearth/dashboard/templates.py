@@ -14,12 +14,13 @@ TEMPLATES: dict[str, dict[str, str]] = {
 
 
 def handler(event, context):
-    """Through the HTTP trigger /fn/<route>: event has method, path, query, headers, body."""
-    name = (event.get("query") or {}).get("name", "world")
+    """Through the HTTP trigger /fn/<route>: a Lambda function URL's event (payload format 2.0)."""
+    name = (event.get("queryStringParameters") or {}).get("name", "world")
+    method = event["requestContext"]["http"]["method"]
     return {
         "statusCode": 200,
         "headers": {"content-type": "application/json"},
-        "body": json.dumps({"message": f"hello {name}", "method": event.get("method")}),
+        "body": json.dumps({"message": f"hello {name}", "method": method, "path": event["rawPath"]}),
     }
 ''',
         "Async handler": """import asyncio
@@ -42,11 +43,12 @@ async def handler(event, context):
 };
 """,
         "HTTP endpoint (statusCode / body)": """exports.handler = async (event) => {
-  const name = (event.query && event.query.name) || "world";
+  // Through the HTTP trigger /fn/<route>: a Lambda function URL's event (payload format 2.0).
+  const name = (event.queryStringParameters && event.queryStringParameters.name) || "world";
   return {
     statusCode: 200,
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ message: `hello ${name}`, method: event.method }),
+    body: JSON.stringify({ message: `hello ${name}`, method: event.requestContext.http.method, path: event.rawPath }),
   };
 };
 """,

@@ -68,7 +68,10 @@ def accepted_body(job_id: str, created: bool) -> dict[str, Any]:
 
 def without_credentials(event: dict[str, Any]) -> dict[str, Any]:
     """An HTTP-trigger event as the queue stores it: without the caller's credentials (Authorization,
-    Cookie) and Hearth's own X-Hearth-* headers, which would otherwise rest in the database."""
-    headers = event.get("headers") or {}
-    kept = {k: v for k, v in headers.items() if not k.startswith(UNSTORED_HEADERS)}
-    return {**event, "headers": kept}
+    cookies) and Hearth's own X-Hearth-* headers, which would otherwise rest in the database."""
+    stored = {key: value for key, value in event.items() if key != "cookies"}
+    for field in ("headers", "multiValueHeaders"):
+        headers = event.get(field)
+        if isinstance(headers, dict):
+            stored[field] = {k: v for k, v in headers.items() if not k.lower().startswith(UNSTORED_HEADERS)}
+    return stored

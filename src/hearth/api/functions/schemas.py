@@ -17,6 +17,9 @@ MAX_ENV_BYTES = 32 * 1024
 RESERVED_ENV_PREFIXES = ("HEARTH_",)
 
 Language = Literal["python", "javascript"]
+# The event the HTTP trigger delivers: AWS's payload format 2.0 (function URLs, HTTP APIs) or 1.0 (API
+# Gateway's proxy event); hearth.api.invoke.events.
+HttpPayloadFormat = Literal["2.0", "1.0"]
 
 
 def check_cron(expression: str) -> str:
@@ -98,6 +101,9 @@ class FunctionSettings(_Strict):
     batch: BatchSettings | None = Field(default=None, description="request batching; off when absent")
     retries: int | None = Field(default=None, ge=0, le=10, description="async: retries after a failure (default 2)")
     schedule: Schedule | None = Field(default=None, description="cron expressions (5 fields, or 6 with seconds)")
+    http_payload_format: HttpPayloadFormat = Field(
+        default="2.0", description="HTTP trigger event: AWS payload format 2.0 (function URL) or 1.0 (proxy)"
+    )
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
@@ -137,6 +143,7 @@ class FunctionPatch(_Strict):
     batch: BatchSettings | None = Field(default=None, description="null turns batching off")
     retries: int | None = Field(default=None, ge=0, le=10, description="null: the default (2)")
     schedule: Schedule | None = Field(default=None, description="null removes the schedule")
+    http_payload_format: HttpPayloadFormat | None = Field(default=None, description="null: the default (2.0)")
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
@@ -173,6 +180,7 @@ class FunctionOut(BaseModel):
     retries: int | None = None
     schedule: list[str] | None = None
     description: str = ""
+    http_payload_format: HttpPayloadFormat = "2.0"
     layer: str | None = Field(default=None, description="key of the dependency layer (requirements / package.json)")
     build_id: str | None = Field(default=None, description="the build that made the layer")
     code: str | None = Field(default=None, description="source; only on GET of one function")

@@ -35,7 +35,7 @@ from hearth.engine.registry import spec_from_version
 from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
-EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule")
+EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule", "http_payload_format")
 CODE_FIELDS: tuple[str, ...] = ("code", "zip_base64")
 COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name not in CODE_FIELDS + EXTRA_FIELDS)
 # What a version's `extra` says about its dependency layer (set by the build, not by the user).
@@ -343,6 +343,7 @@ class FunctionService:
             description=(ver.extra or {}).get("description") or "",
             retries=(ver.extra or {}).get("retries"),
             schedule=(ver.extra or {}).get("schedule"),
+            http_payload_format=(ver.extra or {}).get("http_payload_format") or "2.0",
             layer=(ver.extra or {}).get("layer"),
             build_id=(ver.extra or {}).get("build_id"),
             code_sha256=ver.code_sha256,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 import orjson
@@ -9,9 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hearth.api.auth import check_api_key, require_api_key
 from hearth.api.errors import ApiError, not_found
-from hearth.api.invoke.responses import dumps, http_event, proxy_response, result_response
+from hearth.api.invoke.events import DEFAULT_PAYLOAD_FORMAT, http_event, request_parts
+from hearth.api.invoke.proxy import trigger_response
+from hearth.api.invoke.responses import dumps, result_response
 from hearth.api.state import HearthState
-from hearth.engine.engine import InvocationResult
+from hearth.engine.engine import InvocationResult, new_invocation_id
 from hearth.metrics.recorder import record_row
 from hearth.scheduler.submit import accepted_body, submit, without_credentials
 
@@ -50,9 +53,9 @@ def parse_event(body: bytes) -> Any:
         raise ApiError(422, "InvalidJSON", f"the request body is not valid JSON: {exc}") from None
 
 
-async def invoke(state: HearthState, name: str, event: Any) -> InvocationResult:
+async def invoke(state: HearthState, name: str, event: Any, invocation_id: str | None = None) -> InvocationResult:
     try:
-        return await state.engine.invoke(lambda: state.registry.get(name), event)
+        return await state.engine.invoke(lambda: state.registry.get(name), event, invocation_id=invocation_id)
     except LookupError:
         raise not_found(name) from None
 
@@ -116,11 +119,16 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
         if not principal.sees(state.registry.owner_of(spec.name) or "admin"):
             raise ApiError(404, "NotFound", f"no function serves {route!r}")
     body = await read_body(request, state.settings.max_request_bytes)
+    invocation_id = new_invocation_id()
+    parts = request_parts(
+        request, spec.route, request_id=invocation_id, api_id=spec.name, account_id=state.settings.lambda_account_id
+    )
+    payload_format = str(spec.extra.get("http_payload_format") or DEFAULT_PAYLOAD_FORMAT)
+    event = http_event(replace(parts, body=body), payload_format)
     if request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "async":
-        event = without_credentials(await http_event(request, route, body))
-        return await enqueue(state, request, spec.name, event, "http")
-    res = await invoke(state, spec.name, await http_event(request, route, body))
-    response = proxy_response(res)
+        return await enqueue(state, request, spec.name, without_credentials(event), "http")
+    res = await invoke(state, spec.name, event, invocation_id)
+    response = trigger_response(res, payload_format, public=spec.auth != "key")
     state.recorder.add(record_row(res, "http", len(body), len(response.body)))
     return response
 

@@ -1,0 +1,237 @@
+"""HTTP requests to the trigger as the events AWS Lambda receives from an HTTP front.
+
+Payload format 2.0 is what a Lambda function URL (and an API Gateway HTTP API with format 2.0)
+delivers; 1.0 is the API Gateway proxy event (REST API, or HTTP API with format 1.0). The field
+lists and their rules are AWS's: docs/lambda.md, "HTTP trigger events", links to them.
+
+The function sees the path below its route: a function whose route is `/shop`, called at
+`/fn/shop/items/5`, gets `/items/5`, as an app behind its own function URL would.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote
+
+from starlette.requests import Request
+
+PayloadFormat = Literal["2.0", "1.0"]
+PAYLOAD_FORMATS: tuple[PayloadFormat, ...] = ("2.0", "1.0")
+DEFAULT_PAYLOAD_FORMAT: PayloadFormat = "2.0"
+STAGE = "$default"
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# Bodies of these types (and of none declared) arrive as text when they are UTF-8; others base64.
+TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/javascript",
+    "application/x-www-form-urlencoded",
+)
+TEXT_SUFFIXES = ("+json", "+xml")
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """What an event is made of: one request to the trigger, seen from below the function's route."""
+
+    method: str
+    raw_path: str  # percent-encoded as sent, below the route ("/" at the route itself)
+    path: str  # the same, decoded
+    raw_query: str
+    headers: list[tuple[str, str]]  # lower-case names, in order, repeats kept
+    body: bytes
+    source_ip: str
+    protocol: str
+    request_id: str
+    api_id: str
+    account_id: str
+    time_s: float = field(default_factory=time.time)
+
+    def header(self, name: str) -> str | None:
+        values = [value for key, value in self.headers if key == name]
+        return ",".join(values) if values else None
+
+
+def request_parts(request: Request, route: str, *, request_id: str, api_id: str, account_id: str) -> HttpRequest:
+    """The parts of `request` (to /fn<route>[/more]) that events are made of; adds the X-Forwarded-*
+    headers an AWS front adds (so that frameworks build the URLs the client used)."""
+    scope = request.scope
+    prefix = "/fn" + ("" if route == "/" else route)
+    path = scope["path"][len(prefix) :] or "/"
+    raw = scope.get("raw_path") or b""
+    raw_text = raw.decode("latin-1")
+    raw_path = raw_text[len(prefix) :] if raw_text.startswith(prefix) else quote(path)
+    raw_path = raw_path or "/"
+    client = scope.get("client") or ("", 0)
+    server = scope.get("server") or ("", 0)
+    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
+    headers = with_forwarding(headers, str(client[0]), scope.get("scheme", "http"), server[1])
+    return HttpRequest(
+        method=scope["method"],
+        raw_path=raw_path,
+        path=path,
+        raw_query=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        body=b"",
+        source_ip=str(client[0]),
+        protocol=f"HTTP/{scope.get('http_version', '1.1')}",
+        request_id=request_id,
+        api_id=api_id,
+        account_id=account_id,
+    )
+
+
+def with_forwarding(
+    headers: list[tuple[str, str]], client_ip: str, scheme: str, port: int | None
+) -> list[tuple[str, str]]:
+    names = {name for name, _ in headers}
+    out = [(name, value) for name, value in headers if name != "x-forwarded-for"]
+    forwarded = [value for name, value in headers if name == "x-forwarded-for"]
+    out.append(("x-forwarded-for", ", ".join([*forwarded, client_ip]) if forwarded else client_ip))
+    if "x-forwarded-proto" not in names:
+        out.append(("x-forwarded-proto", scheme))
+    if "x-forwarded-port" not in names and port:
+        out.append(("x-forwarded-port", str(port)))
+    return out
+
+
+def is_text(content_type: str | None, body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    if not content_type:
+        return True
+    kind = content_type.split(";")[0].strip().lower()
+    return kind.startswith(TEXT_TYPES) or kind.endswith(TEXT_SUFFIXES)
+
+
+def encoded_body(req: HttpRequest) -> tuple[str, bool]:
+    if is_text(req.header("content-type"), req.body):
+        return req.body.decode("utf-8"), False
+    return base64.b64encode(req.body).decode("ascii"), True
+
+
+def clf_time(epoch_s: float) -> str:
+    """`12/Mar/2020:19:03:58 +0000`, as requestContext.time / requestTime are written."""
+    t = time.gmtime(epoch_s)
+    return f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
+
+
+def domain(req: HttpRequest) -> tuple[str, str]:
+    """(domainName, domainPrefix): the host the client called, and its first label."""
+    host = req.header("host") or "localhost"
+    return host, host.split(":")[0].split(".")[0]
+
+
+def grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def event_v2(req: HttpRequest) -> dict[str, Any]:
+    """Payload format 2.0: repeated headers and query keys comma-joined, cookies in their own list."""
+    cookies = [c.strip() for key, value in req.headers if key == "cookie" for c in value.split(";") if c.strip()]
+    headers = {key: ",".join(values) for key, values in grouped(req.headers).items() if key != "cookie"}
+    query = grouped(parse_qsl(req.raw_query, keep_blank_values=True))
+    domain_name, domain_prefix = domain(req)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": req.raw_path,
+        "rawQueryString": req.raw_query,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    event["headers"] = headers
+    if query:
+        event["queryStringParameters"] = {key: ",".join(values) for key, values in query.items()}
+    event["requestContext"] = {
+        "accountId": req.account_id,
+        "apiId": req.api_id,
+        "domainName": domain_name,
+        "domainPrefix": domain_prefix,
+        "http": {
+            "method": req.method,
+            "path": req.raw_path,
+            "protocol": req.protocol,
+            "sourceIp": req.source_ip,
+            "userAgent": req.header("user-agent") or "",
+        },
+        "requestId": req.request_id,
+        "routeKey": "$default",
+        "stage": STAGE,
+        "time": clf_time(req.time_s),
+        "timeEpoch": int(req.time_s * 1000),
+    }
+    if req.body:
+        event["body"], event["isBase64Encoded"] = encoded_body(req)
+    else:
+        event["isBase64Encoded"] = False
+    return event
+
+
+def event_v1(req: HttpRequest) -> dict[str, Any]:
+    """Payload format 1.0 (the API Gateway proxy event): single- and multi-value maps side by side; the
+    function is integrated as the `/{proxy+}` resource (`/` for the route itself)."""
+    headers = grouped(req.headers)
+    query = grouped(parse_qsl(req.raw_query, keep_blank_values=True))
+    proxy = req.path.lstrip("/")
+    resource = "/{proxy+}" if proxy else "/"
+    domain_name, domain_prefix = domain(req)
+    body, encoded = encoded_body(req) if req.body else (None, False)
+    return {
+        "version": "1.0",
+        "resource": resource,
+        "path": req.path,
+        "httpMethod": req.method,
+        "headers": {key: values[-1] for key, values in headers.items()},
+        "multiValueHeaders": headers,
+        "queryStringParameters": {key: values[-1] for key, values in query.items()} if query else None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": {"proxy": proxy} if proxy else None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": req.account_id,
+            "apiId": req.api_id,
+            "domainName": domain_name,
+            "domainPrefix": domain_prefix,
+            "extendedRequestId": req.request_id,
+            "httpMethod": req.method,
+            "identity": {
+                "accessKey": None,
+                "accountId": None,
+                "caller": None,
+                "cognitoAuthenticationProvider": None,
+                "cognitoAuthenticationType": None,
+                "cognitoIdentityId": None,
+                "cognitoIdentityPoolId": None,
+                "principalOrgId": None,
+                "sourceIp": req.source_ip,
+                "user": None,
+                "userAgent": req.header("user-agent") or "",
+                "userArn": None,
+            },
+            "path": req.path,
+            "protocol": req.protocol,
+            "requestId": req.request_id,
+            "requestTime": clf_time(req.time_s),
+            "requestTimeEpoch": int(req.time_s * 1000),
+            "resourceId": None,
+            "resourcePath": resource,
+            "stage": STAGE,
+        },
+        "body": body,
+        "isBase64Encoded": encoded,
+    }
+
+
+def http_event(req: HttpRequest, payload_format: str) -> dict[str, Any]:
+    return event_v1(req) if payload_format == "1.0" else event_v2(req)
