@@ -27,6 +27,7 @@ from hearth.api.invocations import router as invocations_router
 from hearth.api.invoke import router as invoke_router
 from hearth.api.invoke.fast_path import HttpTriggerFastPath
 from hearth.api.jobs import router as jobs_router
+from hearth.api.json_bodies import JsonBodies
 from hearth.api.lambda_api import router as lambda_router
 from hearth.api.metrics import router as metrics_router
 from hearth.api.metrics.lifecycle import start_metrics
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     install_error_handlers(app)
+    app.add_middleware(JsonBodies)
     app.include_router(health.router)
     app.include_router(functions_router.router)
     app.include_router(backends_router.router)
