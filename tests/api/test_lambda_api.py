@@ -199,6 +199,47 @@ def test_errors_carry_lambda_error_types(aws: Any, hearth: HearthServer, py_func
     assert bad_json.json()["error"]["message"]
 
 
+def test_operations_hearth_does_not_serve_say_so_as_client_errors(
+    aws: Any, hearth: HearthServer, py_function: str
+) -> None:
+    calls: list[tuple[str, Any, dict[str, Any]]] = [
+        ("PublishVersion", aws.publish_version, {"FunctionName": py_function}),
+        ("CreateAlias", aws.create_alias, {"FunctionName": py_function, "Name": "live", "FunctionVersion": "1"}),
+        ("ListVersionsByFunction", aws.list_versions_by_function, {"FunctionName": py_function}),
+        (
+            "PutFunctionConcurrency",
+            aws.put_function_concurrency,
+            {"FunctionName": py_function, "ReservedConcurrentExecutions": 2},
+        ),
+        ("CreateFunctionUrlConfig", aws.create_function_url_config, {"FunctionName": py_function, "AuthType": "NONE"}),
+        ("GetPolicy", aws.get_policy, {"FunctionName": py_function}),
+        ("ListLayers", aws.list_layers, {}),
+        ("ListEventSourceMappings", aws.list_event_source_mappings, {}),
+        (
+            "TagResource",
+            aws.tag_resource,
+            {"Resource": f"arn:aws:lambda:eu-west-1:000000000000:function:{py_function}", "Tags": {"a": "b"}},
+        ),
+        ("GetAccountSettings", aws.get_account_settings, {}),
+    ]
+    for operation, call, arguments in calls:
+        with pytest.raises(ClientError) as refused:
+            call(**arguments)
+        assert error_code(refused) == ("UnsupportedOperationException", 501), operation
+        message = refused.value.response["Error"]["Message"]
+        assert message.startswith(f"Hearth does not support the Lambda operation {operation}"), message
+        assert refused.value.response["ResponseMetadata"]["RetryAttempts"] == 0  # botocore does not retry a 501
+    assert aws.get_function(FunctionName=py_function)["Configuration"]["FunctionName"] == py_function
+    # Authentication comes first, as on every Lambda route; an unknown path under an API version is a 404.
+    unsigned = httpx.post(f"{hearth.base_url}/2015-03-31/functions/{py_function}/versions")
+    assert unsigned.status_code == 403 and unsigned.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    unknown = httpx.get(
+        f"{hearth.base_url}/2015-03-31/nothing-here", headers={"Authorization": f"Bearer {hearth.api_key}"}
+    )
+    assert unknown.status_code == 404 and unknown.headers["x-amzn-ErrorType"] == "UnknownOperationException"
+    assert unknown.json()["Type"] == "User" and "message" in unknown.json()
+
+
 def test_signatures_are_checked(hearth: HearthServer, py_function: str) -> None:
     with pytest.raises(ClientError) as wrong:
         lambda_client(hearth, secret="not-the-key").list_functions()

@@ -35,6 +35,7 @@ from hearth.api.lambda_api.mapping import (
     language_of,
     parse_function_name,
 )
+from hearth.api.lambda_api.unsupported import API_VERSIONS, unsupported
 from hearth.api.namespaces import resolve, split_key
 from hearth.api.state import HearthState
 
@@ -367,3 +368,15 @@ async def invoke_function(
     if ref.qualifier not in (None, LATEST, str(spec.version)):
         raise LambdaError(404, "ResourceNotFoundException", f"Function not found: {ref.name}:{ref.qualifier}")
     return await lambda_invoke.invoke(state, request, spec.name)
+
+
+# ----- everything else boto3 can call: after the routes above, so that only what they do not serve lands here
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+
+
+async def unsupported_operation(request: Request) -> Response:
+    raise unsupported(request.method, request.url.path)
+
+
+for api_version in API_VERSIONS:
+    router.add_api_route(f"/{api_version}/{{rest:path}}", unsupported_operation, methods=ALL_METHODS)
