@@ -86,24 +86,26 @@ def test_http_trigger_event_and_plain_result(hearth: HearthServer, fname: str) -
         f"{hearth.base_url}/fn/{fname}/api/items?x=1&y=two", content=b"hello", headers={"X-Custom": "abc"}
     )
     assert response.status_code == 200, response.text
-    event = response.json()
-    assert event["method"] == "POST"
-    assert event["path"] == f"/{fname}/api/items"
-    assert event["query"] == {"x": "1", "y": "two"}
+    event = response.json()  # a function URL's event (the full contract: tests/api/test_http_events.py)
+    assert (event["version"], event["requestContext"]["http"]["method"]) == ("2.0", "POST")
+    assert event["rawPath"] == "/items"  # the path below the function's route
+    assert event["queryStringParameters"] == {"x": "1", "y": "two"}
     assert event["headers"]["x-custom"] == "abc"
     assert (event["body"], event["isBase64Encoded"]) == ("hello", False)
     binary = httpx.put(f"{hearth.base_url}/fn/{fname}/api", content=bytes([0xFF, 0x00, 0x80]))
     assert binary.json()["isBase64Encoded"] is True and binary.json()["body"] == "/wCA"
+    assert binary.json()["rawPath"] == "/"
 
 
 def test_http_trigger_lambda_proxy_response_python_and_js(hearth: HearthServer, fname: str) -> None:
     py = (
         "def handler(event, context):\n"
-        "    return {'statusCode': 201, 'headers': {'X-Made': 'py'}, 'body': 'created ' + event['method']}\n"
+        "    method = event['requestContext']['http']['method']\n"
+        "    return {'statusCode': 201, 'headers': {'X-Made': 'py'}, 'body': 'created ' + method}\n"
     )
     js = (
         "exports.handler = async (event) => ({statusCode: 418, headers: {'content-type': 'application/json'},"
-        " body: JSON.stringify({teapot: event.query.q})});\n"
+        " body: JSON.stringify({teapot: event.queryStringParameters.q})});\n"
     )
     hearth.deploy(fname, py)
     hearth.deploy(fname + "-js", js, language="javascript")

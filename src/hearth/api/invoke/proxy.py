@@ -47,6 +47,12 @@ def trigger_response(res: InvocationResult, payload_format: str, *, public: bool
 
 
 def public_failure(res: InvocationResult) -> Response:
+    """AWS's gateway answer; the error the caller does not see goes to the invocation's log, as Lambda's
+    runtime logs it (the record keeps its type and message too)."""
+    error = res.error or {}
+    if res.status == "error" and error:
+        detail = error.get("traceback") or f"{error.get('type', 'Error')}: {error.get('message', '')}\n"
+        res.stderr += ("" if not res.stderr or res.stderr.endswith("\n") else "\n") + f"[ERROR] {detail}"
     status, message = PUBLIC_FAILURES.get(res.status, PUBLIC_FAILURE)
     headers = hearth_headers(res)
     if res.retry_after_s is not None:
