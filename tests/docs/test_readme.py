@@ -1,4 +1,5 @@
-"""The README's quick start, run verbatim against a Hearth started as the README starts it.
+"""The README's quick start, and the docs' shell examples after it, run verbatim against a Hearth
+started as the README starts it.
 
 The block under "## Quick start" is extracted from README.md and run with bash, unchanged: it reads
 the key from `.hearth/api_key` and calls `localhost:8000`, so the server runs with its defaults (port
@@ -31,17 +32,29 @@ for _ in $(seq 1200); do
   curl -s -o /dev/null localhost:8000/healthz && break
   sleep 0.1
 done
-bash quick_start.sh > out.txt 2> err.txt
-echo $? > rc.txt
+for script in $SCRIPTS; do
+  bash "$script.sh" > "$script.out" 2> "$script.err"
+  echo $? > "$script.rc"
+done
 kill -TERM $server
 wait $server || true
 """
 
 
-def quick_start_block() -> str:
-    text = (REPO / "README.md").read_text()
-    section = text.split("\n## Quick start\n", 1)[1]
+def sh_block(document: str, heading: str) -> str:
+    """The first ```sh block under `heading` in `document` (a path below the repository)."""
+    text = "\n" + (REPO / document).read_text()
+    section = text.split(f"\n{heading}\n", 1)[1]
     return section.split("```sh\n", 1)[1].split("\n```", 1)[0] + "\n"
+
+
+# Run in this order in one directory against one server: (name, document, heading).
+SCRIPTS = [
+    ("quick_start", "README.md", "## Quick start"),
+    ("cli", "docs/cli.md", "## A function's directory"),
+    ("lambda_cli", "docs/lambda.md", "# AWS Lambda API"),
+    ("backends", "docs/isolation.md", "## Checking a host"),
+]
 
 
 def own_network_namespace() -> bool:
@@ -71,21 +84,28 @@ def json_values(text: str) -> list[Any]:
     return values
 
 
-def test_quick_start_runs_as_written(tmp_path: Path, runtime_images: dict[str, str]) -> None:
+def test_quick_start_and_docs_examples_run_as_written(tmp_path: Path, runtime_images: dict[str, str]) -> None:
     netns = own_network_namespace()
     if not netns and not port_free(8000):
         pytest.skip("port 8000 is taken and no network namespace of our own can be made (needs root and unshare)")
-    (tmp_path / "quick_start.sh").write_text(quick_start_block())
+    for name, document, heading in SCRIPTS:
+        (tmp_path / f"{name}.sh").write_text(sh_block(document, heading))
     (tmp_path / "driver.sh").write_text(DRIVER)
     env = {key: value for key, value in os.environ.items() if not key.startswith("HEARTH_")}
     env.update({"PYTHON": sys.executable, "OWN_NETNS": "1" if netns else "0"})
+    env.update({"SCRIPTS": " ".join(name for name, _, _ in SCRIPTS)})
+    # `hearth` as `make venv` installs it
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     command = ["unshare", "--net", "bash", "driver.sh"] if netns else ["bash", "driver.sh"]
-    subprocess.run(command, cwd=tmp_path, env=env, timeout=600, check=True)
+    subprocess.run(command, cwd=tmp_path, env=env, timeout=900, check=True)
     log = (tmp_path / "server.log").read_text()
-    out, err = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
-    assert (tmp_path / "rc.txt").read_text().strip() == "0", err
-    assert (tmp_path / ".hearth" / "api_key").is_file() and "generated an admin API key" in log, log[-3000:]
 
+    def ran(name: str) -> str:
+        assert (tmp_path / f"{name}.rc").read_text().strip() == "0", (tmp_path / f"{name}.err").read_text()
+        return (tmp_path / f"{name}.out").read_text()
+
+    out = ran("quick_start")
+    assert (tmp_path / ".hearth" / "api_key").is_file() and "generated an admin API key" in log, log[-3000:]
     created, invoked, triggered, created_js, backends, created_gvisor = json_values(out)
     assert created["name"] == "hello" and created["version"] == 1, created
     assert invoked == {"hi": "you"}  # the comment's promise
@@ -96,3 +116,12 @@ def test_quick_start_runs_as_written(tmp_path: Path, runtime_images: dict[str, s
         assert created_gvisor["name"] == "untrusted" and created_gvisor["backend"] == "gvisor", created_gvisor
     else:  # the README's line still runs: the API says why this host cannot
         assert created_gvisor["error"]["type"] == "ValidationError", created_gvisor
+
+    # docs/cli.md: init, deploy (replaces the quick start's hello) and invoke
+    assert json.loads(ran("cli").strip().splitlines()[-1])["message"] == "hello, you!"
+    # docs/lambda.md: the AWS CLI's invoke writes the result to out.json
+    if shutil.which("aws", path=env["PATH"]):
+        assert json.loads(ran("lambda_cli"))["StatusCode"] == 200
+        assert json.loads((tmp_path / "out.json").read_text())["message"] == "hello, world!"
+    # docs/isolation.md
+    assert {b["name"] for b in json.loads(ran("backends"))["backends"]} >= {"docker", "gvisor"}
