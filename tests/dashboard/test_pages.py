@@ -297,3 +297,16 @@ def test_language_templates_retries_and_schedule(open_page: Any, dashboard_env: 
     response = dashboard_env.client.get(f"/fn/{fname}", params={"name": "form"})
     assert response.json()["message"] == "hello form"
     dashboard_env.client.delete(f"/api/functions/{fname}")  # its schedule would keep firing in the shared server
+
+
+def test_http_event_format_is_a_field_of_the_form(open_page: Any, dashboard_env: HearthServer, fname: str) -> None:
+    code = "import json\n\ndef handler(event, context):\n    return {'statusCode': 200, 'body': json.dumps(event)}\n"
+    at = fill_new_function(open_page("new"), fname, code)
+    assert at.selectbox(key="form_payload_format").value == "2.0"
+    at.selectbox(key="form_payload_format").set_value("1.0")
+    at.button(key="form_submit").click().run()
+    assert not at.error, texts(at.error)
+    assert dashboard_env.client.get(f"/api/functions/{fname}").json()["http_payload_format"] == "1.0"
+    event = dashboard_env.client.get(f"/fn/{fname}/x").json()  # API Gateway's proxy event
+    assert (event["httpMethod"], event["path"], event["resource"]) == ("GET", "/x", "/{proxy+}")
+    dashboard_env.client.delete(f"/api/functions/{fname}")

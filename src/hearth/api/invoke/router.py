@@ -133,7 +133,17 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
     return response
 
 
-@router.api_route("/fn/{path:path}", methods=TRIGGER_METHODS, openapi_extra=ANY_JSON_BODY)
+TRIGGER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "description": "any body, passed on in the event (base64 unless it is UTF-8 text)",
+        "content": {"*/*": {"schema": {}}},
+    }
+}
+
+
+@router.api_route("/fn/{path:path}", methods=TRIGGER_METHODS, openapi_extra=TRIGGER_BODY)
 async def http_trigger(path: str, request: Request) -> Response:
-    """Any method on /fn/<route>: invokes the function whose route is the longest prefix of the path."""
+    """Any method on /fn/<route>: invokes the function whose route is the longest prefix of the path, with
+    the event of a Lambda function URL (AWS payload format 2.0), or API Gateway's proxy event (1.0) if
+    the function sets `http_payload_format: "1.0"`; the result is read by that format's rules."""
     return await serve_trigger(request.app.state.hearth, request)
