@@ -14,6 +14,7 @@ import base64
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote
 
@@ -52,9 +53,20 @@ class HttpRequest:
     account_id: str
     time_s: float = field(default_factory=time.time)
 
+    @cached_property
+    def joined_headers(self) -> dict[str, str]:
+        """One value per name, a repeated header's values joined with `,` (format 2.0's rule)."""
+        out: dict[str, str] = {}
+        for key, value in self.headers:
+            out[key] = f"{out[key]},{value}" if key in out else value
+        return out
+
     def header(self, name: str) -> str | None:
-        values = [value for key, value in self.headers if key == name]
-        return ",".join(values) if values else None
+        return self.joined_headers.get(name)
+
+    @cached_property
+    def query(self) -> dict[str, list[str]]:
+        return grouped(parse_qsl(self.raw_query, keep_blank_values=True)) if self.raw_query else {}
 
 
 def request_parts(request: Request, route: str, *, request_id: str, api_id: str, account_id: str) -> HttpRequest:
@@ -119,6 +131,11 @@ def encoded_body(req: HttpRequest) -> tuple[str, bool]:
 
 def clf_time(epoch_s: float) -> str:
     """`12/Mar/2020:19:03:58 +0000`, as requestContext.time / requestTime are written."""
+    return clf_second(int(epoch_s))
+
+
+@lru_cache(maxsize=4)
+def clf_second(epoch_s: int) -> str:
     t = time.gmtime(epoch_s)
     return f"{t.tm_mday:02d}/{MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
 
@@ -139,8 +156,8 @@ def grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 def event_v2(req: HttpRequest) -> dict[str, Any]:
     """Payload format 2.0: repeated headers and query keys comma-joined, cookies in their own list."""
     cookies = [c.strip() for key, value in req.headers if key == "cookie" for c in value.split(";") if c.strip()]
-    headers = {key: ",".join(values) for key, values in grouped(req.headers).items() if key != "cookie"}
-    query = grouped(parse_qsl(req.raw_query, keep_blank_values=True))
+    headers = {key: value for key, value in req.joined_headers.items() if key != "cookie"}
+    query = req.query
     domain_name, domain_prefix = domain(req)
     event: dict[str, Any] = {
         "version": "2.0",
@@ -182,7 +199,7 @@ def event_v1(req: HttpRequest) -> dict[str, Any]:
     """Payload format 1.0 (the API Gateway proxy event): single- and multi-value maps side by side; the
     function is integrated as the `/{proxy+}` resource (`/` for the route itself)."""
     headers = grouped(req.headers)
-    query = grouped(parse_qsl(req.raw_query, keep_blank_values=True))
+    query = req.query
     proxy = req.path.lstrip("/")
     resource = "/{proxy+}" if proxy else "/"
     domain_name, domain_prefix = domain(req)
