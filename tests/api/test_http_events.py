@@ -14,6 +14,8 @@ import base64
 import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -288,3 +290,24 @@ def test_async_trigger_event_keeps_no_credentials(hearth: HearthServer, fname: s
     event = job["result"]
     assert event["rawPath"] == "/x" and json.loads(event["body"]) == {"via": "trigger"}
     assert "authorization" not in event["headers"] and "cookies" not in event and "s3cret" not in json.dumps(job)
+
+
+def test_a_full_public_trigger_answers_429_too_many_requests(tmp_path: Path, runtime_images: Any) -> None:
+    server = HearthServer(tmp_path / "data", env={"HEARTH_CAPACITY_WAIT_S": "0.2"})
+    server.start()
+    try:
+        slow = "import time\n\ndef handler(event, context):\n    time.sleep(3 if event['rawPath'] == '/slow' else 0)\n"
+        server.deploy("busy", slow, max_instances=1)
+        assert httpx.get(f"{server.base_url}/fn/busy", timeout=60).status_code == 200  # the one instance is warm
+        with ThreadPoolExecutor(1) as pool:
+            holding = pool.submit(httpx.get, f"{server.base_url}/fn/busy/slow", timeout=60)
+            deadline = time.monotonic() + 30
+            while True:  # until the slow call holds the only instance
+                full = httpx.get(f"{server.base_url}/fn/busy", timeout=60)
+                if full.status_code != 200 or time.monotonic() > deadline:
+                    break
+            assert (full.status_code, full.json()) == (429, {"message": "Too Many Requests"}), full.text
+            assert int(full.headers["retry-after"]) >= 1
+            assert holding.result().status_code == 200
+    finally:
+        server.stop()
