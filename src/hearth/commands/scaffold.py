@@ -28,6 +28,7 @@ handler = "{handler}"
 timeout_s = 30
 memory_mb = 128
 # route = "/{name}"          # HTTP trigger: /fn/{name}
+# http_payload_format = "1.0" # the trigger's event: "2.0" (Lambda function URL, default) or "1.0" (API Gateway)
 # exclude = ["tests"]        # files not to upload (glob patterns)
 
 [env]
