@@ -199,6 +199,10 @@ def handler(event, context):
         return {"statusCode": "200", "body": "no"}
     if path == "/bad-base64":
         return {"statusCode": 200, "isBase64Encoded": True, "body": "not base64!"}
+    if path == "/bad-header-name":
+        return {"statusCode": 200, "headers": {"bad name": "x"}, "body": "no"}
+    if path == "/bad-header-value":
+        return {"statusCode": 200, "cookies": ["a=1\\r\\nx-injected: 1"], "body": "no"}
     return None
 """
 PUBLIC_FAILURE = {"message": "Internal Server Error"}
@@ -228,7 +232,7 @@ def test_responses_follow_each_formats_rules(hearth: HearthServer, fname: str) -
     assert cookies.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2"]  # one Set-Cookie each
     binary = httpx.get(f"{url}/binary")
     assert binary.content == bytes(range(256)) and binary.headers["content-type"] == "image/png"
-    for bad in ("bad-status", "bad-base64"):
+    for bad in ("bad-status", "bad-base64", "bad-header-name", "bad-header-value"):
         failed = httpx.get(f"{url}/{bad}")
         assert (failed.status_code, failed.json()) == (502, PUBLIC_FAILURE), bad
         assert record_of(hearth, failed)["error"]["type"] == "InvalidResponse"

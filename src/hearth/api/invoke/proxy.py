@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from fastapi.responses import Response
@@ -28,6 +29,8 @@ PUBLIC_FAILURES: dict[str, tuple[int, str]] = {
     "timeout": (504, "Endpoint request timed out"),
 }
 PUBLIC_FAILURE = (502, "Internal Server Error")
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field names
+FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # visible Latin-1, spaces and tabs: no line breaks
 # Set by Hearth's server from the body it sends, never taken from the function's headers.
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -90,9 +93,12 @@ def http_response(res: InvocationResult, payload_format: str) -> Response:
 
 
 def header_value(name: str, value: Any) -> str:
+    """`value` as a header value; a name or value HTTP cannot carry is a malformed response."""
     text = value if isinstance(value, str) else dumps(value).decode()
-    if "\r" in text or "\n" in text or "\r" in name or "\n" in name or not name:
-        raise MalformedResponse(f"header {name!r} has a line break or no name")
+    if not TOKEN.fullmatch(name):
+        raise MalformedResponse(f"{name!r} is not a header name")
+    if not FIELD_VALUE.fullmatch(text):
+        raise MalformedResponse(f"header {name!r} has a line break, a control or a non-Latin-1 character")
     return text
 
 
