@@ -77,8 +77,8 @@ def request_parts(request: Request, route: str, *, request_id: str, api_id: str,
     path = scope["path"][len(prefix) :] or "/"
     raw = scope.get("raw_path") or b""
     raw_text = raw.decode("latin-1")
-    raw_path = raw_text[len(prefix) :] if raw_text.startswith(prefix) else quote(path)
-    raw_path = raw_path or "/"
+    rest = raw_text[len(prefix) :] if raw_text.startswith(prefix) else None
+    raw_path = (rest or "/") if rest is not None and rest[:1] in ("", "/") else quote(path)
     client = scope.get("client") or ("", 0)
     server = scope.get("server") or ("", 0)
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
