@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hearth.api.functions.schemas import NAME_PATTERN
 
-Scope = Literal["admin", "deploy", "invoke", "read"]
+Scope = Literal["admin", "deploy", "invoke", "read", "metrics"]
 
 
 class Quotas(BaseModel):
