@@ -44,8 +44,11 @@ async def update_user(user: str, body: Quotas, request: Request) -> UserOut:
     return updated
 
 
-@router.delete("/users/{user}", status_code=204, summary="Delete a user and their keys (admin)")
+@router.delete("/users/{user}", status_code=204, summary="Delete a user, their keys and their records (admin)")
 async def delete_user(user: str, request: Request) -> Response:
+    """Refused (409) while they own functions. Their functions' invocation records, logs, async jobs,
+    builds and metrics are deleted too: a user created later with the same name sees none of them."""
+    await state_of(request).recorder.flush()  # records still buffered here are deleted with the rest
     for key_id in await asyncio.to_thread(store(request).delete, user):
         state_of(request).keys.forget(key_id)
     return Response(status_code=204)
