@@ -186,3 +186,16 @@ def test_the_lambda_api_needs_the_capability_for_a_network_function(hearth: Hear
     assert aws.update_function_configuration(FunctionName="net", Timeout=5)["Timeout"] == 5
     hearth.client.delete(f"/api/functions/{name}.net")
     hearth.client.delete(f"/api/users/{name}")
+
+
+def test_the_metrics_scope_gives_the_platform_series_and_nothing_else(hearth: HearthServer, fname: str) -> None:
+    name = f"u-{fname}"
+    new_user(hearth, name)
+    plain = as_key(hearth, hearth.client.post(f"/api/users/{name}/keys", json={"scopes": ["read"]}).json()["key"])
+    watcher = as_key(hearth, hearth.client.post(f"/api/users/{name}/keys", json={"scopes": ["metrics"]}).json()["key"])
+    series = {"window": "5m", "step": "1m"}
+    assert plain.get("/api/metrics/series", params=series).status_code == 403
+    assert watcher.get("/api/metrics/series", params=series).status_code == 200
+    assert watcher.get("/api/functions").status_code == 403  # `metrics` is not `read`
+    assert watcher.post("/api/users", json={"name": f"v-{fname}"}).status_code == 403
+    hearth.client.delete(f"/api/users/{name}")

@@ -38,6 +38,7 @@ KEY_FILE = "api_key"
 DASHBOARD_KEY_FILE = "dashboard_key"
 SCOPES = ("admin", "deploy", "invoke", "read", "metrics")
 USER_KEY_ID = re.compile(r"k[0-9a-f]{12}")
+PLATFORM_SERIES = "/api/metrics/series"  # all functions together and the host: the `metrics` scope
 KEY_CACHE_S = 10.0  # a key revoked on another node stops working within this long
 
 
@@ -199,6 +200,8 @@ def scope_needed(request: Request) -> str:
     path = request.url.path
     if path.startswith(("/api/users", "/api/keys")):
         return "admin"
+    if path == PLATFORM_SERIES:
+        return "metrics"
     if request.method == "POST" and "/invoke" in path:
         return "invoke"
     if request.method in ("GET", "HEAD"):
