@@ -4,6 +4,7 @@ one's), and `network: true` is a capability the admin grants (API, dashboard key
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import time
 from typing import Any
 
@@ -73,6 +74,29 @@ def test_a_new_user_with_a_deleted_users_name_sees_none_of_their_records(hearth:
     assert not [line for line in logs if secret in str(line)], logs
     metrics = new.get("/api/functions/work/metrics", params={"window": "1h", "step": "1m"}).json()
     assert sum(b["count"] for b in metrics["buckets"]) == 0, metrics
+    hearth.client.delete(f"/api/functions/{name}.work")
+    hearth.client.delete(f"/api/users/{name}")
+
+
+def test_a_record_written_after_the_users_deletion_is_gone_when_the_name_is_given_again(
+    hearth: HearthServer, fname: str
+) -> None:
+    """A late write (another node's write-behind buffer, a job ending late) lands after the deletion."""
+    name = f"u-{fname}"
+    new_user(hearth, name)
+    assert hearth.client.delete(f"/api/users/{name}").status_code == 204
+    with sqlite3.connect(hearth.data_dir / "hearth.db", timeout=30) as db:  # as another node would write it
+        db.execute(
+            "INSERT INTO invocations (id, function_name, version, mode, started_at, duration_ms, queue_ms, status,"
+            " backend, stdout, stderr, logs_truncated, request_bytes, response_bytes)"
+            " VALUES (?, ?, 1, 'sync', ?, 1, 0, 'ok', 'docker', 'late secret', '', 0, 0, 0)",
+            (f"inv-late-{fname}", f"{name}.work", time.time()),
+        )
+    assert hearth.client.get(f"/api/invocations/inv-late-{fname}").status_code == 200
+    new = new_user(hearth, name)
+    assert hearth.client.get(f"/api/invocations/inv-late-{fname}").status_code == 404
+    assert new.post("/api/functions", json={"name": "work", "language": "python", "code": HELLO}).is_success
+    assert new.get("/api/invocations", params={"function": "work"}).json()["invocations"] == []
     hearth.client.delete(f"/api/functions/{name}.work")
     hearth.client.delete(f"/api/users/{name}")
 
