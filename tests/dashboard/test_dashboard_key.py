@@ -19,29 +19,34 @@ from hearth.testing import HearthServer, free_port
 HELLO = "def handler(event, context):\n    return 'hi'\n"
 
 
-@pytest.fixture
-def served(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[tuple[HearthServer, int]]:
+def start_with_dashboard(data_dir: Path, env: dict[str, str]) -> tuple[HearthServer, int]:
     port = free_port()
-    data_dir = tmp_path / "data"
-    # HEARTH_DATABASE_URL stands for any other Hearth setting that may hold a secret (a PostgreSQL password)
-    server = HearthServer(
-        data_dir,
-        args=["--dashboard", "--dashboard-port", str(port)],
-        env={"HEARTH_DATABASE_URL": f"sqlite:///{data_dir / 'hearth.db'}", "HEARTH_DASHBOARD_REFRESH_S": "7"},
-    )
+    server = HearthServer(data_dir, args=["--dashboard", "--dashboard-port", str(port)], env=env)
     server.start()
     deadline = time.monotonic() + 90
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status_code == 200:
-                break
+                return server, port
         except httpx.HTTPError:
             pass
         assert time.monotonic() < deadline, "the dashboard did not start"
         time.sleep(0.3)
-    yield server, port
+
+
+def stop(server: HearthServer) -> None:
     if server.proc is not None and server.proc.poll() is None:
         server.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[tuple[HearthServer, int]]:
+    data_dir = tmp_path / "data"
+    # HEARTH_DATABASE_URL stands for any other Hearth setting that may hold a secret (a PostgreSQL password)
+    env = {"HEARTH_DATABASE_URL": f"sqlite:///{data_dir / 'hearth.db'}", "HEARTH_DASHBOARD_REFRESH_S": "7"}
+    server, port = start_with_dashboard(data_dir, env)
+    yield server, port
+    stop(server)
 
 
 def dashboard_pid(server: HearthServer) -> int:
@@ -137,3 +142,13 @@ def test_a_foreign_host_is_refused_and_the_served_one_works(served: tuple[Hearth
     assert handshake(port, f"localhost:{port}") == 101
     for foreign in (f"rebind.attacker.example:{port}", "rebind.attacker.example", f"127.0.0.1.nip.io:{port}"):
         assert handshake(port, foreign) == 403, foreign
+
+
+def test_the_allowed_host_names_can_be_set(tmp_path: Path, runtime_images: dict[str, str]) -> None:
+    """Behind a reverse proxy the browser uses the proxy's name: HEARTH_DASHBOARD_ALLOWED_HOSTS replaces the list."""
+    server, port = start_with_dashboard(tmp_path / "data", {"HEARTH_DASHBOARD_ALLOWED_HOSTS": '["hearth.test"]'})
+    try:
+        assert handshake(port, f"hearth.test:{port}") == 101
+        assert handshake(port, f"127.0.0.1:{port}") == 403
+    finally:
+        stop(server)
