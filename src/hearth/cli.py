@@ -45,15 +45,20 @@ def serve(
     host, port = host or settings.host, port or settings.port
     child = None
     if dashboard:
+        from hearth.api.auth import DASHBOARD_KEY_FILE, load_or_create_dashboard_key
         from hearth.dashboard import launcher
+        from hearth.store.private import secure_data_dir
 
         dashboard_port = dashboard_port or settings.dashboard_port
+        data_dir = settings.resolved_data_dir
+        secure_data_dir(data_dir)
+        load_or_create_dashboard_key(data_dir)  # before the dashboard's first page; the server uses the same file
         child = launcher.start(
             host=settings.dashboard_host,
             port=dashboard_port,
             api_url=launcher.api_url_for(host, port),
-            api_key=settings.api_key,
-            data_dir=settings.resolved_data_dir,
+            key_file=data_dir / DASHBOARD_KEY_FILE,
+            allowed_hosts=settings.dashboard_allowed_hosts or None,
         )
         print(f"Hearth dashboard on http://{settings.dashboard_host}:{dashboard_port}", file=sys.stderr, flush=True)
         # uvicorn re-raises the SIGTERM it shut down on; exit through `finally` so the dashboard stops first

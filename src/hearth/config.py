@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     dashboard_host: str = Field(
         default="127.0.0.1", description="where `hearth up` runs the dashboard (it has no login: keep it local)"
     )
+    dashboard_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names the dashboard answers to (DNS-rebinding defence); default: its address, and "
+        "the loopback names when it listens on loopback or everywhere. JSON list, e.g. '[\"hearth.lan\"]'",
+    )
     data_dir: Path = Path(".hearth")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file `hearth.db` in the data dir."

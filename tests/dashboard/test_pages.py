@@ -310,3 +310,24 @@ def test_http_event_format_is_a_field_of_the_form(open_page: Any, dashboard_env:
     event = dashboard_env.client.get(f"/fn/{fname}/x").json()  # API Gateway's proxy event
     assert (event["httpMethod"], event["path"], event["resource"]) == ("GET", "/x", "/{proxy+}")
     dashboard_env.client.delete(f"/api/functions/{fname}")
+
+
+def test_with_its_own_key_the_form_refuses_network_and_names_the_capability(
+    open_page: Any, dashboard_env: HearthServer, fname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `hearth serve --dashboard` runs it: the key file, not the admin key."""
+    monkeypatch.delenv("HEARTH_API_KEY")
+    monkeypatch.setenv("HEARTH_DASHBOARD_KEY_FILE", str(dashboard_env.data_dir / "dashboard_key"))
+    at = open_page("new")
+    fill_new_function(at, fname)
+    at.checkbox(key="form_network").check().run()
+    at.button(key="form_submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("allow_network" in e for e in texts(at.error)), texts(at.error)
+    assert dashboard_env.client.get(f"/api/functions/{fname}").status_code == 404
+    # without network, the same form creates the function (in the admin's namespace)
+    at.checkbox(key="form_network").uncheck().run()
+    at.button(key="form_submit").click().run()
+    assert not at.error, texts(at.error)
+    assert dashboard_env.client.get(f"/api/functions/{fname}").json()["owner"] == "admin"
+    dashboard_env.client.delete(f"/api/functions/{fname}")

@@ -11,6 +11,7 @@ import pytest
 
 from hearth.packaging.bundle import BundleError, pack_files, read_directory, unpack_zip
 from hearth.packaging.deps import ManifestError, find_dependencies
+from hearth.store.code import CodeStore
 
 LIMITS = {"max_zip_bytes": 1 << 20, "max_unzipped_bytes": 1 << 20}
 
@@ -101,3 +102,20 @@ def test_dependency_lists_are_found_and_keyed_by_content() -> None:
 def test_dependency_lists_that_reach_outside_the_registries_are_refused(language: str, files: dict[str, bytes]) -> None:
     with pytest.raises(ManifestError):
         find_dependencies(language, files)
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        ({"a": b"file", "a/b": b"under it"}, "'a/b'"),  # a tree the file system cannot hold
+        ({"d/" + "n" * 300: b""}, "n" * 40),  # a name no file system takes
+    ],
+)
+def test_files_the_code_store_cannot_write_are_the_bundles_fault(
+    tmp_path: Path, files: dict[str, bytes], named: str
+) -> None:
+    """Bundles that bypass unpack_zip's checks still fail as a BundleError naming the entry, not an OSError."""
+    store = CodeStore(tmp_path / "code")
+    with pytest.raises(BundleError, match=named):
+        store.put_files(files)
+    assert [p.name for p in store.root.iterdir()] == []  # nothing half-written is left

@@ -67,4 +67,4 @@ def test_hearth_runs_on_postgresql(pg_hearth: HearthServer, postgres_url: str, f
     with create_engine(postgres_url).connect() as db:
         names = set(db.scalars(text("SELECT name FROM functions")))
         revisions = set(db.scalars(text("SELECT version_num FROM alembic_version")))
-    assert names == {fname, f"{user}.{fname}"} and "0010_rate_limits" in revisions
+    assert names == {fname, f"{user}.{fname}"} and "0011_user_capabilities" in revisions

@@ -15,7 +15,7 @@ from fastapi.responses import ORJSONResponse
 
 from hearth import __version__
 from hearth.api import health
-from hearth.api.auth import KeyRing, load_or_create_api_key
+from hearth.api.auth import KeyRing, load_or_create_api_key, load_or_create_dashboard_key
 from hearth.api.backends import router as backends_router
 from hearth.api.builds import router as builds_router
 from hearth.api.builds.service import BuildService
@@ -48,6 +48,7 @@ from hearth.packaging.runtime_version import RuntimeVersions
 from hearth.scheduler.lifecycle import start_scheduler
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
+from hearth.store.private import secure_data_dir, secure_sqlite
 from hearth.store.shared_files import SharedFiles
 
 log = logging.getLogger("hearth")
@@ -108,7 +109,7 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     data_dir = settings.resolved_data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(data_dir)  # 0700; its key files 0600 (fixed at every start)
     api_key, created = load_or_create_api_key(settings.api_key, data_dir)
     if created:
         print(
@@ -116,6 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             flush=True,
         )
     url = settings.resolved_database_url
+    secure_sqlite(url)  # made 0600 before SQLite creates it; -wal/-shm take its mode
     migrate(url)
     db = make_engine(url)
     sessions = make_sessionmaker(db)
@@ -132,7 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
     state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
-    state.keys = KeyRing(api_key, sessions)
+    state.keys = KeyRing(api_key, sessions, load_or_create_dashboard_key(data_dir))
     state.node = node
     app.state.hearth = state
     app.state.functions = FunctionService(state)

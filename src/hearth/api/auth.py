@@ -2,14 +2,19 @@
 or a user's API key (stored hashed), each with scopes, checked for every /api request.
 
 Scopes: `admin` (everything, users and keys included), `deploy` (manage functions; implies `read`),
-`invoke` (call functions), `read` (GET). A non-admin key sees only its user's functions: any
-`/api/.../{name}` of someone else's function is a 404, as if it did not exist. Names in paths are
-resolved in the caller's namespace (hearth.api.namespaces).
+`invoke` (call functions), `read` (GET), `metrics` (platform-wide series: all functions together and
+the host). A non-admin key sees only its user's functions: any `/api/.../{name}` of someone else's
+function is a 404, as if it did not exist. Names in paths are resolved in the caller's namespace
+(hearth.api.namespaces).
+
+The dashboard has a key of its own (`<data dir>/dashboard_key`, 0600, made at the first start): the
+admin's namespace with `deploy`, `invoke`, `read` and `metrics`, never `admin` (docs/security.md).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -27,10 +32,13 @@ from hearth.api.errors import ApiError, not_found
 from hearth.api.namespaces import ADMIN, resolve, split_key
 from hearth.api.rate_limits import check_rate
 from hearth.store.models import ApiKey, User
+from hearth.store.private import write_private
 
 KEY_FILE = "api_key"
-SCOPES = ("admin", "deploy", "invoke", "read")
+DASHBOARD_KEY_FILE = "dashboard_key"
+SCOPES = ("admin", "deploy", "invoke", "read", "metrics")
 USER_KEY_ID = re.compile(r"k[0-9a-f]{12}")
+PLATFORM_SERIES = "/api/metrics/series"  # all functions together and the host: the `metrics` scope
 KEY_CACHE_S = 10.0  # a key revoked on another node stops working within this long
 
 
@@ -53,6 +61,8 @@ class Principal:
 
 
 ADMIN_PRINCIPAL = Principal(ADMIN, frozenset({"admin"}))
+# What the dashboard's key may do: manage, call and watch the admin's namespace; no users, keys or grants.
+DASHBOARD_PRINCIPAL = Principal(ADMIN, frozenset({"deploy", "invoke", "read", "metrics"}), key_id="dashboard")
 
 
 def load_or_create_api_key(configured: str | None, data_dir: Path) -> tuple[str, bool]:
@@ -69,6 +79,19 @@ def load_or_create_api_key(configured: str | None, data_dir: Path) -> tuple[str,
     return key, True
 
 
+def load_or_create_dashboard_key(data_dir: Path) -> str:
+    """The dashboard's key: read from `<data dir>/dashboard_key`, or made there (0600) at the first start.
+    Delete the file and restart Hearth to replace it."""
+    path = data_dir / DASHBOARD_KEY_FILE
+    with contextlib.suppress(FileNotFoundError):
+        key = path.read_text().strip()
+        if key:
+            return key
+    key = "hd_" + secrets.token_urlsafe(32)
+    write_private(path, key + "\n")
+    return key
+
+
 def new_user_key() -> tuple[str, str, str]:
     """(key id, the key shown once, its sha256). Keys look like `hk_<id>_<secret>`."""
     key_id = "k" + secrets.token_hex(6)
@@ -83,8 +106,9 @@ def digest(key: str) -> str:
 class KeyRing:
     """Resolves bearer tokens and Lambda access key ids to principals; key rows are cached briefly."""
 
-    def __init__(self, admin_key: str, sessions) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, admin_key: str, sessions, dashboard_key: str | None = None) -> None:  # type: ignore[no-untyped-def]
         self._admin = admin_key.encode()
+        self._dashboard = dashboard_key.encode() if dashboard_key else None
         self._sessions = sessions
         # key id -> (the row's sha256 and principal, or None if no live key has that id; expiry)
         self._cache: dict[str, tuple[tuple[str, Principal] | None, float]] = {}
@@ -95,6 +119,8 @@ class KeyRing:
     def resolve(self, token: str) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
             return ADMIN_PRINCIPAL
+        if self._dashboard is not None and hmac.compare_digest(token.encode(), self._dashboard):
+            return DASHBOARD_PRINCIPAL
         parts = token.split("_", 2)  # the secret itself may contain "_"
         if len(parts) != 3 or parts[0] != "hk":
             return None
@@ -174,6 +200,8 @@ def scope_needed(request: Request) -> str:
     path = request.url.path
     if path.startswith(("/api/users", "/api/keys")):
         return "admin"
+    if path == PLATFORM_SERIES:
+        return "metrics"
     if request.method == "POST" and "/invoke" in path:
         return "invoke"
     if request.method in ("GET", "HEAD"):

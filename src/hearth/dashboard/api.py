@@ -62,7 +62,8 @@ def _converted(error: HearthError, url: str) -> DashboardError:
     elif error.status == 401:
         message = (
             f"The Hearth API at {url} refused the API key ({error.message}). "
-            "Set HEARTH_API_KEY to a valid key, or enter one in the sidebar."
+            "Restart Hearth to make the dashboard's key again (<data dir>/dashboard_key), set HEARTH_API_KEY, "
+            "or enter a key in the sidebar."
         )
     elif error.status == 403 and error.error_type == "Forbidden":
         message = f"This API key may not do that: {error.message}"

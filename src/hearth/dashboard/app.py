@@ -1,6 +1,7 @@
 """Hearth's dashboard: `streamlit run src/hearth/dashboard/app.py` (or `hearth up`, which starts it).
 
-It talks to the Hearth API only (HEARTH_API_URL with HEARTH_API_KEY), never to the database.
+It talks to the Hearth API only (HEARTH_API_URL), never to the database, with a key of its own that
+cannot manage users or keys (hearth.dashboard.settings).
 """
 
 from __future__ import annotations

@@ -428,7 +428,11 @@ def render(create: bool) -> None:
         _field_error("backend")
     with cols[1]:
         st.write("")
-        st.checkbox("Network access", key="form_network", help="docker only; gvisor refuses it")
+        st.checkbox(
+            "Network access",
+            key="form_network",
+            help="docker only; gvisor refuses it. Needs the admin key, or a user key whose user has allow_network",
+        )
         _field_error("network")
 
     _env_editor()

@@ -75,7 +75,10 @@ def sidebar() -> None:
     with st.sidebar:
         st.caption(f"API: `{config.api_url}`")
         with st.expander("API key", expanded=False):
-            st.caption("Used for this browser session only; empty = HEARTH_API_KEY / the server's key file.")
+            st.caption(
+                "Used for this browser session only; empty = the dashboard's own key (the admin's functions "
+                "only, no users). Enter the admin key to see every user's functions."
+            )
             entered = st.text_input("API key", type="password", key="hearth_api_key_input")
             if entered != st.session_state.get(KEY_OVERRIDE, ""):
                 st.session_state[KEY_OVERRIDE] = entered

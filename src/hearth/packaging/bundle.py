@@ -1,8 +1,10 @@
 """Function bundles: zip archives in and out, and the checks an uploaded archive must pass.
 
 A bundle is a flat mapping of relative file paths to contents. Uploaded zips are untrusted: names
-are checked (no absolute paths, no `..`, no symlinks), and sizes are counted while reading rather
-than taken from the archive's headers, so a zip bomb stops at the limit.
+are checked (no absolute paths, no `..`, no symlinks, no name over 255 bytes, no path that is both
+a file and a directory), and sizes are counted while reading rather than taken from the archive's
+headers, so a zip bomb stops at the limit. Whatever still fails to be written is a BundleError naming
+the entry (hearth.store.code), so a bad bundle is always the uploader's 422, never a 500.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 MAX_FILES = 20_000
 MAX_NAME_BYTES = 1024
+MAX_COMPONENT_BYTES = 255  # NAME_MAX: one file or directory name
 # Junk that archivers add and no function needs.
 SKIPPED_PREFIXES = ("__MACOSX/",)
 # What `pack_directory` leaves out unless asked otherwise: VCS data, caches, installed dependencies
@@ -58,6 +61,12 @@ def check_name(raw: str) -> str:
         raise BundleError(f"'..' in a path of the archive: {raw!r}")
     if any("\0" in part for part in parts):
         raise BundleError(f"NUL byte in a file name of the archive: {raw!r}")
+    for part in parts:
+        if len(part.encode()) > MAX_COMPONENT_BYTES:
+            raise BundleError(
+                f"a name in the archive is longer than {MAX_COMPONENT_BYTES} bytes, which no file system takes: "
+                f"{part[:60]!r}... in {raw[:120]!r}"
+            )
     return "/".join(parts)
 
 
@@ -76,11 +85,13 @@ def unpack_zip(data: bytes, *, max_zip_bytes: int, max_unzipped_bytes: int) -> d
         if len(entries) > MAX_FILES:
             raise BundleError(f"the zip has {len(entries)} entries, more than {MAX_FILES}")
         for info in entries:
-            if info.is_dir() or info.filename.startswith(SKIPPED_PREFIXES):
+            if info.filename.startswith(SKIPPED_PREFIXES):
                 continue
             mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
+            if stat.S_ISLNK(mode):  # checked first: a link whose name ends in "/" is still a link
                 raise BundleError(f"symbolic links are not allowed in a bundle: {info.filename!r}")
+            if info.is_dir():
+                continue
             if info.flag_bits & 0x1:
                 raise BundleError(f"encrypted entries are not supported: {info.filename!r}")
             name = check_name(info.filename)
@@ -91,7 +102,19 @@ def unpack_zip(data: bytes, *, max_zip_bytes: int, max_unzipped_bytes: int) -> d
             files[name] = content
     if not files:
         raise BundleError("the zip holds no files")
+    check_tree(files)
     return files
+
+
+def check_tree(names: Iterable[str]) -> None:
+    """Names that can all be written as files of one tree: no path both a file and a directory."""
+    files = set(names)
+    for name in sorted(files):
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in files:
+                raise BundleError(f"{parent!r} is both a file and a directory in the archive (see {name!r})")
 
 
 def _read_capped(archive: zipfile.ZipFile, info: zipfile.ZipInfo, room: int) -> bytes:

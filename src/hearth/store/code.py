@@ -3,6 +3,7 @@ layers beside it (`layers/<key>`); shared through the store when several nodes s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -10,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hearth.packaging.bundle import BundleError
 from hearth.packaging.deps import LAYERS_DIR
 from hearth.store.shared_files import SharedFiles
 
@@ -30,6 +32,22 @@ def digest(files: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
+# The disk, not the bundle: these stay OSErrors (a 507 from hearth.api.errors.storage_errors).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def write_entry(root: Path, name: str, content: bytes) -> None:
+    """Writes one file of a bundle; a name this file system cannot take is the bundle's fault (BundleError)."""
+    path = root / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise
+        raise BundleError(f"cannot write {name!r} from the bundle: {exc.strerror or exc}") from None
+
+
 class CodeStore:
     def __init__(self, root: Path, shared: SharedFiles | None = None) -> None:
         self.root = root
@@ -47,9 +65,7 @@ class CodeStore:
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
             try:
                 for name, content in files.items():
-                    path = staging / name
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(content)
+                    write_entry(staging, name, content)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

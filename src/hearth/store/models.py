@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -198,6 +199,8 @@ class User(Base):
     max_sandboxes: Mapped[int | None] = mapped_column(Integer, nullable=True)  # sum of max_instances
     max_memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)  # sum of memory_mb x max_instances
     max_requests_per_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # per node
+    # capabilities the admin grants (hearth.api.functions.capabilities)
+    allow_network: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

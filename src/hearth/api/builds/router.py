@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 
-from hearth.api.auth import require_api_key
+from hearth.api.auth import principal_of, require_api_key
 from hearth.api.builds.schemas import BuildList, BuildOut
 from hearth.api.builds.service import BuildService
 from hearth.api.errors import ApiError, field_error, not_found
@@ -101,9 +101,10 @@ async def upload_code(name: str, request: Request, response: Response, svc: Func
     if state.registry.get(name) is None and "language" in settings:
         response.status_code = 201
         namespace, short_name = split_key(name)
-        return await svc.create(validated(FunctionCreate, {**body, "name": short_name}), owner=namespace)
+        created = validated(FunctionCreate, {**body, "name": short_name})
+        return await svc.create(created, caller=principal_of(request), owner=namespace)
     body.pop("name", None)
-    return await svc.patch(name, validated(FunctionPatch, body))
+    return await svc.patch(name, validated(FunctionPatch, body), caller=principal_of(request))
 
 
 def validated(model: type[Any], body: dict[str, Any]) -> Any:

@@ -122,7 +122,10 @@ class BuildService:
             deps = find_dependencies(language, files)
         except ManifestError as exc:
             raise field_error(field, str(exc)) from None
-        stored = await asyncio.to_thread(self.code.put_files, files)
+        try:
+            stored = await asyncio.to_thread(self.code.put_files, files)
+        except BundleError as exc:
+            raise field_error(field, str(exc)) from None
         if deps is None:
             return PreparedCode(stored, language)
         now = datetime.now(UTC)

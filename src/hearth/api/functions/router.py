@@ -29,7 +29,7 @@ Svc = Annotated[FunctionService, Depends(service)]
 
 @router.post("", status_code=201, response_model=FunctionOut)
 async def create_function(body: FunctionCreate, svc: Svc, request: Request) -> FunctionOut:
-    return await svc.create(body, owner=principal_of(request).user)
+    return await svc.create(body, caller=principal_of(request))
 
 
 @router.get("", response_model=FunctionList)
@@ -44,13 +44,13 @@ async def get_function(name: str, svc: Svc) -> FunctionOut:
 
 
 @router.put("/{name}", response_model=FunctionOut)
-async def replace_function(name: str, body: FunctionReplace, svc: Svc) -> FunctionOut:
-    return await svc.replace(name, body)
+async def replace_function(name: str, body: FunctionReplace, svc: Svc, request: Request) -> FunctionOut:
+    return await svc.replace(name, body, caller=principal_of(request))
 
 
 @router.patch("/{name}", response_model=FunctionOut)
-async def patch_function(name: str, body: FunctionPatch, svc: Svc) -> FunctionOut:
-    return await svc.patch(name, body)
+async def patch_function(name: str, body: FunctionPatch, svc: Svc, request: Request) -> FunctionOut:
+    return await svc.patch(name, body, caller=principal_of(request))
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)

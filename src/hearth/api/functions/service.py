@@ -10,8 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from hearth.api.auth import Principal
 from hearth.api.builds.service import PreparedCode, collect_files
 from hearth.api.errors import ApiError, field_error, not_found, storage_errors
+from hearth.api.functions.capabilities import check_capabilities
 from hearth.api.functions.quotas import check_quota
 from hearth.api.functions.schemas import (
     FunctionCreate,
@@ -88,27 +90,30 @@ class FunctionService:
         return [FunctionVersionOut.model_validate(v, from_attributes=True) for v in await asyncio.to_thread(load)]
 
     # ----- writes
-    async def create(self, body: FunctionCreate, owner: str = ADMIN) -> FunctionOut:
+    async def create(self, body: FunctionCreate, *, caller: Principal, owner: str | None = None) -> FunctionOut:
+        """`owner`: whose namespace (default the caller's; the admin may name another)."""
+        owner = owner or caller.user
         key = function_key(owner, body.name)
         values = self._complete(key, body.model_dump(exclude={"name"}))
+        await asyncio.to_thread(self._check_capabilities_of, caller, owner, values)
         code, zipped = values.pop("code"), values.pop("zip_base64")
         # Dependencies install before the write lock is taken: a build may take minutes.
         prepared = await self._prepare_code(key, values["language"], values["handler"], code, zipped)
         async with self.write_lock:
             with storage_errors():
                 row_values = with_layer(values, prepared)
-                fn, ver = await asyncio.to_thread(self._insert, key, row_values, prepared.stored, owner)
+                fn, ver = await asyncio.to_thread(self._insert, key, row_values, prepared.stored, owner, caller)
             self.serve(fn.name, fn.owner, ver)
         await self.state.builds.attach_version(prepared.build_id, ver.version)
         return self._out(fn, ver)
 
-    async def replace(self, name: str, body: FunctionReplace) -> FunctionOut:
+    async def replace(self, name: str, body: FunctionReplace, *, caller: Principal) -> FunctionOut:
         if body.name is not None and body.name != split_key(name)[1]:
             raise field_error("name", f"must match the function in the path ({name!r}); renaming is not supported")
-        return await self._update(name, body.model_dump(exclude={"name"}), replace=True)
+        return await self._update(name, body.model_dump(exclude={"name"}), replace=True, caller=caller)
 
-    async def patch(self, name: str, body: FunctionPatch) -> FunctionOut:
-        return await self._update(name, body.model_dump(exclude_unset=True), replace=False)
+    async def patch(self, name: str, body: FunctionPatch, *, caller: Principal) -> FunctionOut:
+        return await self._update(name, body.model_dump(exclude_unset=True), replace=False, caller=caller)
 
     async def delete(self, name: str) -> None:
         async with self.write_lock:
@@ -116,7 +121,7 @@ class FunctionService:
                 await asyncio.to_thread(self._delete, name)
             self.withdraw(name)
 
-    async def _update(self, name: str, changes: dict[str, Any], *, replace: bool) -> FunctionOut:
+    async def _update(self, name: str, changes: dict[str, Any], *, replace: bool, caller: Principal) -> FunctionOut:
         code, zipped = changes.get("code"), changes.get("zip_base64")
         prepared: PreparedCode | None = None
         if code is not None or zipped is not None:
@@ -124,6 +129,7 @@ class FunctionService:
             # of the settings; the version is then written from the settings current under the lock.
             fn, current = await asyncio.to_thread(self._load, name)
             snapshot = self._merge(name, fn, current, changes, replace=replace)
+            await asyncio.to_thread(self._check_capabilities_of, caller, fn.owner, snapshot)  # before any build
             prepared = await self._prepare_code(name, snapshot["language"], snapshot["handler"], code, zipped)
         async with self.write_lock:
             fn, current = await asyncio.to_thread(self._load, name)
@@ -137,6 +143,7 @@ class FunctionService:
                 stored = (prepared.stored.path, prepared.stored.sha256, prepared.stored.size)
                 layer = prepared.extra()
             await asyncio.to_thread(self._check_quota_of, fn.owner, name, values)
+            await asyncio.to_thread(self._check_capabilities_of, caller, fn.owner, values)
             extra_values = pack_extra(values)
             extra_values["extra"].update(layer)
             with storage_errors():
@@ -251,11 +258,16 @@ class FunctionService:
         with self.state.sessions() as session:
             check_quota(session, owner, name, values)
 
+    def _check_capabilities_of(self, caller: Principal, owner: str, values: dict[str, Any]) -> None:
+        with self.state.sessions() as session:
+            check_capabilities(session, caller, owner, values)
+
     def _insert(
-        self, name: str, values: dict[str, Any], stored: Any, owner: str = ADMIN
+        self, name: str, values: dict[str, Any], stored: Any, owner: str, caller: Principal
     ) -> tuple[Function, FunctionVersion]:
         with self.state.sessions() as session:
             check_quota(session, owner, name, values)
+            check_capabilities(session, caller, owner, values)
             if session.scalar(select(Function.id).where(Function.name == name)) is not None:
                 raise ApiError(409, "Conflict", f"a function named {name!r} already exists")
             if self._route_taken(session, values["route"], None):

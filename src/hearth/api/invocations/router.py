@@ -141,6 +141,8 @@ async def stream_logs(request: Request, name: str) -> StreamingResponse:
             yield ": connected\n\n"
             idle_s = 0.0
             while not (hub.closed.is_set() or SHUTTING_DOWN.is_set()):
+                if state.registry.get(name) is None:  # deleted: its key may later name another user's function
+                    return
                 try:
                     line = await asyncio.wait_for(queue.get(), timeout=1.0)
                 except TimeoutError:

@@ -28,7 +28,7 @@ FROM_HEARTH: dict[str, tuple[int, str]] = {
     "QuotaExceeded": (403, "AccessDeniedException"),
 }
 # Fields of Hearth's errors that Lambda errors carry too.
-PASSED_ON = ("build_id", "log_tail", "fields", "quota", "limit", "requested")
+PASSED_ON = ("build_id", "log_tail", "fields", "quota", "limit", "requested", "capability")
 
 
 class LambdaError(Exception):

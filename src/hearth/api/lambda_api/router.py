@@ -260,7 +260,7 @@ async def create_function(request: Request) -> Response:
     }
     if body.Description and has_field(FunctionCreate, "description"):
         settings["description"] = body.Description
-    fn = await service_of(request).create(FunctionCreate.model_validate(settings), owner=caller(request).user)
+    fn = await service_of(request).create(FunctionCreate.model_validate(settings), caller=caller(request))
     return json_response(await config_of(request, fn, str(fn.version) if body.Publish else None), 201)
 
 
@@ -317,7 +317,7 @@ async def update_function_code(function_name: str, request: Request) -> Response
     if body.DryRun:  # check the bundle, change nothing
         collect_files(fn.language, fn.handler, None, patch.zip_base64, state_of(request).settings)
         return json_response(await config_of(request, fn))
-    updated = await service_of(request).patch(fn.name, patch)
+    updated = await service_of(request).patch(fn.name, patch, caller=caller(request))
     return json_response(await config_of(request, updated, str(updated.version) if body.Publish else None))
 
 
@@ -340,7 +340,8 @@ async def update_function_configuration(function_name: str, request: Request) ->
         changes["env"] = body.Environment.Variables
     if body.Description is not None and has_field(FunctionPatch, "description"):
         changes["description"] = body.Description
-    updated = await service_of(request).patch(fn.name, FunctionPatch.model_validate(changes)) if changes else fn
+    patch = FunctionPatch.model_validate(changes)
+    updated = await service_of(request).patch(fn.name, patch, caller=caller(request)) if changes else fn
     return json_response(await config_of(request, updated))
 
 

@@ -66,8 +66,12 @@ async def function_metrics(request: Request, name: str, window: str = WINDOW, st
 @api.get("/metrics/series", summary="Time series of all functions together, with host CPU and memory")
 async def platform_series(request: Request, window: str = WINDOW, step: str = STEP) -> dict[str, object]:
     state = state_of(request)
-    if not principal_of(request).is_admin:
-        raise ApiError(403, "Forbidden", "platform-wide series need an admin key; use /api/functions/{name}/metrics")
+    if not principal_of(request).allows("metrics"):
+        raise ApiError(
+            403,
+            "Forbidden",
+            "platform-wide series need the 'metrics' scope (or an admin key); use /api/functions/{name}/metrics",
+        )
     window_s, step_s = steps_of(window, step)
     at = now()
     return await run_query(state, lambda q: q.series(None, window_s, step_s, at))

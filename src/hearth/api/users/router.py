@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from hearth.api.auth import require_api_key
 from hearth.api.state import HearthState
-from hearth.api.users.schemas import KeyCreate, KeyCreated, KeyList, Quotas, UserCreate, UserList, UserOut
+from hearth.api.users.schemas import KeyCreate, KeyCreated, KeyList, UserChange, UserCreate, UserList, UserOut
 from hearth.api.users.service import UserStore
 
 router = APIRouter(prefix="/api", tags=["users"], dependencies=[Depends(require_api_key)])
@@ -37,15 +37,18 @@ async def get_user(user: str, request: Request) -> UserOut:
     return await asyncio.to_thread(store(request).get, user)
 
 
-@router.patch("/users/{user}", response_model=UserOut, summary="Change a user's quotas (admin)")
-async def update_user(user: str, body: Quotas, request: Request) -> UserOut:
+@router.patch("/users/{user}", response_model=UserOut, summary="Change a user's quotas and capabilities (admin)")
+async def update_user(user: str, body: UserChange, request: Request) -> UserOut:
     updated = await asyncio.to_thread(store(request).update, user, body.model_dump(exclude_unset=True))
     state_of(request).keys.forget()  # keys carry their user's rate limit: at once here, within 10 s elsewhere
     return updated
 
 
-@router.delete("/users/{user}", status_code=204, summary="Delete a user and their keys (admin)")
+@router.delete("/users/{user}", status_code=204, summary="Delete a user, their keys and their records (admin)")
 async def delete_user(user: str, request: Request) -> Response:
+    """Refused (409) while they own functions. Their functions' invocation records, logs, async jobs,
+    builds and metrics are deleted too: a user created later with the same name sees none of them."""
+    await state_of(request).recorder.flush()  # records still buffered here are deleted with the rest
     for key_id in await asyncio.to_thread(store(request).delete, user):
         state_of(request).keys.forget(key_id)
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hearth.api.functions.schemas import NAME_PATTERN
 
-Scope = Literal["admin", "deploy", "invoke", "read"]
+Scope = Literal["admin", "deploy", "invoke", "read", "metrics"]
 
 
 class Quotas(BaseModel):
@@ -23,11 +23,23 @@ class Quotas(BaseModel):
     )
 
 
-class UserCreate(Quotas):
+class Capabilities(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allow_network: bool = Field(
+        default=False, description="may deploy functions with `network: true` (the admin key always may)"
+    )
+
+
+class UserChange(Quotas, Capabilities):
+    """PATCH /api/users/{user}: the quotas and capabilities given; the others stay."""
+
+
+class UserCreate(UserChange):
     name: str = Field(pattern=NAME_PATTERN, min_length=1, max_length=63)
 
 
-class UserOut(Quotas):
+class UserOut(Quotas, Capabilities):
     model_config = ConfigDict(from_attributes=True)
 
     name: str

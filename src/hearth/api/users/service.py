@@ -1,4 +1,11 @@
-"""Users and keys in the store (runs in worker threads; the router awaits it with asyncio.to_thread)."""
+"""Users and keys in the store (runs in worker threads; the router awaits it with asyncio.to_thread).
+
+A user's name is their namespace, and records (invocations and their logs, async jobs, builds, metrics
+rollups and samples, schedule ticks) name functions by key (`<user>.<name>`). Deleting a user deletes
+those records, so that someone later given the same name finds none of them; creating a user deletes
+any that were written after (a record still in a node's write-behind buffer, a job finishing late).
+A user who still owns functions cannot be deleted (409): their functions go first.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,28 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hearth.api.auth import ADMIN, new_user_key
 from hearth.api.errors import ApiError
+from hearth.api.namespaces import SEPARATOR
 from hearth.api.users.schemas import KeyCreate, KeyCreated, KeyOut, UserCreate, UserOut
-from hearth.store.models import ApiKey, Function, User
+from hearth.store.models import (
+    ApiKey,
+    Build,
+    Function,
+    Invocation,
+    InvocationRollup,
+    Job,
+    ResourceSample,
+    ScheduleTick,
+    User,
+)
+
+# Everything that names a function by key and outlives the function.
+RECORDS = (Invocation, InvocationRollup, ResourceSample, Build, Job, ScheduleTick)
 
 
 def user_missing(name: str) -> ApiError:
@@ -42,6 +63,7 @@ class UserStore:
                 raise ApiError(
                     409, "Conflict", f"route {claimed!r} of an admin function lies in the namespace /{body.name}/"
                 )
+            purge_namespace(session, body.name)  # a previous user's of this name, written after their deletion
             user = User(**body.model_dump(), created_at=datetime.now(UTC))
             session.add(user)
             try:
@@ -84,6 +106,7 @@ class UserStore:
             for key in session.scalars(select(ApiKey).where(ApiKey.user_name == name)):
                 session.delete(key)
             session.delete(user)
+            purge_namespace(session, name)
             session.commit()
             return keys
 
@@ -125,6 +148,13 @@ class UserStore:
             if row.revoked_at is None:
                 row.revoked_at = datetime.now(UTC)
                 session.commit()
+
+
+def purge_namespace(session: Session, user: str) -> None:
+    """Deletes every record of functions in `user`'s namespace (not committed)."""
+    prefix = f"{user}{SEPARATOR}"
+    for model in RECORDS:
+        session.execute(delete(model).where(model.function_name.startswith(prefix, autoescape=True)))
 
 
 def key_out(row: ApiKey) -> KeyOut:
