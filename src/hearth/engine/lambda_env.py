@@ -90,8 +90,12 @@ def init_frame(
     max_log_bytes: int,
     max_result_bytes: int,
     files: list[dict[str, Any]] | None = None,
+    deps_dir: str = "/hearth/deps",
 ) -> dict[str, Any]:
-    """The `init` frame that loads `spec` into a sandbox (docs/protocol.md), the same on every backend."""
+    """The `init` frame that loads `spec` into a sandbox (docs/protocol.md), the same on every backend.
+
+    `deps_dir`: where the backend put the function's dependency layer, if it has one.
+    """
     module, function = spec.module_and_function
     frame: dict[str, Any] = {
         "type": "init",
@@ -106,7 +110,7 @@ def init_frame(
         "concurrency": spec.concurrency,
         "max_log_bytes": max_log_bytes,
         "max_result_bytes": max_result_bytes,
-        "paths": ["/hearth/deps"] if spec.layer_dir is not None else [],
+        "paths": [deps_dir] if spec.layer_dir is not None else [],
     }
     if files is not None:
         frame["files"] = files

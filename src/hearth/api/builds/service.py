@@ -23,7 +23,7 @@ from hearth.api.builds.schemas import BuildOut
 from hearth.api.errors import ApiError, field_error
 from hearth.config import Settings
 from hearth.packaging.builder import BuildFailed, LayerBuilder
-from hearth.packaging.bundle import BundleError, handler_file, unpack_zip
+from hearth.packaging.bundle import BundleError, handler_files, unpack_zip
 from hearth.packaging.deps import ManifestError, find_dependencies
 from hearth.store.code import SOURCE_FILE, CodeStore, StoredCode
 from hearth.store.models import Build
@@ -80,10 +80,11 @@ def collect_files(
         files = unpack_zip(data, max_zip_bytes=settings.max_zip_bytes, max_unzipped_bytes=settings.max_unzipped_bytes)
     except BundleError as exc:
         raise field_error("zip_base64", str(exc)) from None
-    wanted = handler_file(language, handler)
-    if wanted not in files:
+    wanted = handler_files(language, handler)
+    if not any(name in files for name in wanted):
         shown = ", ".join(sorted(files)[:10]) + (", ..." if len(files) > 10 else "")
-        raise field_error("handler", f"{handler!r} needs the file {wanted!r}, which the zip does not hold ({shown})")
+        needs = " or ".join(repr(name) for name in wanted)
+        raise field_error("handler", f"{handler!r} needs the file {needs}, which the zip does not hold ({shown})")
     return files, "zip_base64"
 
 

@@ -135,8 +135,11 @@ class DockerSandbox(Sandbox):
 
     async def load(self, spec: FunctionSpec) -> float:
         materialize_code(spec.code_dir, self.directory / "code")
-        if spec.layer_dir is not None:  # the function's installed dependencies, beside its code
-            await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / "deps")
+        # The function's installed dependencies, beside its code. Node's: /hearth/node_modules, where ES
+        # modules' imports (which ignore NODE_PATH) find them from /hearth/code, as require() does.
+        deps = "node_modules" if images.language_of(spec.sandbox_runtime) == "javascript" else "deps"
+        if spec.layer_dir is not None:
+            await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / deps)
         wanted = self._backend.limits_for(spec)
         if wanted != self.limits:
             await self._backend.update_limits(self.container_id, wanted)
@@ -147,6 +150,7 @@ class DockerSandbox(Sandbox):
             self.id,
             max_log_bytes=self._backend.max_log_bytes,
             max_result_bytes=self._backend.max_result_bytes,
+            deps_dir=f"/hearth/{deps}",
         )
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
