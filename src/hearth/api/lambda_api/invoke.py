@@ -88,7 +88,9 @@ def error_payload(res: InvocationResult) -> dict[str, Any]:
     message = str(error.get("message") or "the invocation failed")
     if res.status == "timeout":
         message = f"Task timed out: {message}"
-    stack = error.get("stack_trace")  # the agent's: Lambda's own stackTrace for this runtime
+    if isinstance(error.get("trace"), list):  # Node's runtime answers {errorType, errorMessage, trace}
+        return {"errorType": error_type, "errorMessage": message, "trace": [str(line) for line in error["trace"]]}
+    stack = error.get("stack_trace")  # Python's runtime: {errorMessage, errorType, requestId, stackTrace}
     if not isinstance(stack, list):
         trace = str(error.get("traceback") or "")
         stack = [line for line in trace.splitlines() if line.startswith(" ")]  # the frames

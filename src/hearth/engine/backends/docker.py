@@ -21,7 +21,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from hearth.engine import images
+from hearth.engine import aws_sdk, images
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -345,11 +345,14 @@ class DockerBackend(Backend):
         """Create and start the container: two Docker API calls (the SDK's high-level create adds an inspect)."""
         memory = limits.memory_mb * 1024 * 1024
         api = self.client.api
+        binds = {
+            str(directory): {"bind": "/hearth", "mode": "ro"},
+            str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
+        }
+        if images.runtime_image(runtime).aws_sdk and (sdk := aws_sdk.find_layer()) is not None:
+            binds[str(sdk)] = {"bind": aws_sdk.MOUNT_POINT, "mode": "ro"}  # as Lambda's Node runtimes ship it
         host_config = api.create_host_config(
-            binds={
-                str(directory): {"bind": "/hearth", "mode": "ro"},
-                str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
-            },
+            binds=binds,
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
             network_mode="none" if not limits.network else self._egress_network(),
