@@ -43,6 +43,9 @@ CLIENTS: tuple[str, ...] = (
 PACKAGES: tuple[str, ...] = tuple(f"@aws-sdk/{name}@{SDK_VERSION}" for name in CLIENTS)
 BUILDER_PACKAGES: tuple[str, ...] = ("nodejs", "npm", "ca-certificates")
 MOUNT_POINT = "/node_modules"
+# npm in the builder trusts what the host trusts (a TLS-inspecting proxy's CA, say): the host's CA bundle.
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILDER_CA_BUNDLE = "/etc/hearth-host-ca.crt"
 COMPLETE = ".complete"
 
 Progress = images.Progress
@@ -133,14 +136,19 @@ def ensure_layer(client: docker.DockerClient, progress: Progress | None = None, 
         say(f"[aws-sdk] npm install {' '.join(PACKAGES)} in {builder}")
         try:
             command = ["npm", *recipe()["npm"], "--prefix", "/out", *PACKAGES]
+            environment = {"HOME": "/tmp", "npm_config_cache": "/tmp/.npm", "npm_config_update_notifier": "false"}
+            volumes = {str(work): {"bind": "/out", "mode": "rw"}}
+            if HOST_CA_BUNDLE.is_file():
+                volumes[str(HOST_CA_BUNDLE)] = {"bind": BUILDER_CA_BUNDLE, "mode": "ro"}
+                environment["npm_config_cafile"] = BUILDER_CA_BUNDLE
             try:
                 output = client.containers.run(
                     builder,
                     command,
                     remove=True,
                     network_mode="host",
-                    environment={"HOME": "/tmp", "npm_config_cache": "/tmp/.npm", "npm_config_update_notifier": "0"},
-                    volumes={str(work): {"bind": "/out", "mode": "rw"}},
+                    environment=environment,
+                    volumes=volumes,
                     tmpfs={"/tmp": "rw,size=512m"},
                     labels={"hearth.probe": "aws-sdk-build"},
                     stderr=True,
