@@ -549,3 +549,12 @@ def test_node_runtimes_ship_the_aws_sdk_v3(hearth: HearthServer, fname: str, run
     response = hearth.invoke(fname + "-cjs")
     assert response.status_code == 200, response.text
     assert response.json() == ["function"] * 3
+
+
+def test_what_the_code_prints_while_loading_opens_the_first_calls_log(hearth: HearthServer, fname: str) -> None:
+    code = "print('loading config')\n\ndef handler(event, context):\n    print('handling')\n    return 1\n"
+    deploy(hearth, fname, images.default_runtime("python"), {"app.py": code}, "app.handler")
+    first = record(hearth, hearth.invoke(fname).headers["X-Hearth-Invocation-Id"])["stdout"]
+    assert first == "loading config\nhandling\n", first
+    second = record(hearth, hearth.invoke(fname).headers["X-Hearth-Invocation-Id"])["stdout"]
+    assert second == "handling\n", second

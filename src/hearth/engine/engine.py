@@ -270,6 +270,10 @@ class Engine:
             elapsed_ms = (time.perf_counter() - t1) * 1000
             for res in results:
                 _apply_reply(res, by_id.get(res.invocation_id), elapsed_ms, batched)
+            channel = getattr(instance.sandbox, "channel", None)
+            if path != "warm" and channel is not None and channel.init_log:  # as Lambda's log: init output first
+                results[0].stdout = channel.init_log + results[0].stdout
+                channel.init_log = ""
         finally:
             pool.release(instance)
 
