@@ -558,3 +558,20 @@ def test_what_the_code_prints_while_loading_opens_the_first_calls_log(hearth: He
     assert first == "loading config\nhandling\n", first
     second = record(hearth, hearth.invoke(fname).headers["X-Hearth-Invocation-Id"])["stdout"]
     assert second == "handling\n", second
+
+
+def test_the_microvm_guest_refuses_runtimes_it_does_not_hold(
+    hearth: HearthServer, fname: str, backend_availability: dict[str, tuple[bool, str]]
+) -> None:
+    if not backend_availability["microvm"][0]:
+        pytest.skip(f"microvm backend not available here: {backend_availability['microvm'][1]}")
+    runs = [images.default_runtime(language) for language in images.LANGUAGES]
+    for runtime in (r for r in images.RUNTIMES if r not in runs):
+        body = {"name": fname, "runtime": runtime, "backend": "microvm", "code": "def handler(e, c):\n    return 1\n"}
+        if runtime.startswith("nodejs"):
+            body["code"] = "exports.handler = async () => 1;"
+        refused = hearth.client.post("/api/functions", json=body)
+        assert refused.status_code == 422, refused.text
+        assert runtime in refused.text and all(name in refused.text for name in runs), refused.text
+    microvm = hearth.client.get("/api/backends/microvm").json()
+    assert microvm["runtimes"] == runs
