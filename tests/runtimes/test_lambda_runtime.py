@@ -522,7 +522,10 @@ def test_python_runtimes_ship_boto3(hearth: HearthServer, fname: str, runtime: s
 def aws_sdk_layer(docker_client: Any) -> None:
     from hearth.engine import aws_sdk
 
-    aws_sdk.ensure_layer(docker_client, lambda line: print(line, flush=True))
+    try:  # installed by `make images`; built here when missing (npm needs the registry)
+        aws_sdk.ensure_layer(docker_client, lambda line: print(line, flush=True))
+    except aws_sdk.SdkBuildError as exc:
+        pytest.skip(f"the AWS SDK for JavaScript could not be installed here: {exc}")
 
 
 @pytest.mark.parametrize("runtime", NODE_RUNTIMES)
