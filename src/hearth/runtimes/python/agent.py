@@ -237,7 +237,7 @@ def setup_logging() -> None:
     root.addHandler(handler)
     wanted = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
     level = {"TRACE": "DEBUG"}.get(wanted, wanted)
-    if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL"):
+    if level in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"):
         root.setLevel(level)
 
 
@@ -510,6 +510,9 @@ class Agent:
         frames.send(
             {"type": "hello", "runtime": "python", "runtime_version": sys.version.split()[0], "pid": os.getpid()}
         )
+        # Lambda's root logger is set up at load (setup_logging): importing logging takes tens of ms, paid
+        # here while a stem cell waits for its function rather than on the first call's path.
+        import logging  # noqa: F401
         init = frames.read()
         while init.get("type") == "warm":  # optional, before init (microVMs)
             started = time.perf_counter()
