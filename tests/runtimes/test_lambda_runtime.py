@@ -578,3 +578,21 @@ def test_the_microvm_guest_refuses_runtimes_it_does_not_hold(
         assert runtime in refused.text and all(name in refused.text for name in runs), refused.text
     microvm = hearth.client.get("/api/backends/microvm").json()
     assert microvm["runtimes"] == runs
+
+
+def test_a_non_default_runtime_gets_stem_cells_once_used(hearth: HearthServer, fname: str) -> None:
+    runtime = next(r for r in PYTHON_RUNTIMES if r != images.default_runtime("python"))
+    code = "def handler(event, context):\n    return 1\n"
+    hearth.deploy(fname, code, runtime=runtime)
+    assert hearth.invoke(fname).status_code == 200
+
+    def ready() -> int:
+        return int(hearth.client.get("/readyz").json()["stem_cells"].get(f"docker/{runtime}", 0))
+
+    deadline = time.monotonic() + 60
+    while ready() < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready() == 1
+    hearth.deploy(fname + "-2", code, runtime=runtime)
+    second = hearth.invoke(fname + "-2")
+    assert second.status_code == 200 and second.headers["X-Hearth-Path"] == "stem"

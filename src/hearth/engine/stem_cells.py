@@ -17,7 +17,8 @@ from hearth.engine.sandbox import Backend, Runtime, Sandbox
 PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the boot's own sandbox starts to finish
 
 log = logging.getLogger(__name__)
-# Stem cells are kept for each language's default runtime; the other runtimes start on demand.
+# Stem cells are kept for each language's default runtime from the start; for another runtime once a
+# function on it has taken its first sandbox (`take` refills what it was asked for).
 RUNTIMES: tuple[Runtime, ...] = tuple(default_runtime(language) for language in LANGUAGES)
 
 
@@ -72,8 +73,9 @@ class StemCells:
         return sum(len(cells) for cells in self.ready.values())
 
     def counts(self) -> dict[str, int]:
-        """Ready stem cells by `backend/runtime`."""
-        return {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b in sorted(self.enabled_backends) for rt in RUNTIMES}
+        """Ready stem cells by `backend/runtime` (the default runtimes always, the others once used)."""
+        runtimes = (*RUNTIMES, *sorted({rt for (_, rt) in self.ready if rt not in RUNTIMES}))
+        return {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b in sorted(self.enabled_backends) for rt in runtimes}
 
     def _refill(self, key: tuple[str, Runtime]) -> None:
         if self._closed or key[0] not in self.enabled_backends:

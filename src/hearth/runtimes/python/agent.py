@@ -513,6 +513,7 @@ class Agent:
         # Lambda's root logger is set up at load (setup_logging): importing logging takes tens of ms, paid
         # here while a stem cell waits for its function rather than on the first call's path.
         import logging  # noqa: F401
+
         init = frames.read()
         while init.get("type") == "warm":  # optional, before init (microVMs)
             started = time.perf_counter()
