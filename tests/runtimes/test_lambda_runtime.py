@@ -596,3 +596,18 @@ def test_a_non_default_runtime_gets_stem_cells_once_used(hearth: HearthServer, f
     hearth.deploy(fname + "-2", code, runtime=runtime)
     second = hearth.invoke(fname + "-2")
     assert second.status_code == 200 and second.headers["X-Hearth-Path"] == "stem"
+
+
+def test_dependency_layers_are_built_for_the_functions_runtime(hearth: HearthServer, fname: str) -> None:
+    # markupsafe ships a compiled extension per CPython version: it imports only from the right wheel.
+    code = "import markupsafe._speedups as speedups\n\ndef handler(event, context):\n    return speedups.__file__\n"
+    layers = {}
+    for runtime in PYTHON_RUNTIMES:
+        files = {"app.py": code, "requirements.txt": "markupsafe==3.0.2\n"}
+        deploy(hearth, f"{fname}-{runtime[-2:]}", runtime, files, "app.handler")
+        fn = hearth.client.get(f"/api/functions/{fname}-{runtime[-2:]}").json()
+        layers[runtime] = fn["layer"]
+        response = hearth.invoke(f"{fname}-{runtime[-2:]}")
+        assert response.status_code == 200, response.text
+        assert f"cpython-{runtime.removeprefix('python').replace('.', '')}" in response.json(), response.text
+    assert len(set(layers.values())) == len(PYTHON_RUNTIMES)  # one requirements list, one layer per runtime
