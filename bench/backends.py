@@ -28,7 +28,8 @@ OCI_RUNTIME = {"docker": None, "gvisor": "runsc"}  # `docker run --runtime` of t
 def wait_for_stem_cell(server: Any, backend: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.client.get("/readyz").json()["stem_cells"].get(f"{backend}/python", 0) >= 1:
+        key = f"{backend}/{images.default_runtime('python')}"  # stem cells are per runtime
+        if server.client.get("/readyz").json()["stem_cells"].get(key, 0) >= 1:
             return
         time.sleep(0.1)
     raise RuntimeError(f"no {backend} stem cell became ready within {timeout_s} s")

@@ -193,6 +193,12 @@ def main() -> None:
         results["backends"] = bench_backends(args.trials, args.seconds, tuple(args.backends.split(",")))
         print(json.dumps({"backends": results["backends"]}, indent=1), flush=True)
         print(table(results["backends"]), flush=True)
+    if "runtimes" in only:  # first calls per runtime (python3.11/3.13, nodejs18.x/20.x), boto3's import
+        from bench import runtimes
+
+        results["runtimes"] = runtimes.bench_runtimes(min(args.trials, 10))
+        print(json.dumps({"runtimes": results["runtimes"]}, indent=1), flush=True)
+        print(runtimes.table(results["runtimes"]), flush=True)
     if "microvm" in only:  # boot vs restore, first calls, round trip, idle memory: microvm next to docker
         from bench import microvm
 

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         default=False, description="let dependency installs run package code on the host (sdists, npm scripts)"
     )
     lambda_account_id: str = Field(default="000000000000", description="account id in the Lambda API's ARNs")
+    lambda_region: str = Field(
+        default="us-east-1",
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",
+        description="the region functions run in: AWS_REGION, AWS_DEFAULT_REGION and their ARN in the context",
+    )
 
     invocation_flush_interval_s: float = 0.5
     invocation_flush_batch: int = 500

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hearth.engine import images
 from hearth.testing import HearthServer
 
 
@@ -41,10 +42,11 @@ def test_every_backend_says_whether_it_runs_here_and_what_a_start_costs(
     assert docker["default"] is True and docker["details"]["runtime"] == "runc"
     # The default backend's stem cells start at boot: its start cost is measured before any function runs.
     deadline = time.monotonic() + 30
-    while "python" not in docker["start_cost"]["by_runtime"] and time.monotonic() < deadline:
+    default_python = images.default_runtime("python")
+    while default_python not in docker["start_cost"]["by_runtime"] and time.monotonic() < deadline:
         time.sleep(0.2)
         docker = backends_of(hearth)["docker"]
-    python = docker["start_cost"]["by_runtime"]["python"]
+    python = docker["start_cost"]["by_runtime"][default_python]
     assert 0 < python["p50_ms"] < 30_000 and python["samples"] >= 1 and docker["start_cost"]["starts"] >= 1
 
 
@@ -59,7 +61,7 @@ def test_a_start_on_a_backend_is_measured(hearth: HearthServer, fname: str, back
         time.sleep(0.2)
         entry = backends_of(hearth)[backend]
     assert entry["start_cost"]["starts"] > before
-    assert entry["start_cost"]["by_runtime"]["javascript"]["last_ms"] > 0
+    assert entry["start_cost"]["by_runtime"][images.default_runtime("javascript")]["last_ms"] > 0
     if backend == "gvisor":
         details = entry["details"]
         assert details["runtime"] == "runsc" and "--network=none" in details["runtime_args"]

@@ -38,7 +38,8 @@ def check_context_reply(response: httpx.Response, name: str) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["event"] == {"n": 1, "s": "é"}
-    assert (body["name"], str(body["version"]), body["memory"]) == (name, "1", 128)
+    # As Lambda's runtimes read them from AWS_LAMBDA_FUNCTION_*: strings.
+    assert (body["name"], body["version"], body["memory"]) == (name, "1", "128")
     assert body["id"] == response.headers["X-Hearth-Invocation-Id"]
     assert body["remaining_ok"] is True
     assert response.headers["X-Hearth-Version"] == "1"
@@ -147,7 +148,7 @@ def test_code_that_does_not_load_is_500_init_error(hearth: HearthServer, fname: 
     hearth.deploy(fname, "def handler(event, context)\n    return 1\n")
     response = hearth.invoke(fname)
     assert response.status_code == 500
-    assert response.json()["error"]["type"] == "SyntaxError"
+    assert response.json()["error"]["type"] == "Runtime.UserCodeSyntaxError"
     assert response.json()["error"]["phase"] == "init"
     hearth.deploy(fname + "-nohandler", "def other(event, context):\n    return 1\n")
     missing = hearth.invoke(fname + "-nohandler")

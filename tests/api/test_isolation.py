@@ -11,6 +11,7 @@ from pathlib import Path
 import docker
 import httpx
 
+from hearth.engine import images
 from hearth.engine.backends.gvisor import host_pids_ceiling
 from hearth.testing import HearthServer
 
@@ -190,7 +191,8 @@ def test_a_stem_cell_takes_the_function_limits(
     backend = container_backend
 
     def stems() -> int:
-        return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(f"{backend}/python", 0))
+        key = f"{backend}/{images.default_runtime('python')}"  # stem cells are per runtime
+        return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(key, 0))
 
     hearth.deploy(fname + "-first", "def handler(e, c):\n    return 1\n", backend=backend)
     hearth.invoke(fname + "-first")  # a backend's stem cells start at its first use if it is not the default

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -15,8 +16,15 @@ from hearth.engine import images
 
 RUN_OPTIONS = {"network_mode": "none", "user": "65534:65534", "read_only": True, "remove": True}
 VERSION_PROGRAMS = {
-    "python": (["python3", "-c", "import json,sys; print(sys.version)"], r"^3\.\d+\.\d+"),
-    "javascript": (["node", "-e", "console.log(process.version)"], r"^v\d+\.\d+\.\d+"),
+    "python": ["python3", "-c", "import json,sys; print(sys.version)"],
+    "javascript": ["node", "-e", "console.log(process.version)"],
+}
+# What each runtime must report: Debian bookworm has Python 3.11 and Node 18, trixie Python 3.13 and Node 20.
+VERSIONS = {
+    "python3.11": r"^3\.11\.\d+",
+    "python3.13": r"^3\.13\.\d+",
+    "nodejs18.x": r"^v18\.\d+\.\d+",
+    "nodejs20.x": r"^v20\.\d+\.\d+",
 }
 
 
@@ -53,9 +61,8 @@ def test_ensure_images_returns_current_refs(client: docker.DockerClient, refs: d
 def test_runtime_runs_as_nobody_without_network(
     client: docker.DockerClient, refs: dict[str, str], runtime: str
 ) -> None:
-    command, version = VERSION_PROGRAMS[runtime]
-    out = run(client, refs[runtime], command)
-    assert re.match(version, out.strip()), out
+    out = run(client, refs[runtime], VERSION_PROGRAMS[images.language_of(runtime)])
+    assert re.match(VERSIONS[runtime], out.strip()), out
 
 
 @pytest.mark.parametrize("runtime", images.RUNTIMES)
@@ -87,6 +94,9 @@ def test_image_ref_follows_the_recipe() -> None:
         assert re.fullmatch(rf"hearth-runtime-{runtime}:[0-9a-f]{{12}}", ref)
         assert ref.endswith(images.tag_for(images.recipe(runtime)))
     assert images.image_ref("python") != images.image_ref("javascript")
+    # A language names its default runtime: the one built from the host's suite.
+    assert images.image_ref("python") == images.image_ref(images.default_runtime("python"))
+    assert images.runtime_image(images.default_runtime("javascript")).suite == images.host_suite()
 
     base = images.recipe("python")
     assert images.tag_for(base) == images.tag_for(images.recipe("python"))
@@ -113,9 +123,18 @@ def test_mmdebstrap_command_reads_the_host() -> None:
     command = images.mmdebstrap_command(images.recipe("python"))
     assert command[-3:-1] == [images.host_suite(), "-"]
     assert command[-1] == str(images.host_sources())
-    assert "--include=python3" in command
+    assert "--include=python3,python3-boto3" in command  # Lambda's Python runtimes ship boto3
     # No mirror is ever spelled out: the host's sources file is the mirror argument.
     assert not any("://" in part for part in command)
+
+
+def test_another_suite_gets_sources_derived_from_the_hosts() -> None:
+    other = next(image for image in images.CATALOG.values() if image.suite != images.host_suite())
+    command = images.mmdebstrap_command(images.recipe(other.name))
+    assert command[-3:-1] == [other.suite, "-"]
+    derived = Path(command[-1]).read_text()
+    assert f"Suites: {other.suite}" in derived or f" {other.suite} " in derived
+    assert images.host_suite() not in derived  # no stanza of the host's own release (nor its -security)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mmdebstrap") is None, reason="needs root and mmdebstrap")

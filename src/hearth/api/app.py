@@ -15,6 +15,7 @@ from fastapi.responses import ORJSONResponse
 
 from hearth import __version__
 from hearth.api import health
+from hearth.api import runtimes as runtimes_router
 from hearth.api.auth import KeyRing, load_or_create_api_key, load_or_create_dashboard_key
 from hearth.api.backends import router as backends_router
 from hearth.api.builds import router as builds_router
@@ -40,7 +41,7 @@ from hearth.engine.backends.gvisor import GVisorBackend
 from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry
-from hearth.engine.sandbox import Backend
+from hearth.engine.sandbox import Backend, LambdaIdentity
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.packaging.builder import LayerBuilder
 from hearth.packaging.deps import LAYERS_DIR
@@ -100,8 +101,10 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
             **{k: v for k, v in container_options.items() if k != "image_overrides"},
         ),
     ]
+    identity = LambdaIdentity(region=settings.lambda_region, account=settings.lambda_account_id)
     for backend in backends:  # stem cells at start for the default backend; for the others at their first use
         backend.stem_cells_at_start = backend.name == settings.default_backend
+        backend.identity = identity  # the region and account functions see (AWS_REGION, context's ARN)
     return {backend.name: backend for backend in backends}
 
 
@@ -180,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(functions_router.router)
     app.include_router(backends_router.router)
+    app.include_router(runtimes_router.router)
     app.include_router(invoke_router.router)
     app.include_router(builds_router.router)
     app.include_router(lambda_router.router)

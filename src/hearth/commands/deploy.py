@@ -117,7 +117,7 @@ def print_result(api: HearthClient, fn: dict[str, Any], created: bool) -> None:
     verb = "created" if created else "updated"
     out.print(
         f"[green]✓[/green] {verb} [bold]{escape(fn['name'])}[/bold] version {fn['version']} "
-        f"({fn['language']}, handler {escape(fn['handler'])})"
+        f"({fn.get('runtime') or fn['language']}, handler {escape(fn['handler'])})"
     )
     out.print(f"  invoke: hearth invoke {fn['name']} --data '{{}}'")
     out.print(f"  HTTP:   {api.url}/fn{fn['route'].rstrip('/') or ''}")

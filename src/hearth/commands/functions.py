@@ -55,13 +55,13 @@ def ls(as_json: JsonFlag = False) -> None:
         err.print("no functions yet: `hearth init NAME --language python`, then `hearth deploy NAME`")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "LANGUAGE", "VERSION", "ROUTE", "HANDLER", "WARM/BUSY", "UPDATED"):
+    for column in ("NAME", "RUNTIME", "VERSION", "ROUTE", "HANDLER", "WARM/BUSY", "UPDATED"):
         table.add_column(column)
     for fn in functions:
         instances = fn.get("instances") or {}
         table.add_row(
             escape(fn["name"]),
-            fn["language"],
+            fn.get("runtime") or fn["language"],
             str(fn["version"]),
             escape(fn["route"]),
             escape(fn["handler"]),

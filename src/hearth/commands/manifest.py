@@ -1,6 +1,6 @@
 """hearth.toml: a function's settings next to its code, read by `hearth deploy`.
 
-Every key is a setting of the function API (`name`, `language`, `handler`, `route`, `timeout_s`,
+Every key is a setting of the function API (`name`, `language` or `runtime`, `handler`, `route`, `timeout_s`,
 `memory_mb`, `env`, ...); `exclude` lists glob patterns of files not to upload. `name` defaults to
 the directory's name.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hearth.api.functions.schemas import NAME_PATTERN, FunctionSettings
+from hearth.api.functions.schemas import NAME_PATTERN, FunctionSettings, language_of_runtime
 from hearth.commands.common import UsageError
 
 MANIFEST = "hearth.toml"
@@ -56,6 +56,8 @@ def load_manifest(directory: Path) -> Manifest:
         if not re.match(NAME_PATTERN, default):
             raise UsageError(f"{path}: set `name` (the directory name {default!r} is not a valid function name)")
         data["name"] = default
-    if "language" not in data:
-        raise UsageError(f"{path}: set `language` (python or javascript)")
+    if "language" not in data and isinstance(data.get("runtime"), str):
+        data["language"] = language_of_runtime(data["runtime"])  # `runtime = "python3.13"` says the language too
+    if not data.get("language"):
+        raise UsageError(f"{path}: set `language` (python or javascript) or `runtime` (e.g. python3.13, nodejs20.x)")
     return Manifest(path, data, exclude)

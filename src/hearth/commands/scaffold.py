@@ -19,11 +19,15 @@ class Language(enum.StrEnum):
     javascript = "javascript"
 
 
+# What the commented-out `runtime` line of a new manifest suggests: the newest of the language's runtimes.
+LATEST_RUNTIME = {Language.python: "python3.13", Language.javascript: "nodejs20.x"}
+
 MANIFEST = """\
 # Settings of the function `{name}`: every key is a setting of Hearth's function API
 # (see docs/cli.md). `hearth deploy` uploads this directory with them.
 name = "{name}"
 language = "{language}"
+# runtime = "{runtime}"  # a version: python3.11, python3.13, nodejs18.x, nodejs20.x (`GET /api/runtimes`)
 handler = "{handler}"
 timeout_s = 30
 memory_mb = 128
@@ -74,7 +78,10 @@ def init(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         fail(f"{target} already exists and is not empty")
     target.mkdir(parents=True, exist_ok=True)
-    (target / "hearth.toml").write_text(MANIFEST.format(name=name, language=language.value, handler=HANDLERS[language]))
+    manifest = MANIFEST.format(
+        name=name, language=language.value, handler=HANDLERS[language], runtime=LATEST_RUNTIME[language]
+    )
+    (target / "hearth.toml").write_text(manifest)
     for filename, content in FILES[language].items():
         (target / filename).write_text(content.replace("%s", name) if filename == "package.json" else content)
     out.print(f"created [bold]{escape(str(target))}[/bold] ({language.value}); deploy it with: hearth deploy {target}")

@@ -18,10 +18,17 @@ except ImportError:  # pragma: no cover - it is a dependency; kept so a broken i
 
 S = st.session_state
 LANGUAGES = ["python", "javascript"]
+# The `runtime` choices per language (GET /api/runtimes lists what this host runs); "default": the language's.
+DEFAULT_RUNTIME = "default"
+RUNTIMES = {
+    "python": [DEFAULT_RUNTIME, "python3.11", "python3.13"],
+    "javascript": [DEFAULT_RUNTIME, "nodejs18.x", "nodejs20.x"],
+}
 FIELDS = (
     "name",
     "description",
     "language",
+    "runtime",
     "code",
     "handler",
     "route",
@@ -66,6 +73,7 @@ def _load(function: dict[str, Any] | None, default_backend: str) -> None:
     S.form_name = f.get("name", "")
     S.form_description = f.get("description", "")
     S.form_language = language
+    S.form_runtime = f.get("runtime") or DEFAULT_RUNTIME
     S.form_template = default_template(language)
     S.form_handler = f.get("handler", "handler")
     S.form_route = f.get("route", "")
@@ -95,6 +103,7 @@ def _load(function: dict[str, Any] | None, default_backend: str) -> None:
 
 def _on_language() -> None:
     S.form_template = default_template(S.form_language)
+    S.form_runtime = DEFAULT_RUNTIME
     if S.get("form_target") == "new" and (not S.form_code.strip() or S.form_code in ALL_TEMPLATES):
         _set_code(TEMPLATES[S.form_language][S.form_template])
 
@@ -195,6 +204,8 @@ def _body(fields: set[str], *, create: bool) -> dict[str, Any]:
         if S.form_batch_on
         else None,
     }
+    if "runtime" in fields:
+        body["runtime"] = None if S.form_runtime == DEFAULT_RUNTIME else S.form_runtime
     if "retries" in fields:
         body["retries"] = S.form_retries
     if "http_payload_format" in fields:
@@ -331,6 +342,16 @@ def render(create: bool) -> None:
     top[1].selectbox("Language", LANGUAGES, key="form_language", on_change=_on_language)
     with top[1]:
         _field_error("language")
+    if S.get("form_runtime") not in RUNTIMES[S.form_language]:
+        S.form_runtime = DEFAULT_RUNTIME
+    top[1].selectbox(
+        "Runtime",
+        RUNTIMES[S.form_language],
+        key="form_runtime",
+        help="the version: python3.11 / nodejs18.x are Debian bookworm's, python3.13 / nodejs20.x trixie's",
+    )
+    with top[1]:
+        _field_error("runtime")
     if create:
         top[2].selectbox(
             "Starter template", list(TEMPLATES[S.form_language]), key="form_template", on_change=_on_template

@@ -50,6 +50,7 @@ class AgentChannel:
         self.closed = False
         self.close_reason: str | None = None
         self.hello: dict[str, Any] = {}
+        self.init_log = ""
 
     async def _next_frame(self, timeout_s: float) -> dict[str, Any]:
         """The next frame before multiplexing starts; a broken stream is a crashed sandbox."""
@@ -79,6 +80,7 @@ class AgentChannel:
             raise FunctionInitError(reply.get("error") or {"type": "InitError", "message": "unknown"})
         if reply.get("type") != "ready":
             raise ProtocolError(f"expected ready, got {reply.get('type')!r}")
+        self.init_log = str(reply.get("log") or "")  # what the code wrote while it loaded: the first call's log
         self._reader_task = asyncio.create_task(self._read_loop())
         return float(reply.get("init_ms", 0.0))
 

@@ -133,11 +133,11 @@ class Engine:
         """A sandbox loaded with `spec`: a stem cell if one is ready, else a freshly started one."""
         backend = self.backends[spec.backend]
         started = time.perf_counter()
-        sandbox = None if spec.network else self.stem_cells.take(spec.backend, spec.language)
+        sandbox = None if spec.network else self.stem_cells.take(spec.backend, spec.sandbox_runtime)
         path = "stem" if sandbox is not None else "cold"
         labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
         if sandbox is None:
-            sandbox = await backend.create(spec.language, backend.limits_for(spec), labels)
+            sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), labels)
         try:
             await sandbox.load(spec)
         except SandboxError:
@@ -146,7 +146,7 @@ class Engine:
                 raise
             # The stem cell died while it waited (e.g. dockerd restarted): start one for this call instead.
             path = "cold"
-            sandbox = await backend.create(spec.language, backend.limits_for(spec), labels)
+            sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), labels)
             try:
                 await sandbox.load(spec)
             except BaseException:
@@ -228,7 +228,11 @@ class Engine:
             _fail_all(results, "throttled", _error("TooManyRequests", str(exc)), t0, retry_after_s=exc.retry_after_s)
             return
         except FunctionInitError as exc:
-            _fail_all(results, "error", {**exc.error, "phase": "init"}, t0)
+            error = {**exc.error, "phase": "init"}
+            init_log = str(error.pop("log", "") or "")  # what the code printed while loading, and the error
+            _fail_all(results, "error", error, t0)
+            for res in results:
+                res.stdout = init_log
             return
         except SandboxError as exc:
             _fail_all(results, "crashed", _error(exc.error_type, str(exc)), t0)
@@ -266,6 +270,10 @@ class Engine:
             elapsed_ms = (time.perf_counter() - t1) * 1000
             for res in results:
                 _apply_reply(res, by_id.get(res.invocation_id), elapsed_ms, batched)
+            channel = getattr(instance.sandbox, "channel", None)
+            if path != "warm" and channel is not None and channel.init_log:  # as Lambda's log: init output first
+                results[0].stdout = channel.init_log + results[0].stdout
+                channel.init_log = ""
         finally:
             pool.release(instance)
 

@@ -25,16 +25,45 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import docker
 import docker.errors
 
-RUNTIMES: tuple[str, ...] = ("python", "javascript")
-PACKAGES: dict[str, tuple[str, ...]] = {"python": ("python3",), "javascript": ("nodejs",)}
+LANGUAGES: tuple[str, ...] = ("python", "javascript")
+
+
+@dataclass(frozen=True)
+class RuntimeImage:
+    """One runtime Hearth offers: Lambda's identifier, its language and the Debian suite it is built from.
+
+    This is the one place that maps a runtime to what it is built from (image recipe, and the
+    version a dependency layer is built for); `default_runtime` picks each language's default.
+    """
+
+    name: str  # Lambda's identifier: python3.11, nodejs20.x
+    language: str  # python | javascript (the agent that runs it)
+    suite: str  # the Debian release whose packages make the image
+    packages: tuple[str, ...]
+    aws_sdk: bool = False  # Node: the AWS SDK for JavaScript v3 layer is mounted (hearth.engine.aws_sdk)
+
+
+# Lambda's Python runtimes ship boto3; its Node runtimes from 18 ship the AWS SDK for JavaScript v3
+# (not in Debian: a separate recipe-hashed layer, hearth.engine.aws_sdk).
+CATALOG: dict[str, RuntimeImage] = {
+    image.name: image
+    for image in (
+        RuntimeImage("python3.11", "python", "bookworm", ("python3", "python3-boto3")),
+        RuntimeImage("python3.13", "python", "trixie", ("python3", "python3-boto3")),
+        RuntimeImage("nodejs18.x", "javascript", "bookworm", ("nodejs",), aws_sdk=True),
+        RuntimeImage("nodejs20.x", "javascript", "trixie", ("nodejs",), aws_sdk=True),
+    )
+}
+RUNTIMES: tuple[str, ...] = tuple(CATALOG)
 IMAGE_PREFIX = "hearth-runtime-"
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 # Dropped at unpack time by dpkg; nothing a runtime executes lives there.
 TRIMMED: tuple[str, ...] = (
     "/usr/share/man/*",
@@ -111,16 +140,73 @@ def host_sources() -> Path:
     raise ImageBuildError(f"no Debian apt sources found (looked at {', '.join(map(str, candidates))})")
 
 
+def sources_for(suite: str) -> Path:
+    """An apt sources file for `suite`: the host's own when it lists the suite, else one derived from it.
+
+    The derived file keeps the host's main archive stanzas (same URIs, keyring and components) with
+    `Suites: <suite>` (no -updates/-security: a snapshot mirror need not carry them for another release).
+    """
+    source = host_sources()
+    text = source.read_text()
+    if source.suffix != ".sources":
+        lines = [line.split() for line in text.splitlines() if line.split()[:1] == ["deb"]]
+        if any(suite in parts[2:3] for parts in lines):
+            return source
+        derived = [" ".join([*parts[:2], suite, *parts[3:]]) for parts in lines if "-" not in parts[2]]
+        out = "\n".join(derived) + "\n"
+    else:
+        stanzas = [block for block in text.split("\n\n") if block.strip()]
+        lines = [line for block in stanzas for line in block.splitlines()]
+        listed = [line.split(":", 1)[1].split() for line in lines if line.startswith("Suites:")]
+        if any(suite in names for names in listed):
+            return source
+        kept = []
+        for block in stanzas:
+            lines = [line for line in block.splitlines() if not line.startswith("#")]
+            names = next((line.split(":", 1)[1].split() for line in lines if line.startswith("Suites:")), [])
+            if any("-" not in name for name in names):
+                kept.append("\n".join(f"Suites: {suite}" if line.startswith("Suites:") else line for line in lines))
+        out = "\n\n".join(kept) + "\n"
+    if not out.strip():
+        raise ImageBuildError(f"cannot derive apt sources for {suite} from {source}")
+    target = LOCK_DIR / f"hearth-{suite}-{hashlib.sha256(out.encode()).hexdigest()[:8]}{source.suffix or '.list'}"
+    if not target.exists():
+        target.write_text(out)
+    return target
+
+
+def default_runtime(language: str) -> str:
+    """The runtime `language` means when no version is named: the one built from the host's suite, else the oldest."""
+    if language in CATALOG:
+        return language
+    offered = [image for image in CATALOG.values() if image.language == language]
+    if not offered:
+        raise ValueError(f"unknown language {language!r} (known: {', '.join(LANGUAGES)})")
+    suite = host_suite()
+    return next((image.name for image in offered if image.suite == suite), offered[0].name)
+
+
+def runtime_image(runtime: str) -> RuntimeImage:
+    """The catalog entry of a runtime identifier (`python3.13`) or of a language's default (`python`)."""
+    try:
+        return CATALOG[default_runtime(runtime) if runtime in LANGUAGES else runtime]
+    except KeyError:
+        raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})") from None
+
+
+def language_of(runtime: str) -> str:
+    return runtime_image(runtime).language
+
+
 def recipe(runtime: str) -> dict[str, Any]:
     """Everything that determines the image's content; its hash is the tag."""
-    if runtime not in PACKAGES:
-        raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+    image = runtime_image(runtime)
     return {
         "version": RECIPE_VERSION,
-        "runtime": runtime,
-        "suite": host_suite(),
+        "runtime": image.name,
+        "suite": image.suite,
         "variant": "essential",
-        "packages": list(PACKAGES[runtime]),
+        "packages": list(image.packages),
         "path_exclude": list(TRIMMED),
         "hooks": list(HOOKS),
         "customize": list(CUSTOMIZE),
@@ -169,7 +255,7 @@ def mmdebstrap_command(spec: dict[str, Any], sources: Path | None = None) -> lis
     command += [f"--hook-directory={HOOKS_DIR / hook}" for hook in spec["hooks"]]
     command += [f"--dpkgopt=path-exclude={pattern}" for pattern in spec["path_exclude"]]
     command += [f"--customize-hook={hook}" for hook in spec["customize"]]
-    command += ["--format=tar", spec["suite"], "-", str(sources or host_sources())]
+    command += ["--format=tar", spec["suite"], "-", str(sources or sources_for(spec["suite"]))]
     return command
 
 
@@ -239,6 +325,7 @@ def build_image(
     """
     say = progress or (lambda _line: None)
     spec = spec or recipe(runtime)
+    runtime = str(spec["runtime"])
     ref = ref_for(spec)
     name, tag = ref.rsplit(":", 1)
     started = time.monotonic()
@@ -328,6 +415,7 @@ def _build_lock(runtime: str) -> Iterator[None]:
 
 def ensure_image(client: docker.DockerClient, runtime: str, progress: Progress | None = None) -> str:
     """`runtime`'s image ref, built first if missing; safe when several processes ask at once."""
+    runtime = runtime_image(runtime).name
     ref = image_ref(runtime)
     if _present(client, ref):
         return ref

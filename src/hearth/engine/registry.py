@@ -34,6 +34,7 @@ def spec_from_version(row: FunctionVersion, name: str, code_root: Path) -> Funct
         auth=row.auth,
         extra=dict(row.extra or {}),
         layer_dir=layer_dir(code_root, row.language, (row.extra or {}).get("layer")),
+        runtime=str((row.extra or {}).get("runtime") or ""),
     )
 
 

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Runtime = Literal["python", "javascript"]
+# A runtime identifier (`python3.13`, `nodejs20.x`), or a language (`python`) meaning its default runtime
+# (hearth.engine.images.CATALOG).
+Runtime = str
+Language = Literal["python", "javascript"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class FunctionSpec:
 
     name: str
     version: int
-    language: Runtime
+    language: Language
     handler: str
     code_dir: Path
     timeout_s: float = 30.0
@@ -41,16 +44,35 @@ class FunctionSpec:
     auth: str = "public"
     extra: dict[str, Any] = field(default_factory=dict)
     layer_dir: Path | None = None  # installed dependencies (site-packages / node_modules), read-only
+    runtime: str = ""  # `python3.13`, `nodejs20.x`; empty: the language's default runtime
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.name, self.version)
 
     @property
+    def sandbox_runtime(self) -> str:
+        """The runtime identifier this version runs on (the language's default when none was named)."""
+        from hearth.engine.images import runtime_image
+
+        return runtime_image(self.runtime or self.language).name
+
+    @property
     def module_and_function(self) -> tuple[str, str]:
         """`handler` is `fn` (in the single-file module `main`) or `module.fn` / `pkg/module.fn`."""
         module, _, function = self.handler.rpartition(".")
         return (module or "main", function)
+
+
+@dataclass(frozen=True)
+class LambdaIdentity:
+    """The region and account a function runs in: the Lambda API's (HEARTH_LAMBDA_REGION, HEARTH_LAMBDA_ACCOUNT_ID)."""
+
+    region: str = "us-east-1"
+    account: str = "000000000000"
+
+    def function_arn(self, name: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{name}"
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,7 @@ class Backend(abc.ABC):
     # Stem cells from the start (the default backend), or only once a function on this backend is first started:
     # idle stem cells of a backend nobody uses would hold memory for nothing.
     stem_cells_at_start: bool = True
+    identity: LambdaIdentity = LambdaIdentity()  # region and account functions see (hearth.engine.lambda_env)
     # Until then, one sandbox is started and stopped in the background at boot to measure the start cost
     # (GET /api/backends); a backend whose starts are expensive may turn that off.
     probe_at_start: bool = True
@@ -216,6 +239,12 @@ class Backend(abc.ABC):
         if costs is None:
             costs = self.__dict__["_start_costs"] = StartCosts()
         return costs
+
+    def runtimes(self) -> list[str]:
+        """The runtime identifiers this backend can run right now (hearth.engine.images.CATALOG)."""
+        from hearth.engine.images import LANGUAGES, default_runtime
+
+        return [default_runtime(language) for language in LANGUAGES]
 
     def describe(self) -> dict[str, Any]:
         """Backend-specific facts for GET /api/backends (e.g. the OCI runtime, the accelerator)."""

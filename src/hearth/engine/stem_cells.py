@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 
+from hearth.engine.images import LANGUAGES, default_runtime, runtime_image
 from hearth.engine.sandbox import Backend, Runtime, Sandbox
 
 PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the boot's own sandbox starts to finish
 
 log = logging.getLogger(__name__)
-RUNTIMES: tuple[Runtime, ...] = ("python", "javascript")
+# Stem cells are kept for each language's default runtime from the start; for another runtime once a
+# function on it has taken its first sandbox (`take` refills what it was asked for).
+RUNTIMES: tuple[Runtime, ...] = tuple(default_runtime(language) for language in LANGUAGES)
 
 
 class StemCells:
@@ -52,7 +55,7 @@ class StemCells:
         if backend in self.standby_backends or (backend not in self.enabled_backends and self._keeps(backend)):
             self.standby_backends.discard(backend)
             self.enabled_backends.add(backend)
-        key = (backend, runtime)
+        key = (backend, runtime_image(runtime).name)
         cells = self.ready.get(key, [])
         while cells:
             sandbox = cells.pop()
@@ -64,14 +67,15 @@ class StemCells:
         return None
 
     def _keeps(self, backend: str) -> bool:
-        return self.per_runtime > 0 and self.backends[backend].stem_limits("python") is not None
+        return self.per_runtime > 0 and self.backends[backend].stem_limits(RUNTIMES[0]) is not None
 
     def count(self) -> int:
         return sum(len(cells) for cells in self.ready.values())
 
     def counts(self) -> dict[str, int]:
-        """Ready stem cells by `backend/runtime`."""
-        return {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b in sorted(self.enabled_backends) for rt in RUNTIMES}
+        """Ready stem cells by `backend/runtime` (the default runtimes always, the others once used)."""
+        runtimes = (*RUNTIMES, *sorted({rt for (_, rt) in self.ready if rt not in RUNTIMES}))
+        return {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b in sorted(self.enabled_backends) for rt in runtimes}
 
     def _refill(self, key: tuple[str, Runtime]) -> None:
         if self._closed or key[0] not in self.enabled_backends:
@@ -103,11 +107,11 @@ class StemCells:
         deadline = asyncio.get_running_loop().time() + PROBE_SETTLE_S
         while not self._closed and any(self.starting.values()) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.1)
-        limits = backend.stem_limits("python")
+        limits = backend.stem_limits(RUNTIMES[0])
         if self._closed or limits is None or name not in self.standby_backends:
             return
         try:
-            sandbox = await backend.create("python", limits, {"hearth.function": "", "hearth.probe": "true"})
+            sandbox = await backend.create(RUNTIMES[0], limits, {"hearth.function": "", "hearth.probe": "true"})
         except Exception as exc:  # recorded in the backend's start costs by its create
             log.warning("start-cost probe of the %s backend failed: %s", name, exc)
             return

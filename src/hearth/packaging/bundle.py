@@ -183,5 +183,17 @@ def read_directory(root: Path, excludes: Iterable[str] = DEFAULT_EXCLUDES, *, ma
 
 def handler_file(language: str, handler: str) -> str:
     """The file that must exist for `handler` (`module.function`, the Lambda convention)."""
+    return handler_files(language, handler)[0]
+
+
+# Node: the files Lambda's runtime tries for a handler's module, in its order (UserFunction.js).
+NODE_EXTENSIONS: tuple[str, ...] = (".js", ".mjs", ".cjs")
+
+
+def handler_files(language: str, handler: str) -> tuple[str, ...]:
+    """The files one of which must exist for `handler`: `module.py`; `module.js`, `.mjs` or `.cjs`."""
     module, _, _ = handler.rpartition(".")
-    return (module or "main") + (".py" if language == "python" else ".js")
+    module = module or "main"
+    if language == "python":
+        return (module + ".py",)
+    return tuple(module + extension for extension in NODE_EXTENSIONS)

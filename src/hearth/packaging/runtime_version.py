@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hearth.engine.images import language_of
+
 PROBES: dict[str, list[str]] = {
     "python": ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
     "javascript": ["node", "-p", "process.versions.node.split('.')[0]"],
@@ -12,7 +14,10 @@ PROBES: dict[str, list[str]] = {
 
 
 class RuntimeVersions:
-    """Callable `language -> version`, cached per image (the image tag changes with its recipe)."""
+    """Callable `runtime -> version` (`python3.13`, or a language for its default runtime), cached per image.
+
+    The image tag changes with its recipe. Which image a runtime has: hearth.engine.images.CATALOG.
+    """
 
     def __init__(self, docker_backend: Any | None) -> None:
         self._backend = docker_backend
@@ -31,7 +36,7 @@ class RuntimeVersions:
     def _probe(self, image: str, language: str) -> str:
         output = self._backend.client.containers.run(
             image,
-            PROBES[language],
+            PROBES[language_of(language)],
             remove=True,
             network_mode="none",
             user="65534:65534",

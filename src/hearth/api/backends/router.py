@@ -39,6 +39,7 @@ def describe(state: HearthState, backend: Backend) -> BackendOut:
             last_error=costs.last_error,
         ),
         stem_cells={key.removeprefix(prefix): n for key, n in stems.items() if key.startswith(prefix)},
+        runtimes=backend.runtimes() if available else [],
     )
 
 

@@ -37,6 +37,7 @@ class BackendOut(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict, description="backend-specific facts (runtime, platform)")
     start_cost: StartCost
     stem_cells: dict[str, int] = Field(default_factory=dict, description="ready stem cells by runtime")
+    runtimes: list[str] = Field(default_factory=list, description="runtimes it can run here now (GET /api/runtimes)")
 
 
 class BackendList(BaseModel):

@@ -23,8 +23,8 @@ from hearth.api.builds.schemas import BuildOut
 from hearth.api.errors import ApiError, field_error
 from hearth.config import Settings
 from hearth.packaging.builder import BuildFailed, LayerBuilder
-from hearth.packaging.bundle import BundleError, handler_file, unpack_zip
-from hearth.packaging.deps import ManifestError, find_dependencies
+from hearth.packaging.bundle import BundleError, handler_files, unpack_zip
+from hearth.packaging.deps import Dependencies, ManifestError, find_dependencies
 from hearth.store.code import SOURCE_FILE, CodeStore, StoredCode
 from hearth.store.models import Build
 
@@ -80,10 +80,11 @@ def collect_files(
         files = unpack_zip(data, max_zip_bytes=settings.max_zip_bytes, max_unzipped_bytes=settings.max_unzipped_bytes)
     except BundleError as exc:
         raise field_error("zip_base64", str(exc)) from None
-    wanted = handler_file(language, handler)
-    if wanted not in files:
+    wanted = handler_files(language, handler)
+    if not any(name in files for name in wanted):
         shown = ", ".join(sorted(files)[:10]) + (", ..." if len(files) > 10 else "")
-        raise field_error("handler", f"{handler!r} needs the file {wanted!r}, which the zip does not hold ({shown})")
+        needs = " or ".join(repr(name) for name in wanted)
+        raise field_error("handler", f"{handler!r} needs the file {needs}, which the zip does not hold ({shown})")
     return files, "zip_base64"
 
 
@@ -115,9 +116,22 @@ class BuildService:
 
         return await asyncio.to_thread(mark)
 
+    async def _key_for(self, deps: Dependencies, runtime: str) -> tuple[str, str]:
+        """(layer key, runtime version) of a dependency list for `runtime` (LayerBuilder.key_for, per runtime)."""
+        try:
+            version = await self.builder.runtime_version(runtime)
+        except Exception as exc:
+            raise BuildFailed(f"cannot tell the {runtime} runtime's version: {exc}") from None
+        return deps.layer_key(version, self.builder.policy), version
+
     # ----- deploy path
-    async def prepare(self, function: str, language: str, files: dict[str, bytes], field: str) -> PreparedCode:
-        """Store `files` and make their dependency layer ready; ApiError if the dependencies do not install."""
+    async def prepare(
+        self, function: str, language: str, files: dict[str, bytes], field: str, runtime: str | None = None
+    ) -> PreparedCode:
+        """Store `files` and make their dependency layer ready; ApiError if the dependencies do not install.
+
+        The layer is built for `runtime` (`python3.13`; default: the language's default runtime).
+        """
         try:
             deps = find_dependencies(language, files)
         except ManifestError as exc:
@@ -146,7 +160,7 @@ class BuildService:
         await asyncio.to_thread(self._save, build)
         self._live[build.id] = (build, live)
         try:
-            key, runtime_version = await self.builder.key_for(deps)
+            key, runtime_version = await self._key_for(deps, runtime or language)
             build.layer_sha256 = key
             live.append(f"installing {deps.manifest} for {language} {runtime_version} into layer {key[:12]}\n")
             if await asyncio.to_thread(self.code.fetch_layer, key):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,6 +22,15 @@ Language = Literal["python", "javascript"]
 HttpPayloadFormat = Literal["2.0", "1.0"]
 
 
+def language_of_runtime(runtime: str) -> str | None:
+    """`python` for python3.x runtimes, `javascript` for nodejsNN.x ones (which exist is checked later)."""
+    if re.fullmatch(r"python3(\.\d+)?", runtime):
+        return "python"
+    if re.fullmatch(r"nodejs\d+(\.x)?", runtime):
+        return "javascript"
+    return None
+
+
 def check_cron(expression: str) -> str:
     from croniter import croniter
 
@@ -31,9 +40,7 @@ def check_cron(expression: str) -> str:
     return expression
 
 
-Schedule = Annotated[
-    list[Annotated[str, Field(max_length=128), AfterValidator(check_cron)]], Field(max_length=16)
-]
+Schedule = Annotated[list[Annotated[str, Field(max_length=128), AfterValidator(check_cron)]], Field(max_length=16)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-', 1-63 chars")]
 
 
@@ -81,6 +88,11 @@ class FunctionSettings(_Strict):
     """Every setting of a function except its name; the body of a full replace (PUT)."""
 
     language: Language
+    runtime: str | None = Field(
+        default=None,
+        max_length=32,
+        description="python3.11, python3.13, nodejs18.x, nodejs20.x (GET /api/runtimes); default: the language's",
+    )
     code: str | None = Field(default=None, min_length=1, description="source text of one file (or zip_base64)")
     zip_base64: str | None = Field(
         default=None, min_length=1, description="a zip bundle, base64: several files, requirements.txt / package.json"
@@ -108,6 +120,16 @@ class FunctionSettings(_Strict):
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _language_from_runtime(cls, data: Any) -> Any:
+        """`runtime: python3.13` alone says the language too."""
+        if isinstance(data, dict) and data.get("language") is None and isinstance(data.get("runtime"), str):
+            language = language_of_runtime(data["runtime"])
+            if language is not None:
+                data = {**data, "language": language}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> FunctionSettings:
         if (self.code is None) == (self.zip_base64 is None):
@@ -125,6 +147,7 @@ class FunctionReplace(FunctionSettings):
 
 class FunctionPatch(_Strict):
     language: Language | None = None
+    runtime: str | None = Field(default=None, max_length=32, description="null: the language's default runtime")
     code: str | None = Field(default=None, min_length=1)
     zip_base64: str | None = Field(default=None, min_length=1)
     description: str | None = Field(default=None, max_length=1024)
@@ -161,6 +184,7 @@ class FunctionOut(BaseModel):
     version: int
     route: str
     language: Language
+    runtime: str | None = Field(default=None, description="the runtime the current version runs on")
     handler: str
     timeout_s: float
     memory_mb: int

@@ -33,11 +33,13 @@ from hearth.api.namespaces import (
     split_key,
 )
 from hearth.api.state import HearthState
+from hearth.engine import images
 from hearth.engine.registry import spec_from_version
+from hearth.engine.sandbox import Backend
 from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
-EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule", "http_payload_format")
+EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "runtime", "schedule", "http_payload_format")
 CODE_FIELDS: tuple[str, ...] = ("code", "zip_base64")
 COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name not in CODE_FIELDS + EXTRA_FIELDS)
 # What a version's `extra` says about its dependency layer (set by the build, not by the user).
@@ -98,7 +100,9 @@ class FunctionService:
         await asyncio.to_thread(self._check_capabilities_of, caller, owner, values)
         code, zipped = values.pop("code"), values.pop("zip_base64")
         # Dependencies install before the write lock is taken: a build may take minutes.
-        prepared = await self._prepare_code(key, values["language"], values["handler"], code, zipped)
+        prepared = await self._prepare_code(
+            key, values["language"], values["handler"], code, zipped, values.get("runtime")
+        )
         async with self.write_lock:
             with storage_errors():
                 row_values = with_layer(values, prepared)
@@ -130,7 +134,9 @@ class FunctionService:
             fn, current = await asyncio.to_thread(self._load, name)
             snapshot = self._merge(name, fn, current, changes, replace=replace)
             await asyncio.to_thread(self._check_capabilities_of, caller, fn.owner, snapshot)  # before any build
-            prepared = await self._prepare_code(name, snapshot["language"], snapshot["handler"], code, zipped)
+            prepared = await self._prepare_code(
+                name, snapshot["language"], snapshot["handler"], code, zipped, snapshot.get("runtime")
+            )
         async with self.write_lock:
             fn, current = await asyncio.to_thread(self._load, name)
             values = self._merge(name, fn, current, changes, replace=replace)
@@ -171,16 +177,18 @@ class FunctionService:
         new_code = any(changes.get(field) is not None for field in CODE_FIELDS)
         if not new_code and values["language"] != current.language:
             raise field_error("code", "changing the language needs new code")
+        if not replace and "runtime" not in changes and values["language"] != current.language:
+            values["runtime"] = None  # the new language's default runtime
         return self._complete(name, values, previous_route=fn.route)
 
     async def _prepare_code(
-        self, name: str, language: str, handler: str, code: str | None, zipped: str | None
+        self, name: str, language: str, handler: str, code: str | None, zipped: str | None, runtime: str | None
     ) -> PreparedCode:
         if code is not None:
             self._check_code(code)
         files, field = collect_files(language, handler, code, zipped, self.state.settings)
         with storage_errors():
-            return await self.state.builds.prepare(name, language, files, field)
+            return await self.state.builds.prepare(name, language, files, field, runtime)
 
     # ----- what this node serves (under write_lock; also the follower's, for changes made elsewhere)
     def serve(self, name: str, owner: str, ver: FunctionVersion) -> None:
@@ -215,12 +223,31 @@ class FunctionService:
         available, reason = backend.availability()
         if not available:
             raise field_error("backend", f"backend {values['backend']!r} is not available here: {reason}")
+        values["runtime"] = self._runtime(values, backend)
         refused = backend.refuse(values)
         if refused:
             raise field_error("backend", refused)
         if values["min_warm"] > values["max_instances"]:
             raise field_error("min_warm", "must not exceed max_instances")
         return values
+
+    def _runtime(self, values: dict[str, Any], backend: Backend) -> str:
+        """The runtime the version runs on: the one named (checked against what this host offers), else the default."""
+        language, named = values["language"], values.get("runtime")
+        if named is None:
+            return images.default_runtime(language)
+        if named not in images.CATALOG:
+            raise field_error("runtime", f"unknown runtime {named!r} (known: {', '.join(images.RUNTIMES)})")
+        if images.language_of(named) != language:
+            raise field_error("runtime", f"{named} is not a {language} runtime")
+        offered = backend.runtimes()
+        if named not in offered:
+            raise field_error(
+                "runtime",
+                f"runtime {named!r} is not available on the {backend.name} backend here "
+                f"(available: {', '.join(offered) or 'none'})",
+            )
+        return str(named)
 
     # ----- database work (runs in a worker thread)
     def _find(self, session: Session, name: str) -> Function:
@@ -356,6 +383,7 @@ class FunctionService:
             retries=(ver.extra or {}).get("retries"),
             schedule=(ver.extra or {}).get("schedule"),
             http_payload_format=(ver.extra or {}).get("http_payload_format") or "2.0",
+            runtime=(ver.extra or {}).get("runtime") or images.default_runtime(ver.language),
             layer=(ver.extra or {}).get("layer"),
             build_id=(ver.extra or {}).get("build_id"),
             code_sha256=ver.code_sha256,

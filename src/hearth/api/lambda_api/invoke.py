@@ -81,21 +81,24 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
 
 def error_payload(res: InvocationResult) -> dict[str, Any]:
     error = res.error or {}
-    if res.status == "error":
+    if res.status == "error":  # the agents name load failures as Lambda does (Runtime.ImportModuleError, ...)
         error_type = str(error.get("type") or "Error")
-        if error.get("phase") == "init":
-            error_type = f"Runtime.{error_type}" if not error_type.startswith("Runtime.") else error_type
     else:
         error_type = ERROR_TYPES.get(res.status, "Runtime.Unknown")
     message = str(error.get("message") or "the invocation failed")
     if res.status == "timeout":
         message = f"Task timed out: {message}"
-    trace = str(error.get("traceback") or "")
+    if isinstance(error.get("trace"), list):  # Node's runtime answers {errorType, errorMessage, trace}
+        return {"errorType": error_type, "errorMessage": message, "trace": [str(line) for line in error["trace"]]}
+    stack = error.get("stack_trace")  # Python's runtime: {errorMessage, errorType, requestId, stackTrace}
+    if not isinstance(stack, list):
+        trace = str(error.get("traceback") or "")
+        stack = [line for line in trace.splitlines() if line.startswith(" ")]  # the frames
     return {
         "errorMessage": message,
         "errorType": error_type,
         "requestId": res.invocation_id,
-        "stackTrace": [line for line in trace.splitlines() if line.startswith(" ")],  # the frames
+        "stackTrace": [str(line) for line in stack],
     }
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from hearth.api.functions.schemas import NAME_PATTERN, FunctionOut
 from hearth.api.lambda_api.errors import LambdaError, invalid
+from hearth.engine import images
+from hearth.engine.lambda_env import reserved_in
 
 LATEST = "$LATEST"
 ARN_PATTERN = re.compile(
@@ -54,20 +56,29 @@ def arn(region: str, account: str, name: str, qualifier: str | None = None) -> s
     return f"{base}:{qualifier}" if qualifier else base
 
 
-def language_of(runtime: str | None) -> str:
-    if runtime and re.fullmatch(r"python3(\.\d+)?", runtime):
-        return "python"
-    if runtime and re.fullmatch(r"nodejs(\d+(\.x)?)?", runtime):
-        return "javascript"
+def check_runtime(runtime: str | None, available: list[str]) -> str:
+    """Lambda's `Runtime`, which must be one this host runs (never replaced by another version)."""
+    if runtime in available:
+        return str(runtime)
     raise invalid(
-        f"Value {runtime!r} at 'runtime' failed to satisfy constraint: Hearth runs python3.x and nodejs*.x runtimes"
+        f"Value {runtime!r} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
+        f"[{', '.join(available)}] (the runtimes this Hearth runs)"
     )
 
 
-def runtime_name(language: str, version: str | None) -> str:
-    if language == "python":
-        return f"python{version or '3'}"
-    return f"nodejs{version}.x" if version else "nodejs"
+def language_of(runtime: str) -> str:
+    return images.language_of(runtime)
+
+
+def check_environment(variables: dict[str, str]) -> dict[str, str]:
+    """Lambda refuses the keys it reserves (AWS_REGION, _HANDLER, ...) in Environment.Variables."""
+    if reserved := reserved_in(variables):
+        raise invalid(
+            "Lambda was unable to configure your environment variables because the environment variables you "
+            "have provided contains reserved keys that are currently not supported for modification. "
+            f"Reserved keys used in this request: {', '.join(reserved)}"
+        )
+    return variables
 
 
 def handler_to_hearth(handler: str, language: str) -> str:
@@ -95,14 +106,12 @@ def lambda_timestamp(fn: FunctionOut) -> str:
     return fn.updated_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{fn.updated_at.microsecond // 1000:03d}+0000"
 
 
-def configuration(
-    fn: FunctionOut, *, name: str, region: str, account: str, runtime_version: str | None
-) -> dict[str, Any]:
+def configuration(fn: FunctionOut, *, name: str, region: str, account: str) -> dict[str, Any]:
     """`name`: the function's name as the caller knows it (see router.shown_name)."""
     return {
         "FunctionName": name,
         "FunctionArn": arn(region, account, name),
-        "Runtime": runtime_name(fn.language, runtime_version),
+        "Runtime": fn.runtime or images.default_runtime(fn.language),  # what the version really runs on
         "Role": f"arn:aws:iam::{account}:role/hearth",
         "Handler": handler_to_lambda(fn.handler, fn.language),
         "CodeSize": fn.code_size,

@@ -5,6 +5,7 @@ Not part of Hearth's OpenAPI schema: the contract is AWS's, and errors have its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -28,8 +29,10 @@ from hearth.api.lambda_api.mapping import (
     LATEST,
     FunctionRef,
     arn,
+    check_environment,
     check_name,
     check_qualifier,
+    check_runtime,
     configuration,
     handler_to_hearth,
     language_of,
@@ -174,25 +177,17 @@ def account(request: Request) -> str:
     return state_of(request).settings.lambda_account_id
 
 
-async def runtime_version(request: Request, language: str) -> str | None:
-    builds = getattr(state_of(request), "builds", None)
-    if builds is None:
-        return None
-    try:
-        return str(await builds.builder.runtime_version(language))
-    except Exception:  # Docker unreachable: answer without the minor version
-        return None
+async def available_runtimes(request: Request) -> list[str]:
+    """The runtimes functions created through this API can run on: those of the default backend, here and now."""
+    state = state_of(request)
+    backend = state.engine.backends.get(state.settings.default_backend)
+    if backend is None:
+        return []
+    return await asyncio.to_thread(backend.runtimes)
 
 
 async def config_of(request: Request, fn: FunctionOut, version: str | None = None) -> dict[str, Any]:
-    version_of_runtime = await runtime_version(request, fn.language)
-    config = configuration(
-        fn,
-        name=shown_name(request, fn.name),
-        region=region(request),
-        account=account(request),
-        runtime_version=version_of_runtime,
-    )
+    config = configuration(fn, name=shown_name(request, fn.name), region=region(request), account=account(request))
     if version:
         config["Version"] = version
     return config
@@ -245,18 +240,20 @@ async def create_function(request: Request) -> Response:
         raise invalid("Hearth deploys Zip packages only")
     check_supported(layers=body.Layers, architectures=body.Architectures)
     name = check_name(parse_function_name(body.FunctionName).name)
-    language = language_of(body.Runtime)
+    runtime = check_runtime(body.Runtime, await available_runtimes(request))
+    language = language_of(runtime)
     if not body.Handler:
         raise invalid("Handler is required for Zip packages")
     timeout = body.Timeout if body.Timeout is not None else LAMBDA_DEFAULT_TIMEOUT_S
     settings: dict[str, Any] = {
         "name": name,
         "language": language,
+        "runtime": runtime,
         "zip_base64": zip_of(body.Code),
         "handler": handler_to_hearth(body.Handler, language),
         "timeout_s": timeout,
         "memory_mb": body.MemorySize if body.MemorySize is not None else LAMBDA_DEFAULT_MEMORY_MB,
-        "env": body.Environment.Variables if body.Environment else {},
+        "env": check_environment(body.Environment.Variables) if body.Environment else {},
     }
     if body.Description and has_field(FunctionCreate, "description"):
         settings["description"] = body.Description
@@ -328,8 +325,11 @@ async def update_function_configuration(function_name: str, request: Request) ->
     fn = await load(request, parse_function_name(function_name))
     check_revision(fn, body.RevisionId, await config_of(request, fn))
     changes: dict[str, Any] = {}
-    if body.Runtime is not None and language_of(body.Runtime) != fn.language:
-        raise invalid("changing the runtime's language needs new code: use UpdateFunctionCode on a new function")
+    if body.Runtime is not None:
+        runtime = check_runtime(body.Runtime, await available_runtimes(request))
+        if language_of(runtime) != fn.language:
+            raise invalid("changing the runtime's language needs new code: use UpdateFunctionCode on a new function")
+        changes["runtime"] = runtime
     if body.Handler is not None:
         changes["handler"] = handler_to_hearth(body.Handler, fn.language)
     if body.Timeout is not None:
@@ -337,7 +337,7 @@ async def update_function_configuration(function_name: str, request: Request) ->
     if body.MemorySize is not None:
         changes["memory_mb"] = body.MemorySize
     if body.Environment is not None:
-        changes["env"] = body.Environment.Variables
+        changes["env"] = check_environment(body.Environment.Variables)
     if body.Description is not None and has_field(FunctionPatch, "description"):
         changes["description"] = body.Description
     patch = FunctionPatch.model_validate(changes)

@@ -21,8 +21,9 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from hearth.engine import images
+from hearth.engine import aws_sdk, images
 from hearth.engine.channel import AgentChannel
+from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
     Backend,
     FunctionSpec,
@@ -44,6 +45,7 @@ AGENT_COMMANDS: dict[str, list[str]] = {
 }
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
+RUNTIMES_RECHECK_S = 5.0
 
 
 def _read_int(path: Path) -> int | None:
@@ -133,27 +135,23 @@ class DockerSandbox(Sandbox):
 
     async def load(self, spec: FunctionSpec) -> float:
         materialize_code(spec.code_dir, self.directory / "code")
-        if spec.layer_dir is not None:  # the function's installed dependencies, beside its code
-            await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / "deps")
+        # The function's installed dependencies, beside its code. Node's: /hearth/node_modules, where ES
+        # modules' imports (which ignore NODE_PATH) find them from /hearth/code, as require() does.
+        deps = "node_modules" if images.language_of(spec.sandbox_runtime) == "javascript" else "deps"
+        if spec.layer_dir is not None:
+            await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / deps)
         wanted = self._backend.limits_for(spec)
         if wanted != self.limits:
             await self._backend.update_limits(self.container_id, wanted)
             self.limits = wanted
-        module, function = spec.module_and_function
-        frame = {
-            "type": "init",
-            "code_dir": "/hearth/code",
-            "module": module,
-            "function": function,
-            "env": dict(spec.env),
-            "function_name": spec.name,
-            "function_version": spec.version,
-            "memory_limit_in_mb": spec.memory_mb,
-            "concurrency": spec.concurrency,
-            "max_log_bytes": self._backend.max_log_bytes,
-            "max_result_bytes": self._backend.max_result_bytes,
-            "paths": ["/hearth/deps"] if spec.layer_dir is not None else [],
-        }
+        frame = init_frame(
+            spec,
+            self._backend.identity,
+            self.id,
+            max_log_bytes=self._backend.max_log_bytes,
+            max_result_bytes=self._backend.max_result_bytes,
+            deps_dir=f"/hearth/{deps}",
+        )
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
         except TimeoutError:
@@ -238,6 +236,7 @@ class DockerBackend(Backend):
         self.image_overrides = image_overrides or {}
         self._client = client
         self._background: set[asyncio.Future[None]] = set()
+        self._runtimes_checked: tuple[float, list[str]] | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o755)
 
@@ -248,7 +247,12 @@ class DockerBackend(Backend):
         return self._client
 
     def image_for(self, runtime: str) -> str:
-        return self.image_overrides.get(runtime) or images.image_ref(runtime)
+        """The image of a runtime (`python3.13`; a language means its default), or its configured override."""
+        image = images.runtime_image(runtime)
+        override = self.image_overrides.get(image.name)
+        if override is None and image.name == images.default_runtime(image.language):
+            override = self.image_overrides.get(image.language)  # HEARTH_DOCKER_RUNTIME_<LANGUAGE>_IMAGE
+        return override or images.image_ref(image.name)
 
     def availability(self) -> tuple[bool, str]:
         try:
@@ -267,6 +271,13 @@ class DockerBackend(Backend):
         except docker.errors.ImageNotFound:
             return False
 
+    def runtimes(self) -> list[str]:
+        """The runtimes whose image is on this host (checked at most every few seconds)."""
+        now = time.monotonic()
+        if self._runtimes_checked is None or now - self._runtimes_checked[0] > RUNTIMES_RECHECK_S:
+            self._runtimes_checked = (now, [rt for rt in images.RUNTIMES if self._image_present(rt)])
+        return list(self._runtimes_checked[1])
+
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.docker_runtime or "runc"}
 
@@ -277,7 +288,7 @@ class DockerBackend(Backend):
         except Exception as exc:
             self.start_costs.record_failure(f"{type(exc).__name__}: {exc}")
             raise
-        self.start_costs.record(runtime, (time.perf_counter() - started) * 1000)
+        self.start_costs.record(images.runtime_image(runtime).name, (time.perf_counter() - started) * 1000)
         return sandbox
 
     async def _create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
@@ -334,11 +345,14 @@ class DockerBackend(Backend):
         """Create and start the container: two Docker API calls (the SDK's high-level create adds an inspect)."""
         memory = limits.memory_mb * 1024 * 1024
         api = self.client.api
+        binds = {
+            str(directory): {"bind": "/hearth", "mode": "ro"},
+            str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
+        }
+        if images.runtime_image(runtime).aws_sdk and (sdk := aws_sdk.find_layer()) is not None:
+            binds[str(sdk)] = {"bind": aws_sdk.MOUNT_POINT, "mode": "ro"}  # as Lambda's Node runtimes ship it
         host_config = api.create_host_config(
-            binds={
-                str(directory): {"bind": "/hearth", "mode": "ro"},
-                str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
-            },
+            binds=binds,
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
             network_mode="none" if not limits.network else self._egress_network(),
@@ -355,7 +369,7 @@ class DockerBackend(Backend):
         try:
             created = api.create_container(
                 self.image_for(runtime),
-                command=AGENT_COMMANDS[runtime],
+                command=AGENT_COMMANDS[images.language_of(runtime)],
                 name=container_name(labels.get("hearth.function"), labels.get("hearth.version"), sandbox_id),
                 user="65534:65534",
                 working_dir="/tmp",

@@ -53,8 +53,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hearth.engine import images
 from hearth.engine.backends import microvm_image
 from hearth.engine.channel import AgentChannel
+from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
     Backend,
     FunctionInitError,
@@ -621,22 +623,14 @@ class MicroVMSandbox(Sandbox):
             raise
         self.limits = wanted
         files = await asyncio.to_thread(collect_files, spec)
-        module, function = spec.module_and_function
-        frame = {
-            "type": "init",
-            "code_dir": "/hearth/code",
-            "module": module,
-            "function": function,
-            "env": dict(spec.env),
-            "function_name": spec.name,
-            "function_version": spec.version,
-            "memory_limit_in_mb": spec.memory_mb,
-            "concurrency": spec.concurrency,
-            "max_log_bytes": self._backend.max_log_bytes,
-            "max_result_bytes": self._backend.max_result_bytes,
-            "paths": ["/hearth/deps"] if spec.layer_dir is not None else [],
-            "files": files,
-        }
+        frame = init_frame(
+            spec,
+            self._backend.identity,
+            self.id,
+            max_log_bytes=self._backend.max_log_bytes,
+            max_result_bytes=self._backend.max_result_bytes,
+            files=files,
+        )
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
             await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
@@ -897,6 +891,12 @@ class MicroVMBackend(Backend):
     def refuse(self, settings: Mapping[str, Any]) -> str | None:
         if settings.get("network"):
             return NO_NETWORK
+        runtime = settings.get("runtime")
+        if runtime and images.runtime_image(str(runtime)).name not in self.runtimes():
+            return (
+                f"the {self.name} backend's guest image runs only {', '.join(self.runtimes())} "
+                f"(built from Debian {images.host_suite()}), not {runtime}"
+            )
         return None
 
     # ----- command line
@@ -970,6 +970,10 @@ class MicroVMBackend(Backend):
     # ----- sandboxes
     async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
         started = time.perf_counter()
+        name = images.runtime_image(runtime).name
+        if name not in self.runtimes():  # the guest image holds the host suite's python3 and nodejs only
+            raise SandboxStartError(f"the {self.name} backend runs only {', '.join(self.runtimes())}, not {name}")
+        runtime = images.language_of(name)  # the guest's agents and snapshots are per language
         try:
             sandbox = await self._create(runtime, limits)
             if labels.get("hearth.stem") == "true" and self.accelerator()[0] == "tcg":
@@ -978,7 +982,7 @@ class MicroVMBackend(Backend):
             self.start_costs.record_failure(f"{type(exc).__name__}: {exc}")
             raise
         ms = (time.perf_counter() - started) * 1000
-        self.start_costs.record(runtime, ms)
+        self.start_costs.record(name, ms)
         self._time(f"{sandbox.start_path}/{runtime}", ms)
         return sandbox
 
@@ -1158,7 +1162,7 @@ class MicroVMBackend(Backend):
 
 
 def process_identity(pid: int) -> str | None:
-    """"pid starttime" of a running process, or None."""
+    """ "pid starttime" of a running process, or None."""
     try:
         return f"{pid} {Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
     except (OSError, IndexError):

@@ -6,6 +6,8 @@
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
+const url = require('url');
+const util = require('util');
 const { AsyncLocalStorage } = require('async_hooks');
 
 const MAX_FRAME = 128 * 1024 * 1024;
@@ -61,39 +63,123 @@ function encode(frame) {
   return Buffer.concat([header, body]);
 }
 
-function describe(err) {
-  if (err instanceof Error) {
-    return { type: err.name || (err.constructor && err.constructor.name) || 'Error', message: err.message, traceback: err.stack || '' };
-  }
-  return { type: 'HandlerError', message: String(err), traceback: '' };
+// ---- Lambda's console (the Node runtime interface client's LogPatch.js, text format): every line is
+// `<ISO time>\t<request id>\t<LEVEL>\t<message>`; AWS_LAMBDA_LOG_LEVEL drops the levels below it.
+const LEVELS = { TRACE: 1, DEBUG: 2, INFO: 3, WARN: 4, ERROR: 5, FATAL: 6 };
+
+function patchConsole() {
+  const wanted = LEVELS[String(process.env.AWS_LAMBDA_LOG_LEVEL || '').toUpperCase()] || LEVELS.TRACE;
+  const logAt = (level) => {
+    if (LEVELS[level] < wanted) return () => {};
+    return (message, ...params) => {
+      const capture = store.getStore();
+      const requestId = capture ? capture.requestId : undefined;
+      process.stdout.write(`${new Date().toISOString()}\t${requestId}\t${level}\t${util.format(message, ...params)}\n`);
+    };
+  };
+  console.trace = logAt('TRACE');
+  console.debug = logAt('DEBUG');
+  console.info = logAt('INFO');
+  console.log = console.info;
+  console.warn = logAt('WARN');
+  console.error = logAt('ERROR');
+  console.fatal = logAt('FATAL');
 }
 
-function makeContext(id, timeoutMs) {
+// ---- errors as Lambda's Node runtime reports them (Errors.js): {errorType, errorMessage, trace}
+function isErrorLike(err) {
+  return util.types.isNativeError(err) || (err && typeof err.name === 'string' && typeof err.message === 'string' && typeof err.stack === 'string');
+}
+
+function describe(err) {
+  if (isErrorLike(err)) {
+    const stack = typeof err.stack === 'string' ? err.stack : '';
+    return { type: err.name, message: err.message, traceback: stack, trace: stack.split('\n') };
+  }
+  let message;
+  try {
+    message = String(err);
+  } catch (_err) {
+    message = 'handled';
+  }
+  return { type: typeof err, message, traceback: '', trace: [] };
+}
+
+// `<label> \t{"errorType":...,"errorMessage":...,"stack":[...]}`, as the runtime logs an unhandled error.
+function logError(label, err) {
+  const error = err instanceof Error ? err : new Error(err);
+  let formatted;
+  try {
+    formatted = '\t' + JSON.stringify(error, (_k, v) => {
+      if (!(v instanceof Error)) return v;
+      const out = Object.assign({ errorType: v.name, errorMessage: v.message, code: v.code }, v);
+      if (typeof v.stack === 'string') out.stack = v.stack.split('\n');
+      return out;
+    });
+  } catch (_err) {
+    formatted = '\t' + JSON.stringify(describe(error));
+  }
+  console.error(label, formatted);
+}
+
+function runtimeError(name, message) {
+  const err = new Error(message);
+  err.name = `Runtime.${name}`;
+  return err;
+}
+
+function makeContext(id, timeoutMs, frame, done) {
   const deadline = Date.now() + timeoutMs;
+  let waitForEmptyEventLoop = true;
   return {
-    functionName: init.function_name,
-    functionVersion: String(init.function_version),
-    memoryLimitInMB: init.memory_limit_in_mb,
-    invocationId: id,
+    get callbackWaitsForEmptyEventLoop() {
+      return waitForEmptyEventLoop;
+    },
+    set callbackWaitsForEmptyEventLoop(value) {
+      waitForEmptyEventLoop = value;
+    },
+    succeed: (result) => done(null, result),
+    fail: (err) => done(err === undefined || err === null ? 'handled' : err, null),
+    done: (err, result) => done(err, result),
+    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+    clientContext: frame.client_context === null ? undefined : frame.client_context,
+    identity: frame.identity === null ? undefined : frame.identity,
+    invokedFunctionArn: frame.invoked_function_arn || init.invoked_function_arn,
     awsRequestId: id,
+    invocationId: id,
+    tenantId: frame.tenant_id === null ? undefined : frame.tenant_id,
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
-    callbackWaitsForEmptyEventLoop: false,
   };
 }
 
-function callHandler(event, context) {
-  if (handler.length >= 3) {
-    return new Promise((resolve, reject) => {
-      const done = (err, value) => (err ? reject(err) : resolve(value));
-      try {
-        const maybe = handler(event, context, done);
-        if (maybe && typeof maybe.then === 'function') maybe.then(resolve, reject);
-      } catch (err) {
-        reject(err);
+// Calls the handler as Lambda's Runtime.js does: (event, context, callback); a returned promise settles
+// the call, else the callback (or context.done/succeed/fail) does. Unlike Lambda, a plain (not async)
+// handler of fewer than three parameters that returns a value answers with it (Lambda answers null).
+function callHandler(event, id, timeoutMs, frame) {
+  return new Promise((resolve, reject) => {
+    let finished = false;
+    const done = (err, value) => {
+      if (finished) return;
+      finished = true;
+      if (err !== undefined && err !== null) reject(err);
+      else resolve(value);
+    };
+    const context = makeContext(id, timeoutMs, frame, done);
+    try {
+      const result = handler(event, context, done);
+      if (result && typeof result.then === 'function') {
+        result.then((value) => done(null, value), (err) => done(err === undefined || err === null ? 'handled' : err));
+      } else if (handler.length < 3) {
+        done(null, result);
       }
-    });
-  }
-  return Promise.resolve().then(() => handler(event, context));
+    } catch (err) {
+      done(err === undefined || err === null ? 'handled' : err);
+    }
+  });
 }
 
 function checked(reply) {
@@ -120,13 +206,15 @@ async function runOne(item, timeoutMs) {
   const capture = new Capture(init.max_log_bytes || 65536);
   const started = process.hrtime.bigint();
   const id = String(item.id || '');
+  capture.requestId = id;
   let reply;
   await store.run(capture, async () => {
     try {
-      const result = await callHandler(item.event, makeContext(id, timeoutMs));
+      const result = await callHandler(item.event, id, timeoutMs, item);
       reply = { id, ok: true, result };
     } catch (err) {
       reply = { id, ok: false, error: describe(err) };
+      logError('Invoke Error', err);
     }
   });
   reply.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -170,40 +258,75 @@ function writeFiles(files) {
   }
 }
 
-function load(frame) {
+// ---- loading the handler as Lambda's UserFunction.js resolves it: `<module>` tried as a file, then
+// `.js` (an ES module when the nearest package.json says "type": "module"), `.mjs` (import()), `.cjs`,
+// then Node's own resolution from the code directory.
+function hasTypeModule(folder) {
+  if (folder.endsWith('/node_modules')) return false;
+  const pj = path.join(folder, 'package.json');
+  if (fs.existsSync(pj)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(pj, 'utf8'));
+      if (pkg) return pkg.type === 'module';
+    } catch (err) {
+      console.warn(`${pj} cannot be read, it will be ignored for ES module detection purposes.`, err);
+      return false;
+    }
+  }
+  if (folder === '/') return false;
+  return hasTypeModule(path.resolve(folder, '..'));
+}
+
+async function importFile(file) {
+  return await import(url.pathToFileURL(file).href);
+}
+
+async function requireUserModule(codeDir, modulePath) {
+  const base = path.resolve(codeDir, modulePath);
+  if (fs.existsSync(base)) return require(base);
+  const isModule = fs.existsSync(base + '.js') && hasTypeModule(path.dirname(base + '.js'));
+  if (!isModule && fs.existsSync(base + '.js')) return require(base + '.js');
+  if (isModule) return await importFile(base + '.js');
+  if (fs.existsSync(base + '.mjs')) return await importFile(base + '.mjs');
+  if (fs.existsSync(base + '.cjs')) return require(base + '.cjs');
+  return require(require.resolve(modulePath, { paths: [codeDir] }));
+}
+
+async function loadUserModule(codeDir, modulePath) {
+  try {
+    return await requireUserModule(codeDir, modulePath);
+  } catch (err) {
+    if (err instanceof SyntaxError) throw runtimeError('UserCodeSyntaxError', String(err));
+    if (err && err.code === 'MODULE_NOT_FOUND') throw runtimeError('ImportModuleError', String(err));
+    throw err;
+  }
+}
+
+async function load(frame) {
   init = frame;
   writeFiles(frame.files);
   for (const [k, v] of Object.entries(frame.env || {})) process.env[k] = String(v);
-  process.env.AWS_LAMBDA_FUNCTION_NAME = String(frame.function_name || '');
-  process.env.AWS_LAMBDA_FUNCTION_VERSION = String(frame.function_version || '');
-  process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE = String(frame.memory_limit_in_mb || '');
+  patchConsole();
   const extraPaths = Array.isArray(frame.paths) ? frame.paths.map(String) : [];
   if (extraPaths.length) {
     // Dependency layers: searched after the code's own node_modules, like NODE_PATH set at start.
     process.env.NODE_PATH = [...extraPaths, process.env.NODE_PATH].filter(Boolean).join(path.delimiter);
     require('module').Module._initPaths();
   }
+  try {
+    process.chdir(frame.code_dir); // fs.readFileSync('data.json') at load finds the function's files
+  } catch (_err) {
+    // a code directory that is not there: the module is not found below
+  }
   const modulePath = String(frame.module);
-  if (modulePath.startsWith('/') || modulePath.split('/').includes('..')) {
-    throw new Error(`invalid module path ${modulePath}`);
+  const full = `${modulePath}.${frame.function}`;
+  if (full.includes('..') || modulePath.startsWith('/')) {
+    throw runtimeError('MalformedHandlerName', `'${full}' is not a valid handler name. Use absolute paths when specifying root directories in handler names.`);
   }
-  const file = path.join(frame.code_dir, modulePath + '.js');
-  if (!fs.existsSync(file)) {
-    const err = new Error(`no module '${modulePath}' in the function's code`);
-    err.name = 'ModuleNotFoundError';
-    throw err;
-  }
-  const mod = require(file);
-  const fn = mod[frame.function];
-  if (fn === undefined) {
-    const err = new Error(`module '${modulePath}' has no export '${frame.function}'`);
-    err.name = 'HandlerNotFound';
-    throw err;
-  }
-  if (typeof fn !== 'function') {
-    const err = new TypeError(`handler '${frame.function}' is not a function`);
-    throw err;
-  }
+  const mod = await loadUserModule(frame.code_dir, modulePath);
+  const fn = String(frame.function).split('.').reduce((nested, key) => nested && nested[key], mod);
+  if (!fn) throw runtimeError('HandlerNotFound', `${full} is undefined or not exported`);
+  if (typeof fn !== 'function') throw runtimeError('HandlerNotFound', `${full} is not a function`);
   handler = fn;
 }
 
@@ -217,7 +340,7 @@ async function warm() {
   const saved = { init, handler, env: { ...process.env } };
   const code = 'exports.handler = async (event) => { console.log(event); return { echo: event }; };\n';
   try {
-    load({ code_dir: dir, module: 'hearth_warm', function: 'handler', files: [{ path: file, data: Buffer.from(code).toString('base64') }] });
+    await load({ code_dir: dir, module: 'hearth_warm', function: 'handler', files: [{ path: file, data: Buffer.from(code).toString('base64') }] });
     for (let n = 0; n < 3; n++) encode(await runOne({ id: String(n), event: { n, s: 'x'.repeat(100) } }, 1000));
   } finally {
     delete require.cache[file];
@@ -244,14 +367,20 @@ function serve(stream) {
       }
       if (frame.type !== 'init') return;
       const started = process.hrtime.bigint();
-      try {
-        load(frame);
-      } catch (err) {
-        send({ type: 'init_error', error: describe(err) });
-        return;
-      }
-      ready = true;
-      send({ type: 'ready', init_ms: Number(process.hrtime.bigint() - started) / 1e6 });
+      const capture = new Capture(frame.max_log_bytes || 65536); // what the code logged while it loaded
+      store.run(capture, () => load(frame)).then(
+        () => {
+          ready = true;
+          const log = capture.text('stdout') + capture.text('stderr');
+          send({ type: 'ready', init_ms: Number(process.hrtime.bigint() - started) / 1e6, log });
+        },
+        (err) => {
+          const error = describe(err);
+          store.run(capture, () => logError('Uncaught Exception', err));
+          error.log = capture.text('stdout') + capture.text('stderr');
+          send({ type: 'init_error', error });
+        },
+      );
       return;
     }
     if (frame.type === 'batch') {
@@ -287,15 +416,12 @@ function serve(stream) {
 }
 
 // A rejection or exception a handler leaves behind must not take the agent (and its other callers) down.
+// Logged as Lambda's runtime logs them (which, unlike Hearth, then ends the whole runtime).
 process.on('unhandledRejection', (reason) => {
-  const capture = store.getStore();
-  const text = `Unhandled rejection: ${reason && reason.stack ? reason.stack : String(reason)}\n`;
-  if (capture) capture.write('stderr', text);
+  if (store.getStore()) logError('Unhandled Promise Rejection', reason);
 });
 process.on('uncaughtException', (err) => {
-  const capture = store.getStore();
-  const text = `Uncaught exception: ${err && err.stack ? err.stack : String(err)}\n`;
-  if (capture) capture.write('stderr', text);
+  if (store.getStore()) logError('Uncaught Exception', err);
 });
 
 function connect() {

@@ -89,27 +89,156 @@ class CapturingStream(io.TextIOBase):
         return self.fallback.fileno()
 
 
-class Context:
-    """The Lambda-style context object handed to the handler."""
+class CognitoIdentity:
+    """`context.identity` (as awslambdaric's lambda_context.py): Cognito ids, None unless Cognito called."""
 
-    def __init__(self, init: dict[str, Any], invocation_id: str, timeout_ms: int) -> None:
-        self.function_name = init.get("function_name", "")
-        self.function_version = str(init.get("function_version", ""))
-        self.memory_limit_in_mb = init.get("memory_limit_in_mb", 0)
-        self.invocation_id = self.aws_request_id = invocation_id
+    __slots__ = ["cognito_identity_id", "cognito_identity_pool_id"]
+
+    def __init__(self, identity: dict[str, Any] | None = None) -> None:
+        identity = identity or {}
+        self.cognito_identity_id = identity.get("cognitoIdentityId")
+        self.cognito_identity_pool_id = identity.get("cognitoIdentityPoolId")
+
+    def __repr__(self) -> str:
+        return (
+            f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id},"
+            f"cognito_identity_pool_id={self.cognito_identity_pool_id}])"
+        )
+
+
+class Client:
+    __slots__ = ["app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id"]
+
+
+class ClientContext:
+    __slots__ = ["client", "custom", "env"]
+
+
+def _from_dict(cls: Any, values: dict[str, Any] | None) -> Any:
+    if values is None:
+        return None
+    obj = cls()
+    for name in cls.__slots__:
+        setattr(obj, name, values.get(name))
+    return obj
+
+
+class Context:
+    """The context object handed to the handler: the attributes of Lambda's (awslambdaric's LambdaContext).
+
+    As there, `function_name`, `function_version`, `memory_limit_in_mb`, `log_group_name` and
+    `log_stream_name` come from the environment variables Lambda defines (so they are strings).
+    """
+
+    def __init__(self, init: dict[str, Any], invocation_id: str, timeout_ms: int, frame: dict[str, Any]) -> None:
+        env = os.environ
+        self.aws_request_id = self.invocation_id = invocation_id
+        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
+        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
+        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.invoked_function_arn = frame.get("invoked_function_arn") or init.get("invoked_function_arn")
+        self.tenant_id = frame.get("tenant_id")
+        self.client_context = _from_dict(ClientContext, frame.get("client_context"))
+        if self.client_context is not None:
+            self.client_context.client = _from_dict(Client, self.client_context.client)
+        self.identity = CognitoIdentity(frame.get("identity"))
         self._deadline = time.monotonic() + timeout_ms / 1000
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
+    def log(self, msg: Any) -> None:
+        sys.stdout.write(str(msg))
+
+    def __repr__(self) -> str:
+        fields = ("aws_request_id", "log_group_name", "log_stream_name", "function_name", "memory_limit_in_mb")
+        fields += ("function_version", "invoked_function_arn", "client_context", "identity", "tenant_id")
+        return f"LambdaContext([{','.join(f'{name}={getattr(self, name)}' for name in fields)}])"
+
+
+# ----- Lambda's error shapes and log lines (awslambdaric's bootstrap.py)
+ERROR_LOG_IDENT = "\u00a0"  # Lambda indents traceback lines in the log with no-break spaces
+
+
+class FaultError(Exception):
+    """A load failure Lambda names itself: Runtime.ImportModuleError, Runtime.HandlerNotFound, ..."""
+
+    def __init__(self, error_type: str, message: str, trace: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.error_type, self.message, self.trace = error_type, message, trace or []
+
 
 def describe(exc: BaseException) -> dict[str, Any]:
+    """Hearth's error (`type`, `message`, `traceback`) plus Lambda's `stack_trace` (its stackTrace list)."""
     import traceback
 
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) != AGENT_FILE]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(type(exc), exc)
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(lines)}
+    if isinstance(exc, FaultError):
+        trace = exc.trace
+        return {"type": exc.error_type, "message": exc.message, "traceback": "".join(trace), "stack_trace": trace}
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if os.path.abspath(f.filename) != AGENT_FILE and not f.filename.startswith("<frozen importlib")
+    ]
+    listed = traceback.format_list(frames)
+    lines = ["Traceback (most recent call last):\n", *listed, *traceback.format_exception_only(type(exc), exc)]
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(lines), "stack_trace": listed}
+
+
+def error_log(error: dict[str, Any]) -> str:
+    """The `[ERROR] Type: message` record Lambda's runtime writes to the function's log for an unhandled error."""
+    line = "[ERROR]"
+    if error.get("type"):
+        line += " " + str(error["type"]) + (":" if error.get("message") else "")
+    if error.get("message"):
+        line += " " + str(error["message"])
+    lines = [line]
+    if error.get("stack_trace") is not None:
+        lines.append("Traceback (most recent call last):")
+        for element in error["stack_trace"]:
+            for text in element.splitlines() or [""]:
+                stripped = text.lstrip(" ")
+                lines.append(ERROR_LOG_IDENT * (len(text) - len(stripped)) + stripped)
+    return "\n".join(lines) + "\n"
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("hearth_request_id", default="")
+
+
+def setup_logging() -> None:
+    """The root logger as Lambda's Python runtime sets it up: its handler and format, UTC, AWS_LAMBDA_LOG_LEVEL.
+
+    Records go to stdout, so they land in the current invocation's log.
+    """
+    import logging
+
+    class RequestIdFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.aws_request_id = REQUEST_ID.get()
+            return True
+
+    class LambdaLoggerHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                sys.stdout.write(self.format(record))
+            except Exception:
+                self.handleError(record)
+
+    logging.Formatter.converter = time.gmtime
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if type(h).__name__ == "LambdaLoggerHandler"]:
+        root.removeHandler(old)
+    handler = LambdaLoggerHandler()
+    fmt = "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n"
+    handler.setFormatter(logging.Formatter(fmt, "%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(RequestIdFilter())
+    root.addHandler(handler)
+    wanted = os.environ.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    level = {"TRACE": "DEBUG"}.get(wanted, wanted)
+    if level in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL"):
+        root.setLevel(level)
 
 
 def is_coroutine_function(handler: Any) -> bool:
@@ -178,6 +307,41 @@ def write_files(files: Any) -> None:
             handle.write(base64.b64decode(item["data"]))
 
 
+def import_handler(code_dir: str, module_path: str, function: str) -> Any:
+    """The handler `function` of `module_path` (`pkg/module`), as awslambdaric's `_get_handler` reports failures."""
+    if not module_path or module_path.startswith("/") or ".." in module_path.split("/"):
+        raise FaultError("Runtime.MalformedHandlerName", f"Bad handler '{module_path}.{function}'")
+    dotted = module_path.replace("/", ".")
+    if dotted.split(".")[0] in sys.builtin_module_names:
+        raise FaultError("Runtime.BuiltInModuleConflict", f"Cannot use built-in module {dotted} as a handler module")
+    path = os.path.join(code_dir, module_path + ".py")
+    if not os.path.isfile(path):
+        package_init = os.path.join(code_dir, module_path, "__init__.py")
+        if not os.path.isfile(package_init):
+            message = f"Unable to import module '{module_path}': No module named '{dotted}'"
+            raise FaultError("Runtime.ImportModuleError", message)
+        path = package_init
+    spec = importlib.util.spec_from_file_location(dotted, path)
+    if spec is None or spec.loader is None:
+        raise FaultError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[dotted] = module
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        sys.modules.pop(dotted, None)
+        raise FaultError("Runtime.ImportModuleError", f"Unable to import module '{module_path}': {exc}") from None
+    except SyntaxError as exc:
+        sys.modules.pop(dotted, None)
+        trace = [f'  File "{exc.filename}" Line {exc.lineno}\n    {exc.text}']
+        message = f"Syntax error in module '{module_path}': {exc}"
+        raise FaultError("Runtime.UserCodeSyntaxError", message, trace) from None
+    try:
+        return getattr(module, function)
+    except AttributeError:
+        raise FaultError("Runtime.HandlerNotFound", f"Handler '{function}' missing on module '{module_path}'") from None
+
+
 class Agent:
     def __init__(self, frames: Frames) -> None:
         self.frames = frames
@@ -187,41 +351,31 @@ class Agent:
         self.concurrency = 1
 
     def load(self, init: dict[str, Any]) -> None:
+        """Load the function as Lambda's runtime does: its environment, cwd = its code, root logger, handler.
+
+        Raises FaultError (Runtime.ImportModuleError, Runtime.UserCodeSyntaxError, Runtime.HandlerNotFound,
+        Runtime.MalformedHandlerName) or whatever the module's own code raised while it was imported.
+        """
         self.init = init
         write_files(init.get("files"))
         os.environ.update({str(k): str(v) for k, v in (init.get("env") or {}).items()})
-        os.environ["AWS_LAMBDA_FUNCTION_NAME"] = str(init.get("function_name", ""))
-        os.environ["AWS_LAMBDA_FUNCTION_VERSION"] = str(init.get("function_version", ""))
-        os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] = str(init.get("memory_limit_in_mb", ""))
-        code_dir = init["code_dir"]
+        if os.environ.get("TZ") and hasattr(time, "tzset"):
+            time.tzset()
+        code_dir = str(init["code_dir"])
         for extra in init.get("paths") or []:  # dependency layers; code_dir goes before them
             sys.path.insert(0, str(extra))
-        module_path = str(init["module"])
-        if module_path.startswith("/") or ".." in module_path.split("/"):
-            raise ImportError(f"invalid module path {module_path!r}")
         sys.path.insert(0, code_dir)
-        dotted = module_path.replace("/", ".")
-        spec = importlib.util.spec_from_file_location(dotted, os.path.join(code_dir, module_path + ".py"))
-        if spec is None or spec.loader is None:
-            raise ModuleNotFoundError(f"no module {module_path!r} in the function's code")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[dotted] = module
-        try:
-            spec.loader.exec_module(module)
-        except FileNotFoundError:
-            raise ModuleNotFoundError(f"no module {module_path!r} in the function's code") from None
-        handler = getattr(module, init["function"], None)
-        if handler is None:
-            raise AttributeError(f"module {module_path!r} has no handler {init['function']!r}")
-        if not callable(handler):
-            raise TypeError(f"handler {init['function']!r} is not callable")
-        self.handler = handler
-        self.is_async = is_coroutine_function(handler)
+        with contextlib.suppress(OSError):  # open("data.json") at import finds the function's files
+            os.chdir(code_dir)
+        setup_logging()
+        self.handler = import_handler(code_dir, str(init["module"]), str(init["function"]))
+        self.is_async = is_coroutine_function(self.handler)
         self.concurrency = max(1, int(init.get("concurrency", 1)))
 
     # ----- one invocation: start capturing, call, finish into a reply (never raises)
-    def _begin(self) -> tuple[Capture, contextvars.Token[Capture | None], float]:
+    def _begin(self, item_id: str) -> tuple[Capture, contextvars.Token[Capture | None], float]:
         capture = Capture(int(self.init.get("max_log_bytes", 65536)))
+        REQUEST_ID.set(item_id)  # the logging filter's aws_request_id (per thread / task)
         return capture, CURRENT.set(capture), time.perf_counter()
 
     def _reply(
@@ -237,6 +391,8 @@ class Agent:
                 reply.update(ok=False, error=error)
         else:
             reply["error"] = describe(value)
+        if not reply["ok"]:  # Lambda's runtime logs every unhandled error with its traceback
+            capture.write("stdout", error_log(reply["error"]))
         reply["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
         reply["cpu_ms"] = round((time.process_time() - capture.cpu_started) * 1000, 3)
         reply["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -256,20 +412,26 @@ class Agent:
             return None, {"type": "ResultTooLarge", "message": message, "traceback": ""}
         return encoded, None
 
-    def run_sync(self, item_id: str, event: Any, timeout_ms: int) -> tuple[dict[str, Any], str | None]:
-        capture, token, started = self._begin()
+    def run_sync(
+        self, item_id: str, event: Any, timeout_ms: int, frame: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], str | None]:
+        capture, token, started = self._begin(item_id)
         try:
-            outcome: tuple[bool, Any] = (True, self.handler(event, Context(self.init, item_id, timeout_ms)))
+            context = Context(self.init, item_id, timeout_ms, frame or {})
+            outcome: tuple[bool, Any] = (True, self.handler(event, context))
         except BaseException as exc:  # SystemExit and friends must not end the agent
             outcome = (False, exc)
         finally:
             CURRENT.reset(token)
         return self._reply(item_id, outcome, capture, started)
 
-    async def run_async(self, item_id: str, event: Any, timeout_ms: int) -> tuple[dict[str, Any], str | None]:
-        capture, token, started = self._begin()
+    async def run_async(
+        self, item_id: str, event: Any, timeout_ms: int, frame: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], str | None]:
+        capture, token, started = self._begin(item_id)
         try:
-            outcome: tuple[bool, Any] = (True, await self.handler(event, Context(self.init, item_id, timeout_ms)))
+            context = Context(self.init, item_id, timeout_ms, frame or {})
+            outcome: tuple[bool, Any] = (True, await self.handler(event, context))
         except BaseException as exc:  # SystemExit and friends must not end the agent
             if type(exc).__name__ == "CancelledError":
                 raise
@@ -323,10 +485,10 @@ class Agent:
                 one = self.run_sync(str(frame.get("id")), [i.get("event") for i in items], timeout_ms)
                 replies = self.batch_from_handler(frame, one)
             else:
-                replies = [self.run_sync(str(i.get("id")), i.get("event"), timeout_ms) for i in items]
+                replies = [self.run_sync(str(i.get("id")), i.get("event"), timeout_ms, i) for i in items]
             self.respond_batch(frame, replies)
         else:
-            self.respond_invoke(frame, self.run_sync(str(frame.get("id")), frame.get("event"), timeout_ms))
+            self.respond_invoke(frame, self.run_sync(str(frame.get("id")), frame.get("event"), timeout_ms, frame))
 
     async def handle_async(self, frame: dict[str, Any]) -> None:
         timeout_ms = int(frame.get("timeout_ms", 30000))
@@ -336,16 +498,22 @@ class Agent:
                 one = await self.run_async(str(frame.get("id")), [i.get("event") for i in items], timeout_ms)
                 replies = self.batch_from_handler(frame, one)
             else:
-                replies = [await self.run_async(str(i.get("id")), i.get("event"), timeout_ms) for i in items]
+                replies = [await self.run_async(str(i.get("id")), i.get("event"), timeout_ms, i) for i in items]
             self.respond_batch(frame, replies)
         else:
-            self.respond_invoke(frame, await self.run_async(str(frame.get("id")), frame.get("event"), timeout_ms))
+            self.respond_invoke(
+                frame, await self.run_async(str(frame.get("id")), frame.get("event"), timeout_ms, frame)
+            )
 
     def serve(self) -> None:
         frames = self.frames
         frames.send(
             {"type": "hello", "runtime": "python", "runtime_version": sys.version.split()[0], "pid": os.getpid()}
         )
+        # Lambda's root logger is set up at load (setup_logging): importing logging takes tens of ms, paid
+        # here while a stem cell waits for its function rather than on the first call's path.
+        import logging  # noqa: F401
+
         init = frames.read()
         while init.get("type") == "warm":  # optional, before init (microVMs)
             started = time.perf_counter()
@@ -356,14 +524,22 @@ class Agent:
                 frames.send({"type": "warmed", "error": describe(exc)})
             init = frames.read()
         started = time.perf_counter()
+        capture = Capture(int(init.get("max_log_bytes", 65536)))  # what the code printed while it loaded
+        token = CURRENT.set(capture)
         try:
             self.load(init)
         except BaseException as exc:  # report every load failure, then wait for the host to close
-            frames.send({"type": "init_error", "error": describe(exc)})
+            error = describe(exc)
+            capture.write("stdout", error_log(error))
+            error["log"] = capture.text("stdout") + capture.text("stderr")
+            CURRENT.reset(token)
+            frames.send({"type": "init_error", "error": error})
             while os.read(frames.fd, 65536):
                 pass
             return
-        frames.send({"type": "ready", "init_ms": round((time.perf_counter() - started) * 1000, 3)})
+        CURRENT.reset(token)
+        init_log = capture.text("stdout") + capture.text("stderr")
+        frames.send({"type": "ready", "init_ms": round((time.perf_counter() - started) * 1000, 3), "log": init_log})
         if self.is_async:
             import asyncio
 
