@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     )
     callback_attempts: int = Field(default=5, ge=1, le=20, description="deliveries tried per callback_url")
     callback_allow_private: bool = Field(
-        default=False, description="allow callback_url to loopback/private addresses (tests, trusted setups)"
+        default=False, description="allow callback_url to non-global addresses (tests, trusted setups)"
     )
     schedule_catchup: Literal["once", "skip"] = Field(
         default="once", description="ticks missed while down: run the latest once, or skip them"
