@@ -6,8 +6,12 @@ a network backend that records it and refuses to connect."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -224,3 +228,26 @@ def test_a_pinned_connection_keeps_the_names_host_header_sni_and_certificate(
     with pytest.raises(CallbackRefused):  # the same name, loopback not allowed: not even connected
         asyncio.run(post(False))
     assert len(seen) == 1 and len(server_names) == 1
+
+
+NETNS_SCRIPT = Path(__file__).with_name("rebinding_in_netns.py")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"), reason="needs root, unshare and ip"
+)
+def test_rebinding_with_real_connections_in_a_network_namespace() -> None:
+    """The same attack with nothing recorded or refused by the test: real connections, in a namespace of the
+    test's own where the public address sits on `lo` (so no traffic can leave the machine)."""
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, str(NETNS_SCRIPT), PUBLIC_V4],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    host = f"rebind.example:{outcome['port']}"
+    assert outcome["public"] == [host]  # the first delivery went to the address checked (and got a 500)
+    assert outcome["loopback"] == []  # the retry re-resolved to loopback: refused, never connected
+    assert outcome["status"].startswith("refused: ") and "127.0.0.1" in outcome["status"]
