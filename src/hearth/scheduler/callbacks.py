@@ -33,9 +33,10 @@ def url_problem(url: str) -> str | None:
     if len(url) > MAX_URL_CHARS:
         return f"longer than {MAX_URL_CHARS} characters"
     try:
+        httpx.URL(url)  # what the client will parse
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
+    except (ValueError, httpx.InvalidURL):
         return "not a valid URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host"
