@@ -131,6 +131,12 @@ def test_a_head_just_over_the_bound_in_one_piece_is_refused(front: HearthServer)
     with connect(front) as sock:
         sock.sendall(get("/healthz", "X-Big: " + "a" * 70_000 + "\r\n"))
         assert read_response(sock)[0] == 431
+    with connect(front) as sock:  # many small headers
+        sock.sendall(get("/healthz", "".join(f"X-{i}: {'b' * 90}\r\n" for i in range(800))))
+        assert read_response(sock)[0] == 431
+    with connect(front) as sock:  # a long URL
+        sock.sendall(get("/healthz?q=" + "c" * 70_000))
+        assert read_response(sock)[0] == 431
 
 
 def test_slowloris_headers_are_cut_off(front: HearthServer) -> None:
