@@ -169,7 +169,7 @@ def bench_density(sandboxes: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="warm,cold,batching,density,backends,microvm")
+    parser.add_argument("--only", default="warm,front,cold,batching,density,backends,microvm")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
     parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
@@ -180,6 +180,12 @@ def main() -> None:
     if "warm" in only:
         results["warm"] = bench_warm(args.seconds)
         print(json.dumps({"warm": results["warm"]}, indent=1), flush=True)
+    if "front" in only:  # the HTTP front's bounds on vs off, same function, alternating rounds
+        from bench import http_front
+
+        results["front"] = http_front.bench_http_front(args.seconds)
+        print(json.dumps({"front": results["front"]}, indent=1), flush=True)
+        print(http_front.table(results["front"]), flush=True)
     if "cold" in only:
         results["cold"] = bench_cold(args.trials)
         print(json.dumps({"cold": results["cold"]}, indent=1), flush=True)

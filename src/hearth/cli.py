@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from hearth.api.http_limits import HttpLimits
 from hearth.api.server import run_server
 from hearth.commands import deploy, functions, logs, scaffold, top
 from hearth.config import get_settings
@@ -64,7 +65,14 @@ def serve(
         # uvicorn re-raises the SIGTERM it shut down on; exit through `finally` so the dashboard stops first
         signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        run_server(host, port, settings.http_keep_alive_s)
+        limits = HttpLimits(
+            max_header_bytes=settings.http_max_header_bytes,
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            body_min_rate=settings.http_body_min_rate,
+            max_connections=settings.http_max_connections,
+        )
+        run_server(host, port, settings.http_keep_alive_s, limits)
     finally:
         if child is not None:
             launcher.stop(child)

@@ -19,6 +19,22 @@ class Settings(BaseSettings):
     http_keep_alive_s: float = Field(
         default=75.0, ge=1, le=3600, description="how long the API keeps an idle client connection open"
     )
+    # bounds on one HTTP client (src/hearth/api/http_limits.py, docs/security.md); 0 turns one off
+    http_max_header_bytes: int = Field(
+        default=64 * 1024, ge=0, description="largest request line + headers; over it: 431"
+    )
+    http_header_timeout_s: float = Field(
+        default=10.0, ge=0, description="a request's headers must arrive within this (from connect or first byte)"
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, ge=0, description="a request body must arrive within this, plus 1 s per http_body_min_rate bytes"
+    )
+    http_body_min_rate: int = Field(
+        default=64 * 1024, ge=1, description="body bytes/s that extend the body timeout (faster uploads are never cut)"
+    )
+    http_max_connections: int = Field(
+        default=1000, ge=0, description="open client connections; one more is answered 503"
+    )
     dashboard_host: str = Field(
         default="127.0.0.1", description="where `hearth up` runs the dashboard (it has no login: keep it local)"
     )
@@ -103,7 +119,7 @@ class Settings(BaseSettings):
     )
     callback_attempts: int = Field(default=5, ge=1, le=20, description="deliveries tried per callback_url")
     callback_allow_private: bool = Field(
-        default=False, description="allow callback_url to loopback/private addresses (tests, trusted setups)"
+        default=False, description="allow callback_url to non-global addresses (tests, trusted setups)"
     )
     schedule_catchup: Literal["once", "skip"] = Field(
         default="once", description="ticks missed while down: run the latest once, or skip them"

@@ -303,7 +303,7 @@ def test_callback_is_delivered_with_retries(hearth_a: HearthServer, hearth: Hear
         refused = hearth.client.post(
             f"/api/functions/{fname}/invoke", params={"mode": "async", "callback_url": url}, json={}
         )
-        assert refused.status_code == 422 and "private or loopback" in refused.json()["error"]["message"]
+        assert refused.status_code == 422 and "not a globally routable address" in refused.json()["error"]["message"]
         not_http = hearth.client.post(
             f"/api/functions/{fname}/invoke", params={"mode": "async", "callback_url": "file:///etc/passwd"}, json={}
         )

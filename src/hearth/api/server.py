@@ -8,6 +8,8 @@ from types import FrameType
 
 import uvicorn
 
+from hearth.api.http_limits import HttpLimits, protocol_for
+
 # Set on SIGINT/SIGTERM, before uvicorn waits for open responses: Server-Sent Event streams end at once
 # instead of holding shutdown for the whole graceful timeout.
 SHUTTING_DOWN = threading.Event()
@@ -19,7 +21,8 @@ class HearthUvicorn(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def run_server(host: str, port: int, keep_alive_s: float = 75.0) -> None:
+def run_server(host: str, port: int, keep_alive_s: float = 75.0, limits: HttpLimits | None = None) -> None:
+    limits = limits or HttpLimits()
     # FastAPI deprecates ORJSONResponse (which Hearth still uses) with a warning per request.
     warnings.filterwarnings("ignore", message=".*ORJSONResponse is deprecated.*")
     config = uvicorn.Config(
@@ -28,7 +31,9 @@ def run_server(host: str, port: int, keep_alive_s: float = 75.0) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol, with bounds on header size, header and body time, and connections
+        http=protocol_for(limits) if limits.active else "httptools",
+        ws="none",  # Hearth serves no WebSocket: an Upgrade request is answered as plain HTTP
         log_level="warning",
         timeout_graceful_shutdown=10,
         # Longer than clients' and load balancers' idle pools (httpx 5 s, ALB 60 s): a server that closes

@@ -4,46 +4,56 @@ Durable: a job's final state and `callback_status: pending` are written together
 server could not deliver before it stopped is delivered after the next start (at least once; the
 receiver can dedupe on `invocation_id`, also sent as the `X-Hearth-Invocation-Id` header).
 
-Callbacks leave from the Hearth host, so by default they may not target loopback, private,
-link-local or reserved addresses (a caller could otherwise reach services inside the host's
-network); `HEARTH_CALLBACK_ALLOW_PRIVATE=true` lifts that (tests use loopback). The address is
-checked when the job is submitted and again before each delivery; redirects are not followed.
+Callbacks leave from the Hearth host, so by default they may only reach globally routable addresses
+(a caller could otherwise reach services inside the host's network: loopback, private ranges, link-local
+cloud metadata, carrier-grade NAT, or those hidden in IPv6 forms; see `callback_addresses`);
+`HEARTH_CALLBACK_ALLOW_PRIVATE=true` lifts that (tests use loopback). The URL is checked when the job is
+submitted (a clear 422 early); what holds is the check of each connection (`callback_transport`), which
+connects to the very addresses it checked. Redirects are not followed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from hearth.scheduler.callback_transport import CallbackRefused, Resolver, checked_addresses, system_resolver
 from hearth.scheduler.queue import JobQueue
 
 log = logging.getLogger(__name__)
 MAX_URL_CHARS = 2048
 
 
-def check_callback_url(url: str, allow_private: bool) -> str | None:
-    """None if `url` is acceptable, else why not (resolves the host: call it off the event loop)."""
+def url_problem(url: str) -> str | None:
+    """None if `url` has the form of a callback URL, else why not (no resolution)."""
     if len(url) > MAX_URL_CHARS:
         return f"longer than {MAX_URL_CHARS} characters"
-    parts = urlsplit(url)
+    try:
+        httpx.URL(url)  # what the client will parse
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except (ValueError, httpx.InvalidURL):
+        return "not a valid URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host"
-    if allow_private:
-        return None
+    return None
+
+
+async def check_callback_url(url: str, allow_private: bool, resolve: Resolver = system_resolver) -> str | None:
+    """None if `url` is acceptable now, else why not (the host is resolved and its addresses checked)."""
+    problem = url_problem(url)
+    if problem or allow_private:
+        return problem
+    parts = urlsplit(url)
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError):
-        return f"cannot resolve {parts.hostname!r}"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
-            return f"{parts.hostname!r} is a private or loopback address (HEARTH_CALLBACK_ALLOW_PRIVATE allows it)"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        await checked_addresses(parts.hostname or "", port, resolve, allow_private)
+    except CallbackRefused as exc:
+        return str(exc)
     return None
 
 
@@ -59,13 +69,13 @@ async def deliver_callback(
     url: str,
     body: dict[str, Any],
     attempts: int,
-    allow_private: bool,
 ) -> str:
-    """POST `body` to `url` until a 2xx answer or `attempts` tries; records and returns the outcome."""
+    """POST `body` to `url` until a 2xx answer or `attempts` tries; records and returns the outcome.
+    `client` is a `callback_client`: it enforces the address policy on each connection."""
     status = "failed"
     tried = 0
     for tried in range(1, attempts + 1):
-        problem = await asyncio.to_thread(check_callback_url, url, allow_private)
+        problem = url_problem(url)
         if problem:
             status = f"refused: {problem}"
             break
@@ -75,6 +85,9 @@ async def deliver_callback(
                 status = "delivered"
                 break
             status = f"failed: HTTP {response.status_code}"
+        except CallbackRefused as exc:  # the client resolves, checks and connects (pinned) in one go
+            status = f"refused: {exc}"
+            break
         except httpx.HTTPError as exc:
             status = f"failed: {type(exc).__name__}"
         if tried < attempts:

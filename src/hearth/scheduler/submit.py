@@ -3,7 +3,6 @@ point (the API's invoke with ?mode=async, the HTTP trigger's async header, Lambd
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from hearth.api.errors import ApiError, field_error, not_found
@@ -39,7 +38,7 @@ async def submit(
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise field_error("idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
     if callback_url is not None:
-        problem = await asyncio.to_thread(check_callback_url, callback_url, state.settings.callback_allow_private)
+        problem = await check_callback_url(callback_url, state.settings.callback_allow_private)
         if problem:
             raise field_error("callback_url", problem)
     job = NewJob(

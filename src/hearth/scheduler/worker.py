@@ -29,6 +29,7 @@ import httpx
 from hearth.api.invoke.responses import dumps
 from hearth.api.state import HearthState
 from hearth.metrics.recorder import record_row
+from hearth.scheduler.callback_transport import callback_client
 from hearth.scheduler.callbacks import deliver_callback
 from hearth.scheduler.group_commit import GroupCommit
 from hearth.scheduler.queue import ClaimedJob, JobQueue, NewJob, Outcome, callback_body
@@ -82,7 +83,7 @@ class Scheduler:
         if recovered:
             log.info("scheduler: %d job(s) left running by an earlier run queued again", recovered)
         self.depth = await self.db(self.queue.depth)
-        self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+        self._http = callback_client(self.state.settings.callback_allow_private)
         self._tasks = [
             asyncio.create_task(self._run()),
             asyncio.create_task(self._heartbeat()),
@@ -273,7 +274,6 @@ class Scheduler:
                     url,
                     body,
                     settings.callback_attempts,
-                    settings.callback_allow_private,
                 )
 
         task = asyncio.create_task(deliver())
