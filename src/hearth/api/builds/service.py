@@ -24,7 +24,7 @@ from hearth.api.errors import ApiError, field_error
 from hearth.config import Settings
 from hearth.packaging.builder import BuildFailed, LayerBuilder
 from hearth.packaging.bundle import BundleError, handler_file, unpack_zip
-from hearth.packaging.deps import ManifestError, find_dependencies
+from hearth.packaging.deps import DEFAULT_NPM_REGISTRY, ManifestError, find_dependencies
 from hearth.store.code import SOURCE_FILE, CodeStore, StoredCode
 from hearth.store.models import Build
 
@@ -119,7 +119,8 @@ class BuildService:
     async def prepare(self, function: str, language: str, files: dict[str, bytes], field: str) -> PreparedCode:
         """Store `files` and make their dependency layer ready; ApiError if the dependencies do not install."""
         try:
-            deps = find_dependencies(language, files)
+            registry = (await self.builder.index()).npm_registry if language == "javascript" else DEFAULT_NPM_REGISTRY
+            deps = find_dependencies(language, files, npm_registry=registry)
         except ManifestError as exc:
             raise field_error(field, str(exc)) from None
         stored = await asyncio.to_thread(self.code.put_files, files)
