@@ -204,3 +204,22 @@ def test_code_and_layers_are_copied_without_following_links(tmp_path: Path) -> N
     materialize_code(layer, target)
     assert (target / "leak").is_symlink() and (target / "mod.py").read_text() == "x = 1\n"
     assert secret.stat().st_mode & 0o777 == 0o600  # not made world-readable through the link
+
+
+def test_a_cancelled_build_leaves_nothing(client: docker.DockerClient, tmp_path: Path) -> None:
+    """A deploy whose client went away, or a server shutting down, cancels the build mid-way."""
+    dest = tmp_path / "layer"
+
+    async def cancel_once_running() -> None:
+        task = asyncio.create_task(
+            sandbox(client).run(job(["sleep", "600"], output="/build/out"), lambda _line: None, dest, "probe")
+        )
+        while not leftover_containers(client):
+            await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_once_running())
+    assert not dest.exists()
+    assert leftover_containers(client) == []

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -52,6 +51,7 @@ BASE_ENV = {
     "http_proxy": f"http://127.0.0.1:{PROXY_PORT}",
 }
 ERROR_PREFIXES = ("ERROR:", "npm ERR!", "npm error")
+SPOOL_BYTES = 32 << 20  # a result larger than this waits on disk, not in memory
 
 
 class SandboxFailed(Exception):
@@ -96,14 +96,18 @@ class BuildSandbox:
             await asyncio.to_thread(self._prepare, run_dir, job)
             await proxy.start()
             await result.start()
-            container_id = await asyncio.to_thread(self._create, job, run_dir, name)
+            creating = asyncio.ensure_future(asyncio.to_thread(self._create, job, run_dir, name))
+            try:
+                container_id = await asyncio.shield(creating)
+            except asyncio.CancelledError:  # the thread goes on: wait for its container, to remove it below
+                container_id = await creating
+                raise
             code, last_error = await self._follow(container_id, log)
             if code != 0:
                 detail = f": {last_error}" if last_error else ""
                 raise SandboxFailed(f"{name} failed with exit code {code}{detail}")
             if job.output is not None and dest is not None:
-                data = await result.received()
-                await asyncio.to_thread(unpack, data, dest)
+                await asyncio.to_thread(unpack, await result.received(), dest)
         except TimeoutError:
             raise SandboxFailed(f"{name} did not finish within {self.limits.timeout_s:g} s") from None
         finally:
@@ -210,13 +214,14 @@ class BuildSandbox:
 
 
 class ResultReceiver:
-    """Accepts one connection on a Unix socket and keeps up to `limit` bytes of what it sends."""
+    """Accepts one connection on a Unix socket and keeps up to `limit` bytes of what it sends (spooled to disk)."""
 
     def __init__(self, path: Path, limit: int) -> None:
         self.path = path
         self.limit = limit
         self._server: asyncio.AbstractServer | None = None
-        self._done: asyncio.Future[bytes] | None = None
+        self._done: asyncio.Future[IO[bytes]] | None = None
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed in close()
 
     async def start(self) -> None:
         self._done = asyncio.get_running_loop().create_future()
@@ -228,23 +233,22 @@ class ResultReceiver:
         try:
             if self._done.done():  # one result per build
                 return
-            chunks: list[bytes] = []
             size = 0
             while data := await reader.read(1 << 20):
                 size += len(data)
                 if size > self.limit:
                     self._done.set_exception(SandboxFailed(f"the build's output is over {self.limit >> 20} MiB"))
                     return
-                chunks.append(data)
-            if not self._done.done():
-                self._done.set_result(b"".join(chunks))
+                await asyncio.to_thread(self._file.write, data)
+            self._file.seek(0)
+            self._done.set_result(self._file)
         except OSError as exc:
             if not self._done.done():
                 self._done.set_exception(SandboxFailed(f"receiving the build's output failed: {exc}"))
         finally:
             writer.close()
 
-    async def received(self, timeout_s: float = 30.0) -> bytes:
+    async def received(self, timeout_s: float = 30.0) -> IO[bytes]:
         """What was sent (the sender may still be finishing when the container has exited)."""
         assert self._done is not None
         try:
@@ -258,13 +262,16 @@ class ResultReceiver:
             self._server.close()
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
+        if self._done is not None and self._done.done() and not self._done.cancelled():
+            self._done.exception()  # retrieved: an over-limit result is reported by the build's exit instead
+        self._file.close()
 
 
-def unpack(data: bytes, dest: Path) -> None:
+def unpack(data: IO[bytes], dest: Path) -> None:
     """The build's tar stream into `dest` (created): only regular files, directories and links inside it."""
     dest.mkdir()
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        with tarfile.open(fileobj=data, mode="r:") as archive:
             archive.extractall(dest, filter="data")
     except (tarfile.TarError, OSError) as exc:
         raise SandboxFailed(f"the build's output cannot be unpacked: {exc}") from None
