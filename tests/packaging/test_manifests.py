@@ -153,3 +153,20 @@ def test_a_lockfile_on_the_registry_passes() -> None:
     files = {"package.json": b'{"dependencies": {"x": "1"}}', "package-lock.json": lockfile}
     deps = find_dependencies("javascript", files, npm_registry=REGISTRY)
     assert deps is not None and deps.files["package-lock.json"] == lockfile
+
+
+@pytest.mark.parametrize(
+    ("language", "files"),
+    [
+        ("python", {"requirements.txt": b"# -*- coding: no-such-codec -*-\nsix\n"}),
+        (
+            "javascript",
+            {"package.json": b'{"dependencies": {"x": "1"}, "overrides": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001},
+        ),
+        ("javascript", {"package.json": b'{"dependencies": {"x": "' + b"1 " * 20000 + b'"}}'}),
+    ],
+)
+def test_odd_manifests_are_a_clear_refusal_not_a_crash(language: str, files: dict[str, bytes]) -> None:
+    with pytest.raises(ManifestError) as refused:
+        find_dependencies(language, files)
+    assert len(str(refused.value)) < 400

@@ -72,7 +72,7 @@ def find_dependencies(
             return None
         try:
             manifest = json.loads(content)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ManifestError(f"{NODE_MANIFEST} is not valid JSON: {exc}") from None
         if not isinstance(manifest, dict):
             raise ManifestError(f"{NODE_MANIFEST} must be a JSON object")
@@ -90,5 +90,7 @@ def find_dependencies(
                     chosen[lockfile] = files[lockfile]
         except NpmManifestError as exc:
             raise ManifestError(str(exc)) from None
+        except RecursionError:
+            raise ManifestError(f"{NODE_MANIFEST} or its lockfile is nested too deeply") from None
         return Dependencies(language, NODE_MANIFEST, chosen)
     return None

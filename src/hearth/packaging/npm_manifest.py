@@ -23,6 +23,7 @@ SPEC_MAPS = ("dependencies", "optionalDependencies", "peerDependencies", "devDep
 NAME_RE = re.compile(r"^(@[A-Za-z0-9~-][A-Za-z0-9._~-]*/)?[A-Za-z0-9~-][A-Za-z0-9._~-]*$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 TARBALL_SUFFIXES = (".tgz", ".tar.gz", ".tar")
+MAX_SPEC = 256  # node-semver is slow on very long ranges; real ones are short
 
 
 class NpmManifestError(ValueError):
@@ -44,13 +45,13 @@ def check_spec(where: str, spec: object) -> None:
         return
     raise NpmManifestError(
         where,
-        f"{spec!r} is not a version, range or tag of a registry package (paths, file:, link:, git, "
+        f"{spec[:100]!r} is not a version, range or tag of a registry package (paths, file:, link:, git, "
         "user/repo and URLs are not allowed)",
     )
 
 
 def is_registry_version(spec: str) -> bool:
-    if any(char in spec for char in ":/\\@") or spec.lower().endswith(TARBALL_SUFFIXES):
+    if len(spec) > MAX_SPEC or any(char in spec for char in ":/\\@") or spec.lower().endswith(TARBALL_SUFFIXES):
         return False
     if nodesemver.valid_range(spec, loose=True) is not None:
         return True
@@ -115,7 +116,7 @@ def check_resolved(where: str, resolved: object, registry: str) -> None:
 def check_lockfile(file: str, content: bytes, registry: str) -> None:
     try:
         lock = json.loads(content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise NpmManifestError(file, f"is not valid JSON: {exc}") from None
     if not isinstance(lock, dict):
         raise NpmManifestError(file, "must be a JSON object")

@@ -65,9 +65,16 @@ def decode(content: bytes) -> str:
         raise RequirementsError(None, "is not UTF-8 text") from None
     for number, line in enumerate(text.splitlines()[:2], 1):
         match = CODING_RE.match(line)
-        if match and codecs.lookup(match.group(1)).name != "utf-8":  # pip would decode it otherwise
+        if match and _codec(match.group(1)) != "utf-8":  # pip would decode it otherwise
             raise RequirementsError(number, f"declares the encoding {match.group(1)!r}; only UTF-8 is accepted")
     return text
+
+
+def _codec(name: str) -> str | None:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
 
 
 def join_lines(lines: list[str]) -> list[tuple[int, str]]:
