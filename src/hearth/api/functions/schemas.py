@@ -28,7 +28,9 @@ def check_cron(expression: str) -> str:
     return expression
 
 
-Schedule = Annotated[list[Annotated[str, Field(max_length=128), AfterValidator(check_cron)]], Field(max_length=16)]
+Schedule = Annotated[
+    list[Annotated[str, Field(max_length=128), AfterValidator(check_cron)]], Field(max_length=16)
+]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-', 1-63 chars")]
 
 
