@@ -143,16 +143,20 @@ class BuildSandbox:
                 os.chmod(os.path.join(current, file_name), 0o644)
 
     def _create(self, job: BuildJob, run_dir: Path, name: str) -> str:
-        limits = self.limits
         client = self._client()
         try:
-            client.images.get(job.image)
+            container = self._new_container(client, job, run_dir, name)
         except docker.errors.ImageNotFound:
             raise SandboxFailed(
                 f"the builder image {job.image} is missing: build it with `make images` "
                 "(python -m hearth.engine.images --role builder)"
             ) from None
-        container = client.containers.create(
+        container.start()
+        return str(container.id)
+
+    def _new_container(self, client: docker.DockerClient, job: BuildJob, run_dir: Path, name: str) -> Any:
+        limits = self.limits
+        return client.containers.create(
             job.image,
             ["python3", "-I", f"{MOUNT}/build_entry.py", f"{MOUNT}/job.json"],
             user="65534:65534",
@@ -172,8 +176,6 @@ class BuildSandbox:
             log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "1"}},
             labels={"hearth.owner": self.owner, "hearth.build": name},
         )
-        container.start()
-        return str(container.id)
 
     async def _follow(self, container_id: str, log: LogSink) -> tuple[int, str | None]:
         """Streams the container's output into `log` until it exits (or the time limit): (exit code, first error)."""
