@@ -223,3 +223,10 @@ def test_a_cancelled_build_leaves_nothing(client: docker.DockerClient, tmp_path:
     asyncio.run(cancel_once_running())
     assert not dest.exists()
     assert leftover_containers(client) == []
+
+
+def test_a_missing_builder_image_is_a_clear_failure(client: docker.DockerClient) -> None:
+    missing = BuildJob(image="hearth-builder-python:no-such-tag", command=["true"], env={}, files={}, hosts=set())
+    with pytest.raises(SandboxFailed, match="builder image hearth-builder-python:no-such-tag is missing"):
+        run(sandbox(client), missing)
+    assert leftover_containers(client) == []
