@@ -152,3 +152,18 @@ def test_a_build_over_its_time_leaves_nothing_and_the_serving_version_stays(
         assert build_containers() == [] or all(fname not in name for name in build_containers())
     finally:
         hearth.stop()
+
+
+def test_sdists_build_only_when_scripts_are_allowed_and_then_in_the_sandbox(
+    hearth: HearthServer, scripts_hearth: HearthServer, fname: str
+) -> None:
+    """wget 3.2 is published as an sdist only: building it runs its setup.py."""
+    app = {"app.py": "import wget\ndef handler(event, context):\n    return wget.__version__\n"}
+    files = {**app, "requirements.txt": "wget==3.2\n"}
+    refused = deploy(hearth, fname, "python", files)
+    assert refused.status_code == 422 and "wget" in refused.json()["error"]["message"], refused.text
+    built = deploy(scripts_hearth, fname, "python", files)
+    assert built.status_code == 201, built.text
+    log = scripts_hearth.client.get(f"/api/functions/{fname}/builds/{built.json()['build_id']}").json()["log"]
+    assert "Building wheel for wget (setup.py)" in log
+    assert scripts_hearth.invoke(fname).json() == "3.2"
