@@ -143,6 +143,8 @@ class LayerBuilder:
             image = self.builder_image(deps.language)
         except Exception as exc:
             raise BuildFailed(f"no builder image for {deps.language}: {exc}") from None
+        if deps.language in index.problems:
+            raise BuildFailed(index.problems[deps.language])
         if index.dropped:
             log(f"not reachable from builds, left out of the host's index settings: {', '.join(index.dropped)}\n")
         hosts = index.hosts(deps.language)

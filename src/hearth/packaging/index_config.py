@@ -40,6 +40,9 @@ class IndexConfig:
     npm_cafile: Path | None = None
     npm_settings: dict[str, str] = field(default_factory=dict)
     dropped: tuple[str, ...] = ()  # what the host's config said that builds do not get, for the log
+    # Why builds of a language cannot run: its main index is not https. Falling back to the public
+    # index instead would resolve private package names there (dependency confusion).
+    problems: dict[str, str] = field(default_factory=dict)
 
     def pip_hosts(self) -> set[tuple[str, int]]:
         urls = [self.pip_index_url, *self.pip_extra_index_urls, *self.pip_find_links]
@@ -133,15 +136,16 @@ def read_host_config() -> IndexConfig:
             (kept if is_https(url) else dropped).append(url)
         return tuple(kept)
 
+    problems = {}
     index = pip.get("index-url", PYPI_INDEX)
     if not is_https(index):
-        dropped.append(index)
-        index = PYPI_INDEX
+        problems["python"] = f"the host's pip index-url {index} is not https: builds reach indexes over https only"
     npm = npm_config(("registry", "cafile", *NPM_PASSED))
     registry = npm.get("registry", NPM_REGISTRY)
     if not is_https(registry):
-        dropped.append(registry)
-        registry = NPM_REGISTRY
+        problems["javascript"] = (
+            f"the host's npm registry {registry} is not https: builds reach registries over https only"
+        )
     dropped += [f"{key}={pip[key]}" for key in ("constraint", "requirement") if key in pip]
     return IndexConfig(
         pip_index_url=index,
@@ -153,4 +157,5 @@ def read_host_config() -> IndexConfig:
         npm_cafile=_existing(npm.get("cafile")),
         npm_settings={key: npm[key] for key in NPM_PASSED if key in npm},
         dropped=tuple(dropped),
+        problems=problems,
     )
