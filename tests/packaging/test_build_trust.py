@@ -6,8 +6,13 @@ and reach and leaves its findings in the layer, which the test reads back on the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import signal
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +20,7 @@ import docker
 import httpx
 import pytest
 
+from hearth.api.app import owner_id
 from hearth.testing import HearthServer, b64_zip
 
 PY_HANDLER = {"app.py": "def handler(event, context):\n    return 'v1'\n"}
@@ -167,3 +173,38 @@ def test_sdists_build_only_when_scripts_are_allowed_and_then_in_the_sandbox(
     log = scripts_hearth.client.get(f"/api/functions/{fname}/builds/{built.json()['build_id']}").json()["log"]
     assert "Building wheel for wget (setup.py)" in log
     assert scripts_hearth.invoke(fname).json() == "3.2"
+
+
+def test_a_server_killed_mid_build_leaves_nothing_after_its_restart(
+    tmp_path: Path, runtime_images: dict[str, str], fname: str
+) -> None:
+    hearth = HearthServer(tmp_path / "data", env={"HEARTH_BUILD_ALLOW_SCRIPTS": "true"})
+    hearth.start()
+    stuck = {"dependencies": {"is-number": "7.0.0"}, "scripts": {"preinstall": "sleep 600"}}
+    files = {"index.js": JS_HANDLER, "package.json": json.dumps(stuck)}
+
+    def deploy_until_killed() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the server dies under this request
+            deploy(hearth, fname, "javascript", files)
+
+    deploying = threading.Thread(target=deploy_until_killed)
+    deploying.start()
+    client = docker.from_env()
+    owner = owner_id(hearth.data_dir.resolve())  # the label of this server's containers
+    mine = {"label": [f"hearth.owner={owner}", "hearth.build"]}
+    deadline = time.monotonic() + 180  # not a timing check: a bound on waiting for the build to start
+    while not client.containers.list(filters=mine) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.containers.list(filters=mine), "the build's container never started"
+    layers = hearth.data_dir / "code" / "layers"
+    try:
+        assert list(layers.glob(".build-*")) and list(Path(tempfile.gettempdir()).glob(f"hearth-build-{owner}-*"))
+        hearth.stop(signal.SIGKILL)
+        deploying.join()
+        hearth.start()  # sweeps at start: the build's container, its host directory, its staging directory
+        assert client.containers.list(all=True, filters=mine) == []
+        assert list(Path(tempfile.gettempdir()).glob(f"hearth-build-{owner}-*")) == []
+        assert list(layers.iterdir()) == []
+        assert hearth.client.get(f"/api/functions/{fname}").status_code == 404
+    finally:
+        hearth.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import tempfile
@@ -156,6 +157,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     state.builds = BuildService(sessions, code, builder, node)
     await state.builds.recover()
+    await asyncio.to_thread(builder.sweep)  # its containers go with the Docker backend's sweep in engine.start
     await engine.start()
     follower = FunctionFollower(state, app.state.functions, settings.sync_interval_s)
     await follower.sync()  # every function, warming min_warm; before the scheduler and its cron ticker

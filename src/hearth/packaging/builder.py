@@ -89,6 +89,12 @@ class LayerBuilder:
         self._locks: dict[str, asyncio.Lock] = {}
         root.mkdir(parents=True, exist_ok=True)
 
+    def sweep(self) -> None:
+        """At start: what builds cut off by a previous process left (staging directories, build directories)."""
+        for leftover in self.root.glob(".build-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self.sandbox.sweep()
+
     @property
     def policy(self) -> str:
         return "scripts" if self.allow_scripts else "no-scripts"

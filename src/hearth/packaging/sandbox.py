@@ -85,10 +85,16 @@ class BuildSandbox:
         self._client = client
         self.limits = limits
         self.owner = owner  # label of the containers: the Docker backend's orphan sweep removes leftovers
+        self._prefix = f"hearth-build-{owner}-"
+
+    def sweep(self) -> None:
+        """Removes the host directories of builds a previous process of this owner left (killed mid-build)."""
+        for leftover in Path(tempfile.gettempdir()).glob(self._prefix + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     async def run(self, job: BuildJob, log: LogSink, dest: Path | None = None, name: str = "build") -> None:
         """Run `job`; its output (if any) is unpacked into `dest`, which must not exist. SandboxFailed if not."""
-        run_dir = Path(tempfile.mkdtemp(prefix="hearth-build-"))
+        run_dir = Path(tempfile.mkdtemp(prefix=self._prefix))
         proxy = ConnectProxy(run_dir / "proxy.sock", job.hosts, log)
         result = ResultReceiver(run_dir / "result.sock", self.limits.disk_mb * 1024 * 1024 + (16 << 20))
         container_id: str | None = None
