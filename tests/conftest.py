@@ -31,7 +31,11 @@ def docker_client() -> Iterator[docker.DockerClient]:
 def runtime_images(docker_client: docker.DockerClient) -> dict[str, str]:
     from hearth.engine import images
 
-    return images.ensure_images(docker_client, progress=lambda line: print(line, flush=True))
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    images.ensure_builder_images(docker_client, progress=say)  # dependency builds run in these
+    return images.ensure_images(docker_client, progress=say)
 
 
 @pytest.fixture(scope="session")

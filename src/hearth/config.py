@@ -91,7 +91,13 @@ class Settings(BaseSettings):
     max_unzipped_bytes: int = Field(default=250 * 1024 * 1024, description="largest bundle once unpacked")
     build_timeout_s: float = Field(default=600.0, description="limit of one dependency install (pip / npm)")
     build_allow_scripts: bool = Field(
-        default=False, description="let dependency installs run package code on the host (sdists, npm scripts)"
+        default=False, description="let dependency installs run package code in the build sandbox (sdists, npm scripts)"
+    )
+    build_memory_mb: int = Field(default=2048, ge=128, description="memory limit of a dependency build's container")
+    build_cpus: float = Field(default=1.0, gt=0, description="CPU limit of a dependency build's container")
+    build_pids: int = Field(default=512, ge=16, description="process limit of a dependency build's container")
+    build_disk_mb: int = Field(
+        default=1024, ge=16, description="size of a dependency build's scratch tmpfs, which holds its output"
     )
     lambda_account_id: str = Field(default="000000000000", description="account id in the Lambda API's ARNs")
     lambda_region: str = Field(

@@ -153,3 +153,17 @@ def test_failed_build_raises_and_leaves_no_image(client: docker.DockerClient) ->
         client.images.get(ref)
     labelled = client.images.list(filters={"label": f"hearth.recipe={ref.rsplit(':', 1)[1]}"})
     assert labelled == []
+
+
+def test_builder_images_hold_the_installer_and_the_runtimes_own_interpreter(
+    client: docker.DockerClient, refs: dict[str, str]
+) -> None:
+    builders = images.ensure_builder_images(client, progress=lambda line: print(line, flush=True))
+    assert set(builders) == set(images.RUNTIMES)
+    installers = {"python": ["python3", "-m", "pip", "--version"], "javascript": ["npm", "--version"]}
+    for runtime, ref in builders.items():
+        assert ref == images.builder_ref(runtime) and ref.startswith(images.BUILDER_PREFIX)
+        assert images.tag_for(images.recipe(runtime, "builder")) != images.tag_for(images.recipe(runtime))
+        command, _pattern = VERSION_PROGRAMS[runtime]
+        assert run(client, ref, command) == run(client, refs[runtime], command)  # wheels and modules match
+        assert run(client, ref, installers[runtime]).strip()

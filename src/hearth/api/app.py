@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import tempfile
@@ -35,6 +36,7 @@ from hearth.api.metrics.lifecycle import start_metrics
 from hearth.api.state import HearthState
 from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
+from hearth.engine import images
 from hearth.engine.backends.docker import DockerBackend
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
@@ -45,7 +47,9 @@ from hearth.engine.sandbox import Backend, LambdaIdentity
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.packaging.builder import LayerBuilder
 from hearth.packaging.deps import LAYERS_DIR
+from hearth.packaging.index_config import read_host_config
 from hearth.packaging.runtime_version import RuntimeVersions
+from hearth.packaging.sandbox import BuildLimits, BuildSandbox, docker_client_factory
 from hearth.scheduler.lifecycle import start_scheduler
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
@@ -141,14 +145,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.node = node
     app.state.hearth = state
     app.state.functions = FunctionService(state)
+    docker_backend = engine.backends.get("docker")
+    limits = BuildLimits(
+        timeout_s=settings.build_timeout_s,
+        memory_mb=settings.build_memory_mb,
+        cpus=settings.build_cpus,
+        pids=settings.build_pids,
+        disk_mb=settings.build_disk_mb,
+    )
+    build_client = docker_client_factory(lambda: docker_backend)
     builder = LayerBuilder(
         code.root / LAYERS_DIR,
-        RuntimeVersions(engine.backends.get("docker")),
-        timeout_s=settings.build_timeout_s,
+        RuntimeVersions(docker_backend),
+        BuildSandbox(build_client, limits, node),
+        # `make images` builds the default runtimes' builder images; another runtime's at its first build
+        lambda runtime: images.ensure_image(build_client(), runtime, role="builder"),
+        read_host_config,
         allow_scripts=settings.build_allow_scripts,
     )
     state.builds = BuildService(sessions, code, builder, node)
     await state.builds.recover()
+    await asyncio.to_thread(builder.sweep)  # its containers go with the Docker backend's sweep in engine.start
     await engine.start()
     follower = FunctionFollower(state, app.state.functions, settings.sync_interval_s)
     await follower.sync()  # every function, warming min_warm; before the scheduler and its cron ticker

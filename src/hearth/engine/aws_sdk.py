@@ -41,7 +41,6 @@ CLIENTS: tuple[str, ...] = (
     "client-lambda",
 )
 PACKAGES: tuple[str, ...] = tuple(f"@aws-sdk/{name}@{SDK_VERSION}" for name in CLIENTS)
-BUILDER_PACKAGES: tuple[str, ...] = ("nodejs", "npm", "ca-certificates")
 MOUNT_POINT = "/node_modules"
 # npm in the builder trusts what the host trusts (a TLS-inspecting proxy's CA, say): the host's CA bundle.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -56,9 +55,8 @@ class SdkBuildError(RuntimeError):
 
 
 def builder_spec() -> dict[str, Any]:
-    """The image npm runs in: the default Node runtime's recipe with Debian's npm added."""
-    base = images.recipe(images.default_runtime("javascript"))
-    return {**base, "runtime": "npm-builder", "packages": list(BUILDER_PACKAGES)}
+    """The image npm runs in: the default Node runtime's builder image (its packages plus Debian's npm)."""
+    return images.recipe(images.default_runtime("javascript"), "builder")
 
 
 def recipe() -> dict[str, Any]:
@@ -108,16 +106,7 @@ def _lock(cache: Path) -> Iterator[None]:
 
 
 def _ensure_builder(client: docker.DockerClient, say: Progress) -> str:
-    spec = builder_spec()
-    ref = images.ref_for(spec)
-    with contextlib.suppress(docker.errors.ImageNotFound):
-        client.images.get(ref)
-        return ref
-    with images._build_lock("npm-builder"):
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(ref)
-            return ref
-        return images.build_image(client, "npm-builder", say, spec=spec)
+    return images.ensure_image(client, images.default_runtime("javascript"), say, role="builder")
 
 
 def ensure_layer(client: docker.DockerClient, progress: Progress | None = None, cache: Path | None = None) -> Path:

@@ -49,6 +49,11 @@ class RuntimeImage:
     packages: tuple[str, ...]
     aws_sdk: bool = False  # Node: the AWS SDK for JavaScript v3 layer is mounted (hearth.engine.aws_sdk)
 
+    @property
+    def builder_packages(self) -> tuple[str, ...]:
+        """The builder image's packages: the runtime's plus its installer (and python3 for the build's entry script)."""
+        return (*self.packages, *INSTALLERS[self.language])
+
 
 # Lambda's Python runtimes ship boto3; its Node runtimes from 18 ship the AWS SDK for JavaScript v3
 # (not in Debian: a separate recipe-hashed layer, hearth.engine.aws_sdk).
@@ -62,7 +67,13 @@ CATALOG: dict[str, RuntimeImage] = {
     )
 }
 RUNTIMES: tuple[str, ...] = tuple(CATALOG)
+# Dependency builds run in a builder image: the runtime's packages plus its installer, from the same
+# suite, so wheels and native modules match the runtime. The node builder's python3 runs the build's
+# entry script (hearth/packaging/build_entry.py).
+INSTALLERS: dict[str, tuple[str, ...]] = {"python": ("python3-pip",), "javascript": ("npm", "python3")}
+ROLES: tuple[str, ...] = ("runtime", "builder")
 IMAGE_PREFIX = "hearth-runtime-"
+BUILDER_PREFIX = "hearth-builder-"
 RECIPE_VERSION = 3
 # Dropped at unpack time by dpkg; nothing a runtime executes lives there.
 TRIMMED: tuple[str, ...] = (
@@ -198,15 +209,19 @@ def language_of(runtime: str) -> str:
     return runtime_image(runtime).language
 
 
-def recipe(runtime: str) -> dict[str, Any]:
+def recipe(runtime: str, role: str = "runtime") -> dict[str, Any]:
     """Everything that determines the image's content; its hash is the tag."""
     image = runtime_image(runtime)
+    if role not in ROLES:
+        raise ValueError(f"unknown image role {role!r} (known: {', '.join(ROLES)})")
+    extra = {"role": role} if role != "runtime" else {}  # runtime images keep the tags they had
     return {
+        **extra,
         "version": RECIPE_VERSION,
         "runtime": image.name,
         "suite": image.suite,
         "variant": "essential",
-        "packages": list(image.packages),
+        "packages": list(image.packages if role == "runtime" else image.builder_packages),
         "path_exclude": list(TRIMMED),
         "hooks": list(HOOKS),
         "customize": list(CUSTOMIZE),
@@ -219,12 +234,18 @@ def tag_for(spec: dict[str, Any]) -> str:
 
 
 def ref_for(spec: dict[str, Any]) -> str:
-    return f"{IMAGE_PREFIX}{spec['runtime']}:{tag_for(spec)}"
+    prefix = BUILDER_PREFIX if spec.get("role") == "builder" else IMAGE_PREFIX
+    return f"{prefix}{spec['runtime']}:{tag_for(spec)}"
 
 
-def image_ref(runtime: str) -> str:
-    """name:tag of `runtime`'s image for the current recipe."""
-    return ref_for(recipe(runtime))
+def image_ref(runtime: str, role: str = "runtime") -> str:
+    """name:tag of `runtime`'s image (or its builder image) for the current recipe."""
+    return ref_for(recipe(runtime, role))
+
+
+def builder_ref(runtime: str) -> str:
+    """name:tag of the image that installs `runtime`'s dependencies (see hearth.packaging.sandbox)."""
+    return image_ref(runtime, "builder")
 
 
 def _present(client: docker.DockerClient, ref: str) -> bool:
@@ -317,6 +338,7 @@ def build_image(
     runtime: str,
     progress: Progress | None = None,
     spec: dict[str, Any] | None = None,
+    role: str = "runtime",
 ) -> str:
     """Build `runtime`'s image now (no cache check, no lock) and return its ref.
 
@@ -324,7 +346,7 @@ def build_image(
     once mmdebstrap and the import both succeeded; otherwise it is removed: no half image remains.
     """
     say = progress or (lambda _line: None)
-    spec = spec or recipe(runtime)
+    spec = spec or recipe(runtime, role)
     runtime = str(spec["runtime"])
     ref = ref_for(spec)
     name, tag = ref.rsplit(":", 1)
@@ -399,9 +421,9 @@ def build_image(
 
 
 @contextlib.contextmanager
-def _build_lock(runtime: str) -> Iterator[None]:
-    """An exclusive lock per runtime, shared by every process on this host (flock: freed on exit)."""
-    path = LOCK_DIR / f"hearth-image-{runtime}.lock"
+def _build_lock(runtime: str, role: str = "runtime") -> Iterator[None]:
+    """An exclusive lock per image, shared by every process on this host (flock: freed on exit)."""
+    path = LOCK_DIR / (f"hearth-image-{runtime}.lock" if role == "runtime" else f"hearth-image-{runtime}-{role}.lock")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError:  # created by another user: a read-only descriptor can still be flocked
@@ -413,18 +435,20 @@ def _build_lock(runtime: str) -> Iterator[None]:
         os.close(fd)
 
 
-def ensure_image(client: docker.DockerClient, runtime: str, progress: Progress | None = None) -> str:
+def ensure_image(
+    client: docker.DockerClient, runtime: str, progress: Progress | None = None, role: str = "runtime"
+) -> str:
     """`runtime`'s image ref, built first if missing; safe when several processes ask at once."""
     runtime = runtime_image(runtime).name
-    ref = image_ref(runtime)
+    ref = image_ref(runtime, role)
     if _present(client, ref):
         return ref
     say = progress or (lambda _line: None)
-    with _build_lock(runtime):
+    with _build_lock(runtime, role):
         if _present(client, ref):  # built by whoever held the lock before us
             say(f"[{runtime}] {ref} was built by another process")
             return ref
-        return build_image(client, runtime, progress)
+        return build_image(client, runtime, progress, role=role)
 
 
 def ensure_images(
@@ -433,12 +457,20 @@ def ensure_images(
     return {runtime: ensure_image(client, runtime, progress) for runtime in runtimes}
 
 
+def ensure_builder_images(
+    client: docker.DockerClient, runtimes: tuple[str, ...] = RUNTIMES, progress: Progress | None = None
+) -> dict[str, str]:
+    return {runtime: ensure_image(client, runtime, progress, role="builder") for runtime in runtimes}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build Hearth's runtime images from Debian packages.")
+    parser = argparse.ArgumentParser(description="Build Hearth's runtime and builder images from Debian packages.")
     parser.add_argument("--runtime", choices=RUNTIMES, action="append", help="only this runtime (repeatable)")
+    parser.add_argument("--role", choices=ROLES, action="append", help="only runtime or builder images (repeatable)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the image exists")
     args = parser.parse_args(argv)
     runtimes = tuple(args.runtime or RUNTIMES)
+    roles = tuple(args.role or ROLES)
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -451,17 +483,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     started = time.monotonic()
     try:
-        for runtime in runtimes:
-            if args.force:
-                with _build_lock(runtime):
-                    ref = build_image(client, runtime, say)
-            else:
-                ref = ensure_image(client, runtime, say)
-            say(f"[{runtime}] {ref} ready")
+        for role in roles:
+            for runtime in runtimes:
+                if args.force:
+                    with _build_lock(runtime, role):
+                        ref = build_image(client, runtime, say, role=role)
+                else:
+                    ref = ensure_image(client, runtime, say, role=role)
+                say(f"[{runtime}] {ref} ready")
     except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if len(runtimes) > 1:
+    if len(runtimes) * len(roles) > 1:
         say(f"images ready in {time.monotonic() - started:.1f}s")
     return 0
 

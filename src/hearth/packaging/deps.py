@@ -13,10 +13,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-LAYER_FORMAT = 1
+from hearth.packaging.npm_manifest import NpmManifestError, check_lockfile, check_package_json
+from hearth.packaging.requirements import RequirementsError, check_requirements, render
+
+LAYER_FORMAT = 2  # 2: built in a sandbox of the runtime's own image
 PYTHON_MANIFEST = "requirements.txt"
 NODE_MANIFEST = "package.json"
 NODE_LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
+DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org/"
 LAYERS_DIR = "layers"  # under the code store's root
 # Where a layer's packages live inside the layer directory, per language.
 LAYER_SUBDIR = {"python": "python", "javascript": "node_modules"}
@@ -30,45 +34,45 @@ class ManifestError(ValueError):
 class Dependencies:
     language: str
     manifest: str  # the file that declared them
-    files: dict[str, bytes]  # the manifest and lockfile contents, as uploaded
+    files: dict[str, bytes]  # the files the build installs from (see find_dependencies)
 
     def layer_key(self, runtime_version: str, policy: str) -> str:
         h = hashlib.sha256()
         header = {"format": LAYER_FORMAT, "language": self.language, "runtime": runtime_version, "policy": policy}
         h.update(json.dumps(header, sort_keys=True).encode())
         for name in sorted(self.files):
-            content = normalized(name, self.files[name])
+            content = self.files[name]
             h.update(b"\0" + name.encode() + b"\0" + len(content).to_bytes(8, "big") + content)
         return h.hexdigest()
 
 
-def normalized(name: str, content: bytes) -> bytes:
-    """requirements.txt without comments, blank lines and trailing spaces: the same list, the same key."""
-    if name != PYTHON_MANIFEST:
-        return content
-    lines = []
-    for raw in content.decode("utf-8", errors="replace").splitlines():
-        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-        if line:
-            lines.append(line)
-    return "\n".join(lines).encode()
+def find_dependencies(
+    language: str, files: dict[str, bytes], npm_registry: str = DEFAULT_NPM_REGISTRY
+) -> Dependencies | None:
+    """The bundle's dependency list, checked (ManifestError), or None when it declares nothing to install.
 
-
-def find_dependencies(language: str, files: dict[str, bytes]) -> Dependencies | None:
-    """The bundle's dependency list, or None when it declares nothing to install."""
+    The files it holds are what the build installs: requirements.txt rendered from the checked
+    requirements; package.json and its lockfile as uploaded, once every spec in them is checked.
+    """
     if language == "python":
         content = files.get(PYTHON_MANIFEST)
-        if content is None or not normalized(PYTHON_MANIFEST, content):
+        if content is None:
             return None
-        _check_text(PYTHON_MANIFEST, content)
-        return Dependencies(language, PYTHON_MANIFEST, {PYTHON_MANIFEST: content})
+        try:
+            rendered = render(check_requirements(content))
+        except RequirementsError as exc:
+            where = f" line {exc.line}" if exc.line is not None else ""
+            raise ManifestError(f"{PYTHON_MANIFEST}{where}: {exc.reason}") from None
+        if not rendered:
+            return None
+        return Dependencies(language, PYTHON_MANIFEST, {PYTHON_MANIFEST: rendered})
     if language == "javascript":
         content = files.get(NODE_MANIFEST)
         if content is None:
             return None
         try:
             manifest = json.loads(content)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ManifestError(f"{NODE_MANIFEST} is not valid JSON: {exc}") from None
         if not isinstance(manifest, dict):
             raise ManifestError(f"{NODE_MANIFEST} must be a JSON object")
@@ -77,34 +81,16 @@ def find_dependencies(language: str, files: dict[str, bytes]) -> Dependencies | 
             raise ManifestError(f"{NODE_MANIFEST}: 'dependencies' must be an object")
         if not deps:
             return None
-        _check_node_specs(deps)
         chosen = {NODE_MANIFEST: content}
-        for lockfile in NODE_LOCKFILES:
-            if lockfile in files:
-                chosen[lockfile] = files[lockfile]
+        try:
+            check_package_json(manifest)
+            for lockfile in NODE_LOCKFILES:
+                if lockfile in files:
+                    check_lockfile(lockfile, files[lockfile], npm_registry)
+                    chosen[lockfile] = files[lockfile]
+        except NpmManifestError as exc:
+            raise ManifestError(str(exc)) from None
+        except RecursionError:
+            raise ManifestError(f"{NODE_MANIFEST} or its lockfile is nested too deeply") from None
         return Dependencies(language, NODE_MANIFEST, chosen)
     return None
-
-
-def _check_text(name: str, content: bytes) -> None:
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ManifestError(f"{name} is not UTF-8 text") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        # Options that would point pip elsewhere than the host's configured registries, or at local files.
-        if stripped.startswith(("-e", "--editable", "-r", "--requirement", "-c", "--constraint")):
-            raise ManifestError(f"{name} line {number}: {stripped.split()[0]} is not supported in a bundle")
-        if stripped.startswith(("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host")):
-            raise ManifestError(f"{name} line {number}: index options are not supported; the host's pip config is used")
-        if stripped.startswith(("/", ".", "~")) or "file:" in stripped:
-            raise ManifestError(f"{name} line {number}: local paths are not supported, only packages from a registry")
-
-
-def _check_node_specs(deps: dict[str, object]) -> None:
-    for package, spec in deps.items():
-        if not isinstance(spec, str):
-            raise ManifestError(f"{NODE_MANIFEST}: the version of {package!r} must be a string")
-        if spec.startswith(("file:", "link:", "/", ".", "~")):
-            raise ManifestError(f"{NODE_MANIFEST}: {package!r} points at a local path; only registry packages work")

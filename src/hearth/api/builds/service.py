@@ -24,7 +24,7 @@ from hearth.api.errors import ApiError, field_error
 from hearth.config import Settings
 from hearth.packaging.builder import BuildFailed, LayerBuilder
 from hearth.packaging.bundle import BundleError, handler_files, unpack_zip
-from hearth.packaging.deps import Dependencies, ManifestError, find_dependencies
+from hearth.packaging.deps import DEFAULT_NPM_REGISTRY, ManifestError, find_dependencies
 from hearth.store.code import SOURCE_FILE, CodeStore, StoredCode
 from hearth.store.models import Build
 
@@ -116,14 +116,6 @@ class BuildService:
 
         return await asyncio.to_thread(mark)
 
-    async def _key_for(self, deps: Dependencies, runtime: str) -> tuple[str, str]:
-        """(layer key, runtime version) of a dependency list for `runtime` (LayerBuilder.key_for, per runtime)."""
-        try:
-            version = await self.builder.runtime_version(runtime)
-        except Exception as exc:
-            raise BuildFailed(f"cannot tell the {runtime} runtime's version: {exc}") from None
-        return deps.layer_key(version, self.builder.policy), version
-
     # ----- deploy path
     async def prepare(
         self, function: str, language: str, files: dict[str, bytes], field: str, runtime: str | None = None
@@ -133,7 +125,8 @@ class BuildService:
         The layer is built for `runtime` (`python3.13`; default: the language's default runtime).
         """
         try:
-            deps = find_dependencies(language, files)
+            registry = (await self.builder.index()).npm_registry if language == "javascript" else DEFAULT_NPM_REGISTRY
+            deps = find_dependencies(language, files, npm_registry=registry)
         except ManifestError as exc:
             raise field_error(field, str(exc)) from None
         try:
@@ -160,12 +153,12 @@ class BuildService:
         await asyncio.to_thread(self._save, build)
         self._live[build.id] = (build, live)
         try:
-            key, runtime_version = await self._key_for(deps, runtime or language)
+            key, runtime_version = await self.builder.key_for(deps, runtime or language)
             build.layer_sha256 = key
             live.append(f"installing {deps.manifest} for {language} {runtime_version} into layer {key[:12]}\n")
             if await asyncio.to_thread(self.code.fetch_layer, key):
                 live.append("the layer was built on another node: fetched it from the store\n")
-            layer = await self.builder.ensure(deps, key, runtime_version, live.append)
+            layer = await self.builder.ensure(deps, key, runtime_version, live.append, runtime or language)
             await asyncio.to_thread(self.code.share_layer, key)
         except BuildFailed as exc:
             live.append(f"build failed: {exc}\n")

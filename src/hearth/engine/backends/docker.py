@@ -97,12 +97,16 @@ def materialize_code(source: Path, target: Path) -> None:
         except OSError:
             shutil.copy2(src, dst)
 
-    shutil.copytree(source, target, copy_function=link_or_copy)
+    # Symlinks stay symlinks (resolved inside the sandbox, never on the host), and are never chmod-ed:
+    # os.chmod would change what they point at.
+    shutil.copytree(source, target, symlinks=True, copy_function=link_or_copy)
     for root, dirs, files in os.walk(target):
         os.chmod(root, 0o755)
         for name in files:
+            path = os.path.join(root, name)
             with contextlib.suppress(OSError):
-                os.chmod(os.path.join(root, name), 0o644)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o644)
         del dirs  # walked by os.walk itself
 
 
