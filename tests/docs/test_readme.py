@@ -106,11 +106,16 @@ def test_quick_start_and_docs_examples_run_as_written(tmp_path: Path, runtime_im
 
     out = ran("quick_start")
     assert (tmp_path / ".hearth" / "api_key").is_file() and "generated an admin API key" in log, log[-3000:]
-    created, invoked, triggered, created_js, backends, created_gvisor = json_values(out)
+    created, invoked, triggered, created_js, backends, runtimes, created_313, invoked_313, created_gvisor = json_values(
+        out
+    )
     assert created["name"] == "hello" and created["version"] == 1, created
     assert invoked == {"hi": "you"}  # the comment's promise
     assert triggered == {"hi": "world"}  # "HTTP trigger: {"hi":"world"}"
     assert created_js["name"] == "js" and created_js["language"] == "javascript", created_js
+    assert {r["name"] for r in runtimes["runtimes"]} >= {"python3.11", "python3.13", "nodejs18.x", "nodejs20.x"}
+    assert created_313["runtime"] == "python3.13", created_313
+    assert invoked_313.startswith("3.13."), invoked_313  # the comment's promise: "3.13.x ..."
     gvisor = next(b for b in backends["backends"] if b["name"] == "gvisor")
     if gvisor["available"]:
         assert created_gvisor["name"] == "untrusted" and created_gvisor["backend"] == "gvisor", created_gvisor
