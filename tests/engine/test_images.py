@@ -164,6 +164,6 @@ def test_builder_images_hold_the_installer_and_the_runtimes_own_interpreter(
     for runtime, ref in builders.items():
         assert ref == images.builder_ref(runtime) and ref.startswith(images.BUILDER_PREFIX)
         assert images.tag_for(images.recipe(runtime, "builder")) != images.tag_for(images.recipe(runtime))
-        command, _pattern = VERSION_PROGRAMS[runtime]
+        command = VERSION_PROGRAMS[images.language_of(runtime)]
         assert run(client, ref, command) == run(client, refs[runtime], command)  # wheels and modules match
-        assert run(client, ref, installers[runtime]).strip()
+        assert run(client, ref, installers[images.language_of(runtime)]).strip()

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from hearth.engine import images
 from hearth.engine.backends import microvm_image
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.microvm import QEMU, MicroVMBackend
 from hearth.testing import HearthServer
+
+PYTHON = images.default_runtime("python")  # stem cells are counted per runtime
 
 pytestmark = pytest.mark.slow
 VM_BACKENDS = ("microvm", "firecracker")
@@ -229,9 +232,9 @@ def test_stem_cells_serve_first_calls(vm_hearth: HearthServer, vm_backend: str, 
     vm_hearth.deploy(fname + "-first", "def handler(e, c):\n    return 1\n", backend=vm_backend)
     assert vm_hearth.invoke(fname + "-first").status_code == 200  # the backend is in use: stem cells from now on
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not backend_details(vm_hearth, vm_backend)["stem_cells"].get("python"):
+    while time.monotonic() < deadline and not backend_details(vm_hearth, vm_backend)["stem_cells"].get(PYTHON):
         time.sleep(0.5)
-    assert backend_details(vm_hearth, vm_backend)["stem_cells"].get("python"), backend_details(vm_hearth, vm_backend)
+    assert backend_details(vm_hearth, vm_backend)["stem_cells"].get(PYTHON), backend_details(vm_hearth, vm_backend)
     vm_hearth.deploy(fname, "def handler(e, c):\n    return 'stem'\n", backend=vm_backend)
     response = vm_hearth.invoke(fname)
     assert (response.status_code, response.json()) == (200, "stem")
@@ -286,7 +289,7 @@ def test_a_backend_that_becomes_available_later_gets_stem_cells(
         server.deploy(fname, "def handler(e, c):\n    return 'first'\n", backend="microvm")
         assert server.invoke(fname).json() == "first"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not backend_details(server, "microvm")["stem_cells"].get("python"):
+        while time.monotonic() < deadline and not backend_details(server, "microvm")["stem_cells"].get(PYTHON):
             time.sleep(0.5)
         server.deploy(fname + "-2", "def handler(e, c):\n    return 'second'\n", backend="microvm")
         second = server.invoke(fname + "-2")
