@@ -133,9 +133,12 @@ class Engine:
         """A sandbox loaded with `spec`: a stem cell if one is ready, else a freshly started one."""
         backend = self.backends[spec.backend]
         started = time.perf_counter()
-        sandbox = None if spec.network else self.stem_cells.take(spec.backend, spec.language)
+        image = spec.extra.get("image_id") or spec.extra.get("image")  # an image function: no stem cell fits
+        sandbox = None if spec.network or image else self.stem_cells.take(spec.backend, spec.language)
         path = "stem" if sandbox is not None else "cold"
         labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
+        if image:
+            labels["hearth.image"] = str(image)
         if sandbox is None:
             sandbox = await backend.create(spec.language, backend.limits_for(spec), labels)
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Runtime = Literal["python", "javascript"]
+Runtime = Literal["python", "javascript", "provided"]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the bo
 
 log = logging.getLogger(__name__)
 RUNTIMES: tuple[Runtime, ...] = ("python", "javascript")
+# Runtimes whose stem cells start only once a function of theirs was first started on that backend.
+LAZY_RUNTIMES: tuple[Runtime, ...] = ("provided",)
 
 
 class StemCells:
@@ -29,6 +31,7 @@ class StemCells:
         self._closed = False
         self.enabled_backends: set[str] = set()
         self.standby_backends: set[str] = set()  # available, stem cells once first needed
+        self.lazy_wanted: set[tuple[str, Runtime]] = set()  # (backend, lazy runtime) asked for once
 
     def enable(self, backend: str) -> None:
         """Keep stem cells for `backend` (called once it is known to be available).
@@ -53,6 +56,8 @@ class StemCells:
             self.standby_backends.discard(backend)
             self.enabled_backends.add(backend)
         key = (backend, runtime)
+        if runtime in LAZY_RUNTIMES and getattr(self.backends[backend], "runs_provided", False):
+            self.lazy_wanted.add(key)
         cells = self.ready.get(key, [])
         while cells:
             sandbox = cells.pop()
@@ -71,10 +76,14 @@ class StemCells:
 
     def counts(self) -> dict[str, int]:
         """Ready stem cells by `backend/runtime`."""
-        return {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b in sorted(self.enabled_backends) for rt in RUNTIMES}
+        keys = [(b, rt) for b in sorted(self.enabled_backends) for rt in RUNTIMES] + sorted(self.lazy_wanted)
+        counts = {f"{b}/{rt}": len(self.ready.get((b, rt), [])) for b, rt in keys}
+        return counts
 
     def _refill(self, key: tuple[str, Runtime]) -> None:
         if self._closed or key[0] not in self.enabled_backends:
+            return
+        if key[1] not in RUNTIMES and key not in self.lazy_wanted:
             return
         missing = self.per_runtime - len(self.ready.get(key, [])) - self.starting.get(key, 0)
         for _ in range(max(0, missing)):

@@ -160,5 +160,7 @@ def read_directory(root: Path, excludes: Iterable[str] = DEFAULT_EXCLUDES, *, ma
 
 def handler_file(language: str, handler: str) -> str:
     """The file that must exist for `handler` (`module.function`, the Lambda convention)."""
+    if language == "provided":  # a custom runtime: the bootstrap reads the handler ($_HANDLER) its own way
+        return "bootstrap"
     module, _, _ = handler.rpartition(".")
     return (module or "main") + (".py" if language == "python" else ".js")

@@ -13,7 +13,7 @@ from pathlib import Path
 from hearth.packaging.deps import LAYERS_DIR
 from hearth.store.shared_files import SharedFiles
 
-SOURCE_FILE = {"python": "main.py", "javascript": "main.js"}
+SOURCE_FILE = {"python": "main.py", "javascript": "main.js", "provided": "bootstrap"}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ MAX_ENV_KEYS = 128
 MAX_ENV_BYTES = 32 * 1024
 RESERVED_ENV_PREFIXES = ("HEARTH_",)
 
-Language = Literal["python", "javascript"]
+Language = Literal["python", "javascript", "provided"]
+IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/:@-]*$"
 
 
 def check_cron(expression: str) -> str:
@@ -98,12 +99,24 @@ class FunctionSettings(_Strict):
     batch: BatchSettings | None = Field(default=None, description="request batching; off when absent")
     retries: int | None = Field(default=None, ge=0, le=10, description="async: retries after a failure (default 2)")
     schedule: Schedule | None = Field(default=None, description="cron expressions (5 fields, or 6 with seconds)")
+    image: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=IMAGE_PATTERN,
+        description="language provided: a local Docker image whose entrypoint speaks the Lambda Runtime API",
+    )
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
 
     @model_validator(mode="after")
     def _one_source(self) -> FunctionSettings:
+        if self.image is not None:
+            if self.language != "provided":
+                raise ValueError("`image` needs language 'provided' (an image's entrypoint speaks the Runtime API)")
+            if self.code is not None or self.zip_base64 is not None:
+                raise ValueError("an image function has no `code` or `zip_base64`: its code is in the image")
+            return self
         if (self.code is None) == (self.zip_base64 is None):
             raise ValueError("give the code as exactly one of `code` (one source file) or `zip_base64` (a zip bundle)")
         return self
@@ -137,6 +150,9 @@ class FunctionPatch(_Strict):
     batch: BatchSettings | None = Field(default=None, description="null turns batching off")
     retries: int | None = Field(default=None, ge=0, le=10, description="null: the default (2)")
     schedule: Schedule | None = Field(default=None, description="null removes the schedule")
+    image: str | None = Field(
+        default=None, max_length=255, pattern=IMAGE_PATTERN, description="an image function's image"
+    )
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
@@ -175,6 +191,8 @@ class FunctionOut(BaseModel):
     description: str = ""
     layer: str | None = Field(default=None, description="key of the dependency layer (requirements / package.json)")
     build_id: str | None = Field(default=None, description="the build that made the layer")
+    image: str | None = Field(default=None, description="an image function's image (language provided)")
+    image_id: str | None = Field(default=None, description="the image's id when this version was deployed")
     code: str | None = Field(default=None, description="source; only on GET of one function")
     files: list[str] | None = Field(default=None, description="the bundle's files; only on GET of one function")
     instances: dict[str, int] | None = Field(default=None, description="warm / busy / starting sandboxes")

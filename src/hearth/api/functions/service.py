@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from hearth.api.builds.service import PreparedCode, collect_files
 from hearth.api.errors import ApiError, field_error, not_found, storage_errors
+from hearth.api.functions.provided import check_provided
 from hearth.api.functions.quotas import check_quota
 from hearth.api.functions.schemas import (
     FunctionCreate,
@@ -35,7 +36,7 @@ from hearth.engine.registry import spec_from_version
 from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
-EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule")
+EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "schedule", "image", "image_id")
 CODE_FIELDS: tuple[str, ...] = ("code", "zip_base64")
 COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name not in CODE_FIELDS + EXTRA_FIELDS)
 # What a version's `extra` says about its dependency layer (set by the build, not by the user).
@@ -211,6 +212,7 @@ class FunctionService:
         refused = backend.refuse(values)
         if refused:
             raise field_error("backend", refused)
+        check_provided(values, backend, self.state.engine.backends)
         if values["min_warm"] > values["max_instances"]:
             raise field_error("min_warm", "must not exceed max_instances")
         return values
@@ -345,6 +347,8 @@ class FunctionService:
             schedule=(ver.extra or {}).get("schedule"),
             layer=(ver.extra or {}).get("layer"),
             build_id=(ver.extra or {}).get("build_id"),
+            image=(ver.extra or {}).get("image"),
+            image_id=(ver.extra or {}).get("image_id"),
             code_sha256=ver.code_sha256,
             code_size=ver.code_size,
             created_at=fn.created_at,

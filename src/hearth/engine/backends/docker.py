@@ -21,7 +21,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from hearth.engine import images
+from hearth.engine import images, provided
 from hearth.engine.channel import AgentChannel
 from hearth.engine.sandbox import (
     Backend,
@@ -84,8 +84,11 @@ def container_name(function: str | None, version: object, sandbox_id: str) -> st
     return f"hearth-{function}-v{version}-{sandbox_id}" if function else f"hearth-stem-{sandbox_id}"
 
 
-def materialize_code(source: Path, target: Path) -> None:
-    """Place a version's code in the sandbox dir: hard links where possible (same filesystem), else copies."""
+def materialize_code(source: Path, target: Path, executable: bool = False) -> None:
+    """Place a version's code in the sandbox dir: hard links where possible (same filesystem), else copies.
+
+    `executable`: files get mode 0755 instead of 0644 (a custom runtime's `bootstrap` and what it runs).
+    """
     if target.exists():
         shutil.rmtree(target)
 
@@ -100,7 +103,7 @@ def materialize_code(source: Path, target: Path) -> None:
         os.chmod(root, 0o755)
         for name in files:
             with contextlib.suppress(OSError):
-                os.chmod(os.path.join(root, name), 0o644)
+                os.chmod(os.path.join(root, name), 0o755 if executable else 0o644)
         del dirs  # walked by os.walk itself
 
 
@@ -126,13 +129,14 @@ class DockerSandbox(Sandbox):
         self._poisoned = False
         self._stopped = False
         self.generic = False
+        self.image: provided.ImageConfig | None = None  # an image function's image (language provided)
 
     @property
     def healthy(self) -> bool:
         return not (self._poisoned or self._stopped or self.channel.closed)
 
     async def load(self, spec: FunctionSpec) -> float:
-        materialize_code(spec.code_dir, self.directory / "code")
+        materialize_code(spec.code_dir, self.directory / "code", executable=spec.language == provided.LANGUAGE)
         if spec.layer_dir is not None:  # the function's installed dependencies, beside its code
             await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / "deps")
         wanted = self._backend.limits_for(spec)
@@ -154,6 +158,8 @@ class DockerSandbox(Sandbox):
             "max_result_bytes": self._backend.max_result_bytes,
             "paths": ["/hearth/deps"] if spec.layer_dir is not None else [],
         }
+        if spec.language == provided.LANGUAGE:  # the relay starts the bootstrap / the image's entrypoint
+            frame.update(provided.init_fields(spec, self.image))
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
         except TimeoutError:
@@ -214,6 +220,7 @@ class DockerBackend(Backend):
     name = "docker"
     kind = "container: Linux namespaces + cgroups + capabilities, the host kernel shared (runc)"
     docker_runtime: str | None = None  # dockerd's default runtime (runc) when None
+    runs_provided = True  # custom runtimes and image functions (hearth.engine.provided)
 
     def __init__(
         self,
@@ -238,6 +245,7 @@ class DockerBackend(Backend):
         self.image_overrides = image_overrides or {}
         self._client = client
         self._background: set[asyncio.Future[None]] = set()
+        self.image_configs: dict[str, provided.ImageConfig] = {}  # image functions' images, as last inspected
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o755)
 
@@ -248,6 +256,8 @@ class DockerBackend(Backend):
         return self._client
 
     def image_for(self, runtime: str) -> str:
+        if runtime == provided.LANGUAGE:
+            return self.image_overrides.get(runtime) or provided.base_ref()
         return self.image_overrides.get(runtime) or images.image_ref(runtime)
 
     def availability(self) -> tuple[bool, str]:
@@ -320,6 +330,8 @@ class DockerBackend(Backend):
         socket_path.unlink(missing_ok=True)
         channel = AgentChannel(reader, writer)
         sandbox = DockerSandbox(self, sandbox_id, runtime, container_id, directory, channel, limits)
+        if labels.get("hearth.image"):
+            sandbox.image = self.image_configs.get(labels["hearth.image"])
         sandbox.generic = not labels.get("hearth.function")
         try:
             await channel.handshake(self.start_timeout_s)
@@ -334,11 +346,24 @@ class DockerBackend(Backend):
         """Create and start the container: two Docker API calls (the SDK's high-level create adds an inspect)."""
         memory = limits.memory_mb * 1024 * 1024
         api = self.client.api
+        binds = {
+            str(directory): {"bind": "/hearth", "mode": "ro"},
+            str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
+        }
+        image, entrypoint, command = self.image_for(runtime), None, AGENT_COMMANDS.get(runtime)
+        if runtime == provided.LANGUAGE:  # the relay serves the Runtime API (hearth.engine.provided)
+            try:
+                binds[str(provided.ensure_relay())] = {"bind": provided.RELAY_MOUNT, "mode": "ro"}
+                if labels.get("hearth.image"):  # an image function: its own image, its entrypoint run by the relay
+                    config = provided.inspect_image(self.client, labels["hearth.image"])
+                    self.image_configs[config.ref] = config
+                    image, entrypoint, command = config.image_id, provided.RELAY_COMMAND, []
+                else:
+                    command = provided.RELAY_COMMAND
+            except provided.ProvidedError as exc:
+                raise SandboxStartError(str(exc)) from None
         host_config = api.create_host_config(
-            binds={
-                str(directory): {"bind": "/hearth", "mode": "ro"},
-                str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
-            },
+            binds=binds,
             read_only=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={limits.tmpfs_mb}m,mode=1777"},
             network_mode="none" if not limits.network else self._egress_network(),
@@ -354,8 +379,9 @@ class DockerBackend(Backend):
         )
         try:
             created = api.create_container(
-                self.image_for(runtime),
-                command=AGENT_COMMANDS[runtime],
+                image,
+                command=command,
+                entrypoint=entrypoint,
                 name=container_name(labels.get("hearth.function"), labels.get("hearth.version"), sandbox_id),
                 user="65534:65534",
                 working_dir="/tmp",
