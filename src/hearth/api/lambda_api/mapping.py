@@ -59,12 +59,16 @@ def language_of(runtime: str | None) -> str:
         return "python"
     if runtime and re.fullmatch(r"nodejs(\d+(\.x)?)?", runtime):
         return "javascript"
+    if runtime in ("provided", "provided.al2", "provided.al2023"):  # OS-only: a `bootstrap` in the zip
+        return "provided"
     raise invalid(
         f"Value {runtime!r} at 'runtime' failed to satisfy constraint: Hearth runs python3.x and nodejs*.x runtimes"
     )
 
 
 def runtime_name(language: str, version: str | None) -> str:
+    if language == "provided":
+        return "provided.al2023"
     if language == "python":
         return f"python{version or '3'}"
     return f"nodejs{version}.x" if version else "nodejs"
@@ -99,7 +103,7 @@ def configuration(
     fn: FunctionOut, *, name: str, region: str, account: str, runtime_version: str | None
 ) -> dict[str, Any]:
     """`name`: the function's name as the caller knows it (see router.shown_name)."""
-    return {
+    config: dict[str, Any] = {
         "FunctionName": name,
         "FunctionArn": arn(region, account, name),
         "Runtime": runtime_name(fn.language, runtime_version),
@@ -121,6 +125,10 @@ def configuration(
         "Architectures": ["x86_64"],
         "EphemeralStorage": {"Size": 512},
     }
+    if getattr(fn, "image", None):  # an Image package: no Runtime or Handler (Lambda leaves them out too)
+        del config["Runtime"], config["Handler"]
+        config |= {"PackageType": "Image", "ImageConfigResponse": {}}
+    return config
 
 
 def check_qualifier(ref: FunctionRef, fn: FunctionOut) -> None:
