@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -22,7 +23,7 @@ from hearth.engine import provided
 
 HERE = Path(__file__).parent
 GO_RUNTIME = HERE / "go_runtime"
-RIC_APP = '''import os
+RIC_APP = """import os
 import time
 
 
@@ -40,7 +41,7 @@ def handler(event, context):
         "name": context.function_name,
         "uid": os.getuid(),
     }
-'''
+"""
 RIC_DOCKERFILE = """FROM {base}
 COPY ric/ /opt/ric/
 COPY app.py /var/task/
@@ -70,13 +71,23 @@ def go_runtime(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return out.read_bytes()
 
 
-def build_image(client: docker.DockerClient, context: Path, tag: str) -> str:
+def build_image(context: Path, tag: str) -> str:
     """`docker build --network none` of `context` (as `hearth deploy` builds a function's Dockerfile)."""
     done = subprocess.run(
         ["docker", "build", "-q", "--network", "none", "-t", tag, str(context)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     return tag
+
+
+@pytest.fixture(scope="session")
+def docker_build() -> Callable[[Path, str], str]:
+    """`docker_build(context, tag)`: builds with `--network none`, returns the tag."""
+
+    def build(context: Path, tag: str) -> str:
+        return build_image(context, tag)
+
+    return build
 
 
 def install_awslambdaric(target: Path) -> None:
@@ -106,4 +117,4 @@ def ric_image(docker_client: docker.DockerClient, ric_context: Path) -> str:
     for path in sorted(ric_context.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(ric_context)).encode() + path.read_bytes())
-    return build_image(docker_client, ric_context, f"hearth-test-ric:{digest.hexdigest()[:12]}")
+    return build_image(ric_context, f"hearth-test-ric:{digest.hexdigest()[:12]}")

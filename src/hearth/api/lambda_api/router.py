@@ -300,10 +300,13 @@ async def get_function(
 ) -> Response:
     fn = await load(request, parse_function_name(function_name, qualifier))
     location = str(request.base_url).rstrip("/") + f"/api/functions/{fn.name}/code"
+    code = {"RepositoryType": "Hearth", "Location": location}
+    if fn.image:  # an Image package: the image as deployed, and the id it resolved to
+        code = {"RepositoryType": "Local", "ImageUri": fn.image, "ResolvedImageUri": f"{fn.image}@{fn.image_id}"}
     return json_response(
         {
             "Configuration": await config_of(request, fn),
-            "Code": {"RepositoryType": "Hearth", "Location": location},
+            "Code": code,
             "Tags": {},
         }
     )
