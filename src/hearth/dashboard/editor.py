@@ -17,7 +17,8 @@ except ImportError:  # pragma: no cover - it is a dependency; kept so a broken i
     code_editor = None
 
 S = st.session_state
-LANGUAGES = ["python", "javascript"]
+LANGUAGES = ["python", "javascript", "provided"]
+ACE_MODES = {"provided": "sh"}  # a provided function's one file is its `bootstrap` (a script)
 FIELDS = (
     "name",
     "description",
@@ -132,7 +133,7 @@ def _code_input(disabled: bool) -> None:
     st.markdown("**Code**")
     response = code_editor(
         S.form_editor_seed,
-        lang=language,
+        lang=ACE_MODES.get(language, language),
         theme="default",
         height=[16, 32],
         response_mode=["debounce", "blur"],
