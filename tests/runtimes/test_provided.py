@@ -233,3 +233,24 @@ def test_provided_refused_where_it_cannot_run(hearth: HearthServer, fname: str) 
     assert "docker" in microvm.json()["error"]["message"] or "not available" in microvm.text
     python_image = hearth.client.post("/api/functions", json={"name": fname, "language": "python", "image": "x:1"})
     assert python_image.status_code == 422
+
+
+def test_provided_stem_cells_start_once_needed_and_take_the_functions_limits(
+    hearth: HearthServer, fname: str, go_runtime: bytes, docker_client: Any
+) -> None:
+    deploy_go(hearth, fname, go_runtime)
+    assert hearth.invoke(fname, {}).status_code == 200  # a provided function was started on docker: cells follow
+    deadline = time.monotonic() + 60
+    while hearth.client.get("/readyz").json()["stem_cells"].get("docker/provided", 0) < 1:
+        assert time.monotonic() < deadline, "no provided stem cell started"
+        time.sleep(0.2)
+    second = f"{fname}-2"
+    deploy_go(hearth, second, go_runtime, memory_mb=96, env={"GREETING": "stem"})
+    reply = hearth.invoke(second, {"n": 1})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-hearth-path"] == "stem"
+    assert reply.json()["env"]["GREETING"] == "stem" and reply.json()["env"]["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "96"
+    [container] = docker_client.containers.list(filters={"name": sandbox_of(hearth, reply)})
+    cgroup = f"/sys/fs/cgroup/memory/docker/{container.id}/memory.limit_in_bytes"
+    with open(cgroup) as limit:
+        assert int(limit.read()) == 96 * 1024 * 1024
