@@ -144,6 +144,16 @@ def ensure_relay() -> Path:
     return target
 
 
+def relay_problem() -> str | None:
+    """Why no sandbox could get the relay (no Go toolchain to build it), or None; cheap, never builds."""
+    try:
+        if (relay_cache_root() / relay_hash() / "relay").exists():
+            return None
+    except ProvidedError as exc:
+        return str(exc)
+    return None  # Go is there: the first sandbox builds it
+
+
 def _mkdirs(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o755)

@@ -35,6 +35,9 @@ def check_provided(values: dict[str, Any], backend: Backend, backends: Mapping[s
             "a custom runtime serves one invocation at a time per sandbox (the Runtime API's next/response loop): "
             "keep concurrency 1 and raise max_instances instead",
         )
+    problem = provided.relay_problem()  # refused here rather than at the first call
+    if problem:
+        raise field_error("language", problem)
     image = values.get("image")
     if not image:
         values.pop("image_id", None)
