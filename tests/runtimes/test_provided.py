@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 import zipfile
 from typing import Any
@@ -254,3 +255,32 @@ def test_provided_stem_cells_start_once_needed_and_take_the_functions_limits(
     cgroup = f"/sys/fs/cgroup/memory/docker/{container.id}/memory.limit_in_bytes"
     with open(cgroup) as limit:
         assert int(limit.read()) == 96 * 1024 * 1024
+
+
+def test_boto3_provided_al2023_zip_with_client_context(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
+    boto3 = pytest.importorskip("boto3")
+    aws = boto3.client(
+        "lambda",
+        endpoint_url=hearth.base_url,
+        region_name="eu-west-1",
+        aws_access_key_id="hearth",
+        aws_secret_access_key=hearth.api_key,
+    )
+    created = aws.create_function(
+        FunctionName=fname,
+        Runtime="provided.al2023",
+        Handler="bootstrap",
+        Role="arn:aws:iam::000000000000:role/x",
+        Code={"ZipFile": base64.b64decode(go_zip(go_runtime))},
+    )
+    assert created["Runtime"] == "provided.al2023"
+    context = {"custom": {"tenant": "t1"}, "client": {"app_title": "tests"}}
+    result = aws.invoke(
+        FunctionName=fname,
+        Payload=b'{"via": "boto3"}',
+        ClientContext=base64.b64encode(json.dumps(context, indent=2).encode()).decode(),
+    )
+    assert "FunctionError" not in result, result
+    body = json.loads(result["Payload"].read())
+    assert body["event"] == {"via": "boto3"} and json.loads(body["client_context"]) == context
+    assert body["env"]["_HANDLER"] == "bootstrap"

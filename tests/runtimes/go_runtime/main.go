@@ -128,16 +128,17 @@ func handle(h http.Header, raw []byte) {
 		}
 	}
 	out, _ := json.Marshal(map[string]interface{}{
-		"event":       json.RawMessage(raw),
-		"request_id":  id,
-		"deadline_ms": h.Get("Lambda-Runtime-Deadline-Ms"),
-		"arn":         h.Get("Lambda-Runtime-Invoked-Function-Arn"),
-		"trace":       h.Get("Lambda-Runtime-Trace-Id"),
-		"now_ms":      time.Now().UnixMilli(),
-		"env":         env,
-		"pid":         os.Getpid(),
-		"uid":         os.Getuid(),
-		"last_post":   lastPost,
+		"event":          json.RawMessage(raw),
+		"request_id":     id,
+		"deadline_ms":    h.Get("Lambda-Runtime-Deadline-Ms"),
+		"arn":            h.Get("Lambda-Runtime-Invoked-Function-Arn"),
+		"trace":          h.Get("Lambda-Runtime-Trace-Id"),
+		"client_context": h.Get("Lambda-Runtime-Client-Context"),
+		"now_ms":         time.Now().UnixMilli(),
+		"env":            env,
+		"pid":            os.Getpid(),
+		"uid":            os.Getuid(),
+		"last_post":      lastPost,
 	})
 	status, text := post(respond, "application/json", bytes.NewReader(out), nil)
 	lastPost = map[string]interface{}{"status": status, "body": text}

@@ -690,15 +690,24 @@ func (r *relay) next(w http.ResponseWriter, req *http.Request) {
 	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(inv.deadlineMs, 10))
 	h.Set("Lambda-Runtime-Invoked-Function-Arn", r.cfg.FunctionArn)
 	h.Set("Lambda-Runtime-Trace-Id", traceID(inv.id))
-	if len(inv.clientCtx) > 0 && string(inv.clientCtx) != "null" {
-		h.Set("Lambda-Runtime-Client-Context", string(inv.clientCtx))
+	if value := compactJSON(inv.clientCtx); value != "" {
+		h.Set("Lambda-Runtime-Client-Context", value)
 	}
-	if len(inv.cognito) > 0 && string(inv.cognito) != "null" {
-		h.Set("Lambda-Runtime-Cognito-Identity", string(inv.cognito))
+	if value := compactJSON(inv.cognito); value != "" {
+		h.Set("Lambda-Runtime-Cognito-Identity", value)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(inv.event)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(inv.event)
+}
+
+// compactJSON is a JSON value on one line (a header value), or "" for none.
+func compactJSON(raw []byte) string {
+	var out bytes.Buffer
+	if len(raw) == 0 || string(raw) == "null" || json.Compact(&out, raw) != nil {
+		return ""
+	}
+	return out.String()
 }
 
 func traceID(id string) string {
