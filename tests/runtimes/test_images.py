@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def test_scratch_image_with_a_static_go_runtime(
     (tmp_path / "bootstrap").write_bytes(go_runtime)
     (tmp_path / "bootstrap").chmod(0o755)
     (tmp_path / "Dockerfile").write_text('FROM scratch\nCOPY bootstrap /bootstrap\nENTRYPOINT ["/bootstrap"]\n')
-    image = docker_build(tmp_path, f"hearth-test-scratch:{fname}")
+    image = docker_build(tmp_path, "hearth-test-scratch:1")
     try:
         deploy_image(hearth, fname, image)
         reply = hearth.invoke(fname, {"n": 1})
@@ -134,3 +135,11 @@ def test_hearth_deploy_builds_the_dockerfile(
     )
     assert invoked.returncode == 0, invoked.stderr
     assert '"who": "cli"' in invoked.stdout or '"who":"cli"' in invoked.stdout
+    listed = subprocess.run([*run, "ls"], env=env, capture_output=True, text=True, cwd=REPO)
+    assert f"image hearth-fn-{fname}:" in listed.stdout, listed.stdout
+    tag = hearth.client.get(f"/api/functions/{fname}").json()["image"]
+    hearth.client.delete(f"/api/functions/{fname}")
+    for _ in range(50):  # this session's image, once its sandbox is gone
+        if subprocess.run(["docker", "rmi", tag], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
