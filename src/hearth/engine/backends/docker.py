@@ -355,7 +355,9 @@ class DockerBackend(Backend):
             try:
                 binds[str(provided.ensure_relay())] = {"bind": provided.RELAY_MOUNT, "mode": "ro"}
                 if labels.get("hearth.image"):  # an image function: its own image, its entrypoint run by the relay
-                    config = provided.inspect_image(self.client, labels["hearth.image"])
+                    # A version pins its image by id, so an id's configuration never changes: inspected once.
+                    ref = labels["hearth.image"]
+                    config = self.image_configs.get(ref) or provided.inspect_image(self.client, ref)
                     self.image_configs[config.ref] = config
                     image, entrypoint, command = config.image_id, provided.RELAY_COMMAND, []
                 else:
