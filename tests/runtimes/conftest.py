@@ -55,7 +55,7 @@ CMD ["app.handler"]
 @pytest.fixture(scope="session")
 def provided_images(docker_client: docker.DockerClient, runtime_images: dict[str, str]) -> dict[str, str]:
     provided.ensure_relay()
-    return {name: provided.ensure_base_image(docker_client, name) for name in provided.BASE_PACKAGES}
+    return {name: provided.ensure_base_image(docker_client, name) for name in provided.BASE_IMAGES}
 
 
 @pytest.fixture(scope="session")

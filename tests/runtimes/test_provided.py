@@ -273,7 +273,7 @@ def test_boto3_provided_al2023_zip_with_client_context(hearth: HearthServer, fna
         Role="arn:aws:iam::000000000000:role/x",
         Code={"ZipFile": base64.b64decode(go_zip(go_runtime))},
     )
-    assert created["Runtime"] == "provided.al2023"
+    assert created["Runtime"] == "provided"  # Lambda's alias is accepted; the function reports what runs
     context = {"custom": {"tenant": "t1"}, "client": {"app_title": "tests"}}
     result = aws.invoke(
         FunctionName=fname,

@@ -168,6 +168,8 @@ def base_ref(name: str = "provided") -> str:
 def ensure_base_image(
     client: docker.DockerClient, name: str = "provided", progress: images.Progress | None = None
 ) -> str:
+    if name == LANGUAGE:  # the catalog's runtime image, under the catalog's lock
+        return images.ensure_image(client, LANGUAGE, progress)
     ref = base_ref(name)
     if images._present(client, ref):
         return ref
@@ -258,10 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build Hearth's relay and the provided base images.")
     parser.add_argument("--image", choices=list(BASE_IMAGES), action="append", help="only this base image")
     args = parser.parse_args(argv)
-    print(f"relay: {ensure_relay() / 'relay'}", flush=True)
-    client = docker.from_env()
-    for name in args.image or list(BASE_IMAGES):
-        print(f"{name}: {ensure_base_image(client, name, lambda line: print(line, flush=True))}", flush=True)
+    try:
+        print(f"relay: {ensure_relay() / 'relay'}", flush=True)
+        client = docker.from_env()
+        for name in args.image or list(BASE_IMAGES):
+            print(f"{name}: {ensure_base_image(client, name, lambda line: print(line, flush=True))}", flush=True)
+    except (ProvidedError, images.ImageBuildError, docker.errors.DockerException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
