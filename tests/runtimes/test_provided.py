@@ -96,6 +96,25 @@ def test_tutorial_shell_bootstrap_with_curl(hearth: HearthServer, fname: str, ba
         assert record["stderr"] == f'{{"n":{n}}}\n'  # the handler's `echo ... 1>&2`, this invocation's own
 
 
+def test_no_dependency_build_for_provided(hearth: HearthServer, fname: str) -> None:
+    """A provided bundle brings what its bootstrap runs: requirements.txt / package.json are just files."""
+    files = {
+        "bootstrap": TUTORIAL_BOOTSTRAP,
+        "function.sh": TUTORIAL_FUNCTION,
+        "requirements.txt": "six==1.16.0\n",
+        "package.json": '{"dependencies": {"left-pad": "1.3.0"}}',
+    }
+    body = {"name": fname, "runtime": "provided.al2023", "handler": "function.handler", "zip_base64": b64_zip(files)}
+    response = hearth.client.post("/api/functions", json=body)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert (created["language"], created["runtime"]) == ("provided", "provided")  # the alias means provided
+    assert created["layer"] is None and created["build_id"] is None
+    assert hearth.client.get(f"/api/functions/{fname}/builds").json()["builds"] == []
+    reply = hearth.invoke(fname, {"n": 1})
+    assert reply.status_code == 200 and reply.json() == "Echoing request: '{\"n\":1}'", reply.text
+
+
 def test_go_runtime_headers_env_logs_and_errors(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
     deploy_go(hearth, fname, go_runtime, handler="my.handler", timeout_s=7, memory_mb=96, env={"GREETING": "hi"})
     before_ms = time.time() * 1000

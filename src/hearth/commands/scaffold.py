@@ -21,14 +21,14 @@ class Language(enum.StrEnum):
 
 
 # What the commented-out `runtime` line of a new manifest suggests: the newest of the language's runtimes.
-LATEST_RUNTIME = {Language.python: "python3.13", Language.javascript: "nodejs20.x"}
+LATEST_RUNTIME = {Language.python: "python3.13", Language.javascript: "nodejs20.x", Language.provided: "provided"}
 
 MANIFEST = """\
 # Settings of the function `{name}`: every key is a setting of Hearth's function API
 # (see docs/cli.md). `hearth deploy` uploads this directory with them.
 name = "{name}"
 language = "{language}"
-# runtime = "{runtime}"  # a version: python3.11, python3.13, nodejs18.x, nodejs20.x (`GET /api/runtimes`)
+# runtime = "{runtime}"  # a version: python3.11, python3.13, nodejs18.x, nodejs20.x, provided (`GET /api/runtimes`)
 handler = "{handler}"
 timeout_s = 30
 memory_mb = 128
