@@ -20,6 +20,7 @@ system:
 images: venv system
 	$(BIN)/python -m hearth.engine.images
 	$(BIN)/python -m hearth.engine.aws_sdk
+	$(BIN)/python -m hearth.engine.provided
 
 # The microvm backend's guest (kernel, read-only root, initramfs) from Debian packages; cached by recipe
 # hash outside the repository (HEARTH_MICROVM_CACHE_DIR). The microvm tests build it on demand as root.

@@ -169,7 +169,7 @@ def bench_density(sandboxes: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="warm,front,cold,batching,density,backends,microvm")
+    parser.add_argument("--only", default="warm,front,cold,batching,density,backends,microvm,provided")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
     parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
@@ -211,6 +211,12 @@ def main() -> None:
         results["microvm"] = microvm.bench_microvm(min(args.trials, 10), args.seconds)
         print(json.dumps({"microvm": results["microvm"]}, indent=1), flush=True)
         print(microvm.table(results["microvm"]), flush=True)
+    if "provided" in only:  # custom runtimes and image functions, next to Python and to AWS's RIE
+        from bench import provided
+
+        results["provided"] = provided.bench_provided(args.seconds, min(args.trials, 10))
+        print(json.dumps({"provided": results["provided"]}, indent=1), flush=True)
+        print(provided.table(results["provided"]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     latest = RESULTS / "latest.json"
     # Sections not run this time (`--only`) keep their last figures.

@@ -27,6 +27,10 @@ BOTO3 = {
 STEM_WAIT_S = 30.0
 
 
+# The agents' runtimes: provided (custom runtimes, a bootstrap of one's own) is measured by bench/provided.py.
+AGENT_RUNTIMES: tuple[str, ...] = tuple(r for r in images.RUNTIMES if images.language_of(r) in images.LANGUAGES)
+
+
 def wait_for_stem_cell(server: HearthServer, runtime: str) -> None:
     deadline = time.monotonic() + STEM_WAIT_S
     while time.monotonic() < deadline:
@@ -59,7 +63,7 @@ def bench_runtimes(trials: int) -> dict[str, Any]:
         server = hearth_server({"HEARTH_STEM_CELLS": "1" if stems else "0"})
         try:
             time.sleep(2)
-            for runtime in images.RUNTIMES:
+            for runtime in AGENT_RUNTIMES:
                 code = NOOP[images.language_of(runtime)]
                 out[label][runtime] = first_calls(server, runtime, code, trials, stems)
         finally:
@@ -78,7 +82,7 @@ def bench_runtimes(trials: int) -> dict[str, Any]:
 
 def table(figures: dict[str, Any]) -> str:
     rows = ["| runtime | first call, stem cells on (p50) | first call, stem cells off (p50) |", "| --- | --- | --- |"]
-    for runtime in images.RUNTIMES:
+    for runtime in AGENT_RUNTIMES:
         on, off = figures["stem_cells_on"][runtime], figures["stem_cells_off"][runtime]
         rows.append(f"| `{runtime}` | {on['p50_ms']:.0f} ms ({'/'.join(on['paths'])}) | {off['p50_ms']:.0f} ms |")
     for label, row in figures["python_boto3_first_call"].items():

@@ -7,7 +7,8 @@
 # gvisor backend; ensure-docker.sh registers it with dockerd), chromium + chromium-driver (the
 # dashboard's headless-browser test), qemu-system-x86 + lz4 + e2fsprogs (the microvm backend: QEMU,
 # and the guest image build's kernel decompression and read-only root), postgresql (the server
-# binaries only: the PostgreSQL store test starts a throwaway cluster of its own).
+# binaries only: the PostgreSQL store test starts a throwaway cluster of its own), golang-go (builds
+# the custom runtimes' static relay, and the Go runtime the tests use).
 # Extra packages: HEARTH_EXTRA_PACKAGES="pkg1 pkg2".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +38,7 @@ wanted=(
   "qemu-system-x86_64 qemu-system-x86"
   "lz4 lz4"
   "mke2fs e2fsprogs"
+  "go golang-go"
 )
 missing=()
 for entry in "${wanted[@]}"; do

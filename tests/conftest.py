@@ -29,13 +29,24 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="session")
 def runtime_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    from hearth.engine import images
+    """The catalog's runtime images (provided's too), the builder images, the AWS SDK layer and the relay.
+
+    The provided-python base image (for users' own Dockerfiles) is built only by the tests that need it
+    (tests/runtimes/conftest.py's `provided_images`).
+    """
+    from hearth.engine import aws_sdk, images, provided
 
     def say(line: str) -> None:
         print(line, flush=True)
 
     images.ensure_builder_images(docker_client, progress=say)  # dependency builds run in these
-    return images.ensure_images(docker_client, progress=say)
+    refs = images.ensure_images(docker_client, progress=say)
+    aws_sdk.ensure_layer(docker_client, say)  # mounted in Node runtimes' sandboxes, as Lambda ships it
+    try:
+        provided.ensure_relay()  # bind-mounted in provided sandboxes
+    except provided.ProvidedError as exc:  # no Go here: provided functions are refused at deploy, and said why
+        say(f"no relay: {exc}")
+    return refs
 
 
 @pytest.fixture(scope="session")

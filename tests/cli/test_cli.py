@@ -146,6 +146,18 @@ def test_javascript_scaffold_deploys_and_runs(hearth: HearthServer, tmp_path: Pa
     assert json.loads(invoked.stdout) == {"message": "hello, node!", "function": fname}
 
 
+def test_provided_scaffold_deploys_and_runs(hearth: HearthServer, tmp_path: Path, fname: str) -> None:
+    """`hearth init -l provided`: a shell bootstrap over the Runtime API, on the catalog's provided runtime."""
+    assert hearth_cli(hearth, "init", fname, "-l", "provided", cwd=tmp_path).returncode == 0
+    assert '# runtime = "provided"' in (tmp_path / fname / "hearth.toml").read_text()
+    deployed = hearth_cli(hearth, "deploy", fname, cwd=tmp_path)
+    assert deployed.returncode == 0, deployed.stderr
+    assert hearth.client.get(f"/api/functions/{fname}").json()["runtime"] == "provided"
+    invoked = hearth_cli(hearth, "invoke", fname, "-d", '{"who": "sh"}', cwd=tmp_path)
+    assert invoked.returncode == 0, invoked.stderr
+    assert json.loads(invoked.stdout) == {"message": "hello, world!", "function": fname}
+
+
 def test_usage_errors_exit_2(hearth: HearthServer, tmp_path: Path, fname: str) -> None:
     no_manifest = hearth_cli(hearth, "deploy", str(tmp_path), cwd=tmp_path)
     assert no_manifest.returncode == 2 and "no hearth.toml" in no_manifest.stderr

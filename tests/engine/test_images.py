@@ -18,6 +18,8 @@ RUN_OPTIONS = {"network_mode": "none", "user": "65534:65534", "read_only": True,
 VERSION_PROGRAMS = {
     "python": ["python3", "-c", "import json,sys; print(sys.version)"],
     "javascript": ["node", "-e", "console.log(process.version)"],
+    # provided: an OS-only image (curl for shell bootstraps; /bin/sh is bash, as on Amazon Linux)
+    "provided": ["sh", "-c", 'curl --version | head -n 1; echo "sh=$BASH_VERSION"'],
 }
 # What each runtime must report: Debian bookworm has Python 3.11 and Node 18, trixie Python 3.13 and Node 20.
 VERSIONS = {
@@ -25,6 +27,7 @@ VERSIONS = {
     "python3.13": r"^3\.13\.\d+",
     "nodejs18.x": r"^v18\.\d+\.\d+",
     "nodejs20.x": r"^v20\.\d+\.\d+",
+    "provided": r"^curl \d+\.\d+\.\d+.*\nsh=5\.",
 }
 
 
@@ -62,7 +65,7 @@ def test_runtime_runs_as_nobody_without_network(
     client: docker.DockerClient, refs: dict[str, str], runtime: str
 ) -> None:
     out = run(client, refs[runtime], VERSION_PROGRAMS[images.language_of(runtime)])
-    assert re.match(VERSIONS[runtime], out.strip()), out
+    assert re.match(VERSIONS[runtime], out.strip(), re.S), out
 
 
 @pytest.mark.parametrize("runtime", images.RUNTIMES)
@@ -159,7 +162,10 @@ def test_builder_images_hold_the_installer_and_the_runtimes_own_interpreter(
     client: docker.DockerClient, refs: dict[str, str]
 ) -> None:
     builders = images.ensure_builder_images(client, progress=lambda line: print(line, flush=True))
-    assert set(builders) == set(images.RUNTIMES)
+    # Every runtime has a builder image but provided, whose functions bring what they run (no dependency build).
+    assert set(builders) == set(images.BUILDER_RUNTIMES) == set(images.RUNTIMES) - {"provided"}
+    with pytest.raises(ValueError):
+        images.recipe("provided", "builder")
     installers = {"python": ["python3", "-m", "pip", "--version"], "javascript": ["npm", "--version"]}
     for runtime, ref in builders.items():
         assert ref == images.builder_ref(runtime) and ref.startswith(images.BUILDER_PREFIX)

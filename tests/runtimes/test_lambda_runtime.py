@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 PYTHON_RUNTIMES = [r for r in images.RUNTIMES if r.startswith("python")]
 NODE_RUNTIMES = [r for r in images.RUNTIMES if r.startswith("nodejs")]
+AGENT_RUNTIMES = PYTHON_RUNTIMES + NODE_RUNTIMES  # provided (a custom runtime) has tests of its own: test_provided.py
 
 # docs.aws.amazon.com/lambda/latest/dg/python-context.html
 PYTHON_CONTEXT = {
@@ -438,7 +439,10 @@ def test_runtimes_are_listed_and_an_unavailable_one_is_refused(hearth: HearthSer
     assert {"python3.11", "python3.13", "nodejs18.x", "nodejs20.x"} <= set(listed)
     offered = available(hearth)
     assert set(offered) == set(images.RUNTIMES)  # every image is built on this host (conftest)
-    assert sum(r["default"] for r in listed.values()) == 2
+    assert sum(r["default"] for r in listed.values()) == 3  # one per language: python, javascript, provided
+    assert listed["provided"]["aliases"] == ["provided.al2023", "provided.al2"]
+    assert "docker" in listed["provided"]["backends"]  # and gvisor where it runs; never the microVM backends
+    assert not {"microvm", "firecracker"} & set(listed["provided"]["backends"])
     assert hearth.client.get("/api/backends/docker").json()["runtimes"] == list(images.RUNTIMES)
 
     refused = hearth.client.post("/api/functions", json={"name": fname, "runtime": "python3.9", "code": "x = 1"})
@@ -473,7 +477,7 @@ def test_runtimes_are_listed_and_an_unavailable_one_is_refused(hearth: HearthSer
     assert "Reserved keys used in this request: AWS_REGION" in reserved.value.response["Error"]["Message"]
 
 
-@pytest.mark.parametrize("runtime", images.RUNTIMES)
+@pytest.mark.parametrize("runtime", AGENT_RUNTIMES)
 def test_boto3_create_function_runs_and_reports_the_runtime_it_names(
     hearth: HearthServer, fname: str, runtime: str
 ) -> None:
@@ -569,13 +573,18 @@ def test_the_microvm_guest_refuses_runtimes_it_does_not_hold(
     if not backend_availability["microvm"][0]:
         pytest.skip(f"microvm backend not available here: {backend_availability['microvm'][1]}")
     runs = [images.default_runtime(language) for language in images.LANGUAGES]
-    for runtime in (r for r in images.RUNTIMES if r not in runs):
+    for runtime in (r for r in AGENT_RUNTIMES if r not in runs):
         body = {"name": fname, "runtime": runtime, "backend": "microvm", "code": "def handler(e, c):\n    return 1\n"}
         if runtime.startswith("nodejs"):
             body["code"] = "exports.handler = async () => 1;"
         refused = hearth.client.post("/api/functions", json=body)
         assert refused.status_code == 422, refused.text
         assert runtime in refused.text and all(name in refused.text for name in runs), refused.text
+    # Custom runtimes run on the container backends only: the refusal names those that run them.
+    body = {"name": fname, "runtime": "provided", "backend": "microvm", "code": "#!/bin/sh\n"}
+    refused = hearth.client.post("/api/functions", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "microvm" in refused.text and "docker, gvisor" in refused.text, refused.text
     microvm = hearth.client.get("/api/backends/microvm").json()
     assert microvm["runtimes"] == runs
 

@@ -16,11 +16,12 @@ router = APIRouter(prefix="/api/runtimes", tags=["backends"], dependencies=[Depe
 
 class RuntimeOut(BaseModel):
     name: str = Field(description="Lambda's runtime identifier: the `runtime` setting of a function")
-    language: str = Field(description="python or javascript (the `language` setting)")
+    language: str = Field(description="python, javascript or provided (the `language` setting)")
+    aliases: list[str] = Field(default_factory=list, description="Lambda's other names for it, accepted as `runtime`")
     default: bool = Field(description="what `language` alone means")
     debian_suite: str = Field(description="the Debian release its image is built from")
     packages: list[str] = Field(description="the Debian packages of its image")
-    aws_sdk: str = Field(description="the AWS SDK it ships: boto3, or the AWS SDK for JavaScript v3")
+    aws_sdk: str = Field(description="the AWS SDK it ships: boto3, the AWS SDK for JavaScript v3, or none (provided)")
     backends: list[str] = Field(description="the backends that can run it on this host now (empty: unavailable)")
 
 
@@ -48,10 +49,15 @@ async def list_runtimes(request: Request) -> RuntimeList:
             RuntimeOut(
                 name=image.name,
                 language=image.language,
+                aliases=[alias for alias, target in images.ALIASES.items() if target == image.name],
                 default=image.name == images.default_runtime(image.language),
                 debian_suite=image.suite,
                 packages=list(image.packages),
-                aws_sdk="boto3" if image.language == "python" else "AWS SDK for JavaScript v3",
+                aws_sdk="boto3"
+                if image.language == "python"
+                else "AWS SDK for JavaScript v3"
+                if image.aws_sdk
+                else "none",
                 backends=by_runtime.get(image.name, []),
             )
             for image in images.CATALOG.values()

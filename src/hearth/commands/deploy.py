@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from hearth.client import HearthClient, HearthError
 from hearth.commands.common import UsageError, client, err, handle_errors, human_bytes, out
+from hearth.commands.image_build import build_function_image, has_dockerfile
 from hearth.commands.manifest import load_manifest
 from hearth.packaging.bundle import DEFAULT_EXCLUDES, BundleError, pack_files, read_directory
 
@@ -35,10 +36,14 @@ def deploy(
         files = read_directory(directory, (*DEFAULT_EXCLUDES, *manifest.exclude), max_bytes=MAX_UPLOAD_BYTES)
     except BundleError as exc:
         raise UsageError(str(exc)) from None
-    bundle = pack_files(files)
-    settings = {**manifest.settings, "zip_base64": base64.b64encode(bundle).decode("ascii")}
     name = manifest.name
-    err.print(f"Deploying [bold]{escape(name)}[/bold]: {len(files)} files, {human_bytes(len(bundle))} zipped")
+    if has_dockerfile(directory):  # an image function: the image is built here, the server gets its tag
+        settings = {**manifest.settings, "image": build_function_image(directory, name, files, quiet)}
+        err.print(f"Deploying [bold]{escape(name)}[/bold]: image {escape(settings['image'])}")
+    else:
+        bundle = pack_files(files)
+        settings = {**manifest.settings, "zip_base64": base64.b64encode(bundle).decode("ascii")}
+        err.print(f"Deploying [bold]{escape(name)}[/bold]: {len(files)} files, {human_bytes(len(bundle))} zipped")
     with client() as api:
         create = not api.exists(name)
         known = {b["id"] for b in api.builds(name)} if not create else set()

@@ -64,7 +64,7 @@ def ls(as_json: JsonFlag = False) -> None:
             fn.get("runtime") or fn["language"],
             str(fn["version"]),
             escape(fn["route"]),
-            escape(fn["handler"]),
+            escape(f"image {fn['image']}" if fn.get("image") else fn["handler"]),  # an image function: its image
             f"{instances.get('warm', 0)}/{instances.get('busy', 0)}",
             ago(fn.get("updated_at")),
         )

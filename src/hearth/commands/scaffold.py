@@ -1,4 +1,4 @@
-"""`hearth init NAME --language python|javascript`: a new function's directory, ready to deploy."""
+"""`hearth init NAME --language python|javascript|provided`: a new function's directory, ready to deploy."""
 
 from __future__ import annotations
 
@@ -17,17 +17,18 @@ from hearth.commands.common import UsageError, fail, handle_errors, out
 class Language(enum.StrEnum):
     python = "python"
     javascript = "javascript"
+    provided = "provided"
 
 
 # What the commented-out `runtime` line of a new manifest suggests: the newest of the language's runtimes.
-LATEST_RUNTIME = {Language.python: "python3.13", Language.javascript: "nodejs20.x"}
+LATEST_RUNTIME = {Language.python: "python3.13", Language.javascript: "nodejs20.x", Language.provided: "provided"}
 
 MANIFEST = """\
 # Settings of the function `{name}`: every key is a setting of Hearth's function API
 # (see docs/cli.md). `hearth deploy` uploads this directory with them.
 name = "{name}"
 language = "{language}"
-# runtime = "{runtime}"  # a version: python3.11, python3.13, nodejs18.x, nodejs20.x (`GET /api/runtimes`)
+# runtime = "{runtime}"  # a version: python3.11, python3.13, nodejs18.x, nodejs20.x, provided (`GET /api/runtimes`)
 handler = "{handler}"
 timeout_s = 30
 memory_mb = 128
@@ -61,14 +62,47 @@ exports.handler = async (event, context) => {
 """,
         "package.json": '{\n  "name": "%s",\n  "private": true,\n  "dependencies": {}\n}\n',
     },
+    # A custom runtime: a shell bootstrap looping over the Lambda Runtime API with curl (docs/runtimes.md).
+    Language.provided: {
+        "bootstrap": """\
+#!/bin/sh
+# A custom runtime: ask the Runtime API for an event, run the handler named by $_HANDLER
+# (file.function: function.handler runs `handler` from function.sh), post its output back.
+set -euo pipefail
+source "$LAMBDA_TASK_ROOT/$(echo "$_HANDLER" | cut -d. -f1).sh"
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  headers="$(mktemp)"
+  event=$(curl -sS -D "$headers" "$api/invocation/next")
+  request_id=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$headers" | tr -d '[:space:]' | cut -d: -f2)
+  rm -f "$headers"
+  if response=$($(echo "$_HANDLER" | cut -d. -f2) "$event"); then
+    curl -sS -o /dev/null "$api/invocation/$request_id/response" -d "$response"
+  else
+    curl -sS -o /dev/null "$api/invocation/$request_id/error" \\
+      -d '{"errorMessage": "the handler failed", "errorType": "HandlerError"}'
+  fi
+done
+""",
+        "function.sh": """\
+handler () {
+  echo "got: $1" >&2   # stderr and stdout are this invocation's logs
+  printf '{"message": "%s, world!", "function": "%s"}' "${GREETING:-hello}" "$AWS_LAMBDA_FUNCTION_NAME"
 }
-HANDLERS = {Language.python: "main.handler", Language.javascript: "index.handler"}
+""",
+    },
+}
+HANDLERS = {
+    Language.python: "main.handler",
+    Language.javascript: "index.handler",
+    Language.provided: "function.handler",
+}
 
 
 @handle_errors
 def init(
     name: Annotated[str, typer.Argument(help="function name: lowercase letters, digits and '-'")],
-    language: Annotated[Language, typer.Option("--language", "-l", help="python or javascript")],
+    language: Annotated[Language, typer.Option("--language", "-l", help="python, javascript, provided")],
     directory: Annotated[Path | None, typer.Option("--dir", help="where to create it (default ./NAME)")] = None,
 ) -> None:
     """Create a function directory with hearth.toml and a handler to start from."""
@@ -84,4 +118,6 @@ def init(
     (target / "hearth.toml").write_text(manifest)
     for filename, content in FILES[language].items():
         (target / filename).write_text(content.replace("%s", name) if filename == "package.json" else content)
+        if filename == "bootstrap":
+            (target / filename).chmod(0o755)
     out.print(f"created [bold]{escape(str(target))}[/bold] ({language.value}); deploy it with: hearth deploy {target}")

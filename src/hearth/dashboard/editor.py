@@ -17,12 +17,14 @@ except ImportError:  # pragma: no cover - it is a dependency; kept so a broken i
     code_editor = None
 
 S = st.session_state
-LANGUAGES = ["python", "javascript"]
+LANGUAGES = ["python", "javascript", "provided"]
+ACE_MODES = {"provided": "sh"}  # a provided function's one file is its `bootstrap` (a script)
 # The `runtime` choices per language (GET /api/runtimes lists what this host runs); "default": the language's.
 DEFAULT_RUNTIME = "default"
 RUNTIMES = {
     "python": [DEFAULT_RUNTIME, "python3.11", "python3.13"],
     "javascript": [DEFAULT_RUNTIME, "nodejs18.x", "nodejs20.x"],
+    "provided": [DEFAULT_RUNTIME, "provided"],
 }
 FIELDS = (
     "name",
@@ -143,7 +145,7 @@ def _code_input(disabled: bool) -> None:
     st.markdown("**Code**")
     response = code_editor(
         S.form_editor_seed,
-        lang=language,
+        lang=ACE_MODES.get(language, language),
         theme="default",
         height=[16, 32],
         response_mode=["debounce", "blur"],

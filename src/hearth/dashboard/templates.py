@@ -56,6 +56,22 @@ async def handler(event, context):
   events.map((e) => (e.numbers || []).reduce((a, b) => a + b, 0));
 """,
     },
+    # A custom runtime: the code is the `bootstrap` itself, which loops over the Lambda Runtime API.
+    "provided": {
+        "Shell bootstrap (Runtime API with curl)": """#!/bin/sh
+# A custom runtime (docs/runtimes.md): ask for an event, answer it, forever.
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  headers="$(mktemp)"
+  event=$(curl -sS -D "$headers" "$api/invocation/next")
+  id=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$headers" | tr -d '[:space:]' | cut -d: -f2)
+  rm -f "$headers"
+  echo "got $event" >&2  # kept with the invocation's logs
+  printf '{"hello": "world", "event": %s}' "$event" |
+    curl -sS -o /dev/null "$api/invocation/$id/response" --data-binary @-
+done
+""",
+    },
 }
 
 

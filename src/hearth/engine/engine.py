@@ -61,6 +61,7 @@ class InvocationResult:
     cpu_ms: float | None = None  # the runtime process' CPU time during the call, as its agent measured it
     memory_peak_bytes: int | None = None  # the runtime process' peak RSS so far
     retry_after_s: float | None = None
+    client_context: Any = None  # Lambda's client context (a JSON object), passed to custom runtimes' headers
 
     @property
     def cold(self) -> bool:
@@ -133,9 +134,12 @@ class Engine:
         """A sandbox loaded with `spec`: a stem cell if one is ready, else a freshly started one."""
         backend = self.backends[spec.backend]
         started = time.perf_counter()
-        sandbox = None if spec.network else self.stem_cells.take(spec.backend, spec.sandbox_runtime)
+        image = spec.extra.get("image_id") or spec.extra.get("image")  # an image function: no stem cell fits
+        sandbox = None if spec.network or image else self.stem_cells.take(spec.backend, spec.sandbox_runtime)
         path = "stem" if sandbox is not None else "cold"
         labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
+        if image:
+            labels["hearth.image"] = str(image)
         if sandbox is None:
             sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), labels)
         try:
@@ -182,6 +186,7 @@ class Engine:
         event: Any,
         *,
         invocation_id: str | None = None,
+        client_context: Any = None,
     ) -> InvocationResult:
         """Run one invocation of the function `resolve()` names; raises LookupError if there is none.
 
@@ -193,6 +198,7 @@ class Engine:
         if spec is None:
             raise LookupError("function not found")
         res = InvocationResult(invocation_id or new_invocation_id(), spec.name, spec.version, "ok", spec.backend)
+        res.client_context = client_context
         policy = BatchPolicy.of(spec)
         if policy is not None:
             batcher = self.batchers.get(spec.key)
@@ -247,11 +253,13 @@ class Engine:
         if len(items) == 1 and not batch_handler:
             res, event = items[0]
             frame = {"type": "invoke", "id": res.invocation_id, "event": event, "timeout_ms": timeout_ms}
+            if res.client_context is not None:
+                frame["client_context"] = res.client_context
         else:
             frame = {
                 "type": "batch",
                 "id": results[0].invocation_id + "-batch",
-                "items": [{"id": res.invocation_id, "event": event} for res, event in items],
+                "items": [_item(res, event) for res, event in items],
                 "timeout_ms": timeout_ms,
                 "batch_handler": batch_handler,
             }
@@ -301,6 +309,13 @@ class Engine:
             for instance in pool.instances:
                 counts["busy" if instance.inflight else "warm"] += 1
         return counts
+
+
+def _item(res: InvocationResult, event: Any) -> dict[str, Any]:
+    item = {"id": res.invocation_id, "event": event}
+    if res.client_context is not None:
+        item["client_context"] = res.client_context
+    return item
 
 
 def _error(error_type: str, message: str) -> dict[str, Any]:

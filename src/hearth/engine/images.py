@@ -32,7 +32,11 @@ from typing import IO, Any
 import docker
 import docker.errors
 
+# The languages of Hearth's agents (hearth/runtimes/<language>), whose default runtimes keep stem cells
+# from the start. `provided` (custom runtimes over the Lambda Runtime API, hearth.engine.provided) is a
+# language of its own in the catalog too: its sandboxes run Hearth's relay instead of an agent.
 LANGUAGES: tuple[str, ...] = ("python", "javascript")
+PROVIDED = "provided"
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,16 @@ class RuntimeImage:
     """
 
     name: str  # Lambda's identifier: python3.11, nodejs20.x
-    language: str  # python | javascript (the agent that runs it)
+    language: str  # python | javascript (the agent that runs it) | provided (the relay, hearth.engine.provided)
     suite: str  # the Debian release whose packages make the image
     packages: tuple[str, ...]
     aws_sdk: bool = False  # Node: the AWS SDK for JavaScript v3 layer is mounted (hearth.engine.aws_sdk)
+    customize: tuple[str, ...] = ()  # mmdebstrap customize hooks beyond the common ones (CUSTOMIZE)
+
+    @property
+    def builds(self) -> bool:
+        """Whether dependencies are installed for this runtime (requirements.txt / package.json): not for provided."""
+        return self.language in INSTALLERS
 
     @property
     def builder_packages(self) -> tuple[str, ...]:
@@ -64,13 +74,21 @@ CATALOG: dict[str, RuntimeImage] = {
         RuntimeImage("python3.13", "python", "trixie", ("python3", "python3-boto3")),
         RuntimeImage("nodejs18.x", "javascript", "bookworm", ("nodejs",), aws_sdk=True),
         RuntimeImage("nodejs20.x", "javascript", "trixie", ("nodejs",), aws_sdk=True),
+        # Lambda's OS-only runtime: a `bootstrap` (or an image's entrypoint) serving the Runtime API.
+        # curl for shell bootstraps such as AWS's tutorial; /bin/sh is bash as on Amazon Linux, whose
+        # bootstraps use `source` and `set -o pipefail`.
+        RuntimeImage(PROVIDED, PROVIDED, "bookworm", ("curl",), customize=('ln -sf bash "$1"/usr/bin/sh',)),
     )
 }
 RUNTIMES: tuple[str, ...] = tuple(CATALOG)
+# Lambda's other names for a catalog runtime: accepted wherever a runtime is named, reported as what runs.
+ALIASES: dict[str, str] = {"provided.al2023": PROVIDED, "provided.al2": PROVIDED}
 # Dependency builds run in a builder image: the runtime's packages plus its installer, from the same
 # suite, so wheels and native modules match the runtime. The node builder's python3 runs the build's
 # entry script (hearth/packaging/build_entry.py).
 INSTALLERS: dict[str, tuple[str, ...]] = {"python": ("python3-pip",), "javascript": ("npm", "python3")}
+# The runtimes with a builder image (provided functions bring what they run: no dependency build).
+BUILDER_RUNTIMES: tuple[str, ...] = tuple(name for name, image in CATALOG.items() if image.builds)
 ROLES: tuple[str, ...] = ("runtime", "builder")
 IMAGE_PREFIX = "hearth-runtime-"
 BUILDER_PREFIX = "hearth-builder-"
@@ -188,11 +206,11 @@ def sources_for(suite: str) -> Path:
 
 def default_runtime(language: str) -> str:
     """The runtime `language` means when no version is named: the one built from the host's suite, else the oldest."""
-    if language in CATALOG:
-        return language
+    if language in CATALOG or language in ALIASES:
+        return ALIASES.get(language, language)
     offered = [image for image in CATALOG.values() if image.language == language]
     if not offered:
-        raise ValueError(f"unknown language {language!r} (known: {', '.join(LANGUAGES)})")
+        raise ValueError(f"unknown language {language!r} (known: {', '.join((*LANGUAGES, PROVIDED))})")
     suite = host_suite()
     return next((image.name for image in offered if image.suite == suite), offered[0].name)
 
@@ -200,7 +218,7 @@ def default_runtime(language: str) -> str:
 def runtime_image(runtime: str) -> RuntimeImage:
     """The catalog entry of a runtime identifier (`python3.13`) or of a language's default (`python`)."""
     try:
-        return CATALOG[default_runtime(runtime) if runtime in LANGUAGES else runtime]
+        return CATALOG[default_runtime(runtime) if runtime in LANGUAGES else ALIASES.get(runtime, runtime)]
     except KeyError:
         raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})") from None
 
@@ -214,6 +232,8 @@ def recipe(runtime: str, role: str = "runtime") -> dict[str, Any]:
     image = runtime_image(runtime)
     if role not in ROLES:
         raise ValueError(f"unknown image role {role!r} (known: {', '.join(ROLES)})")
+    if role == "builder" and not image.builds:
+        raise ValueError(f"runtime {image.name!r} has no builder image (no dependency builds for it)")
     extra = {"role": role} if role != "runtime" else {}  # runtime images keep the tags they had
     return {
         **extra,
@@ -224,7 +244,7 @@ def recipe(runtime: str, role: str = "runtime") -> dict[str, Any]:
         "packages": list(image.packages if role == "runtime" else image.builder_packages),
         "path_exclude": list(TRIMMED),
         "hooks": list(HOOKS),
-        "customize": list(CUSTOMIZE),
+        "customize": [*CUSTOMIZE, *image.customize],
         "changes": list(CHANGES),
     }
 
@@ -458,7 +478,7 @@ def ensure_images(
 
 
 def ensure_builder_images(
-    client: docker.DockerClient, runtimes: tuple[str, ...] = RUNTIMES, progress: Progress | None = None
+    client: docker.DockerClient, runtimes: tuple[str, ...] = BUILDER_RUNTIMES, progress: Progress | None = None
 ) -> dict[str, str]:
     return {runtime: ensure_image(client, runtime, progress, role="builder") for runtime in runtimes}
 
@@ -485,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for role in roles:
             for runtime in runtimes:
+                if role == "builder" and not runtime_image(runtime).builds:
+                    continue
                 if args.force:
                     with _build_lock(runtime, role):
                         ref = build_image(client, runtime, say, role=role)

@@ -39,13 +39,22 @@ RESERVED: tuple[str, ...] = (
 # Set by Lambda, not reserved: the function's own `env` replaces them.
 DEFAULTS: dict[str, str] = {"TZ": ":UTC"}
 TASK_ROOT = "/hearth/code"  # where the backends place the function's code in the sandbox
-RUNTIME_DIRS = {"python": "/opt/hearth/python", "javascript": "/opt/hearth/javascript"}
+# `provided`: Hearth's relay, which serves the Runtime API (hearth.engine.provided).
+RUNTIME_DIRS = {"python": "/opt/hearth/python", "javascript": "/opt/hearth/javascript", "provided": "/opt/hearth-relay"}
+# Where a custom runtime (language provided) finds the Runtime API: the relay, in its sandbox.
+RUNTIME_API = "127.0.0.1:9001"
 
 
 def lambda_handler(spec: FunctionSpec) -> str:
-    """The handler as Lambda spells it (`_HANDLER`): `module.function`, Python packages dotted."""
+    """The handler as Lambda spells it (`_HANDLER`): `module.function`, Python packages dotted.
+
+    A custom runtime's handler is the function's own string: its bootstrap reads it its own way.
+    """
+    language = images.language_of(spec.sandbox_runtime)
+    if language == "provided":
+        return spec.handler
     module, function = spec.module_and_function
-    if images.language_of(spec.sandbox_runtime) == "python":
+    if language == "python":
         module = module.replace("/", ".")
     return f"{module}.{function}"
 
@@ -73,6 +82,9 @@ def environment(spec: FunctionSpec, identity: LambdaIdentity, sandbox_id: str) -
         "LAMBDA_TASK_ROOT": TASK_ROOT,
         "LAMBDA_RUNTIME_DIR": RUNTIME_DIRS[runtime.language],
     }
+    if runtime.language == "provided":  # Lambda sets no AWS_EXECUTION_ENV for its OS-only runtimes
+        del reserved["AWS_EXECUTION_ENV"]
+        reserved["AWS_LAMBDA_RUNTIME_API"] = RUNTIME_API
     own = {str(k): str(v) for k, v in spec.env.items() if k not in RESERVED}
     return {**DEFAULTS, **own, **reserved}
 

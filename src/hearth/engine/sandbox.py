@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-# A runtime identifier (`python3.13`, `nodejs20.x`), or a language (`python`) meaning its default runtime
-# (hearth.engine.images.CATALOG).
+# A runtime identifier (`python3.13`, `nodejs20.x`, `provided`), or a language (`python`) meaning its
+# default runtime (hearth.engine.images.CATALOG).
 Runtime = str
-Language = Literal["python", "javascript"]
+Language = Literal["python", "javascript", "provided"]
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from hearth.engine.sandbox import Backend, Runtime, Sandbox
 PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the boot's own sandbox starts to finish
 
 log = logging.getLogger(__name__)
-# Stem cells are kept for each language's default runtime from the start; for another runtime once a
-# function on it has taken its first sandbox (`take` refills what it was asked for).
+# Stem cells are kept for each language's default runtime from the start; for another runtime (another
+# version, or `provided`) once a function on it has taken its first sandbox (`take` refills what it was asked for).
 RUNTIMES: tuple[Runtime, ...] = tuple(default_runtime(language) for language in LANGUAGES)
 
 

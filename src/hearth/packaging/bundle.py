@@ -191,7 +191,10 @@ NODE_EXTENSIONS: tuple[str, ...] = (".js", ".mjs", ".cjs")
 
 
 def handler_files(language: str, handler: str) -> tuple[str, ...]:
-    """The files one of which must exist for `handler`: `module.py`; `module.js`, `.mjs` or `.cjs`."""
+    """The files one of which must exist for `handler`: `module.py`; `module.js`, `.mjs` or `.cjs`; a custom
+    runtime's `bootstrap`."""
+    if language == "provided":  # a custom runtime: the bootstrap reads the handler ($_HANDLER) its own way
+        return ("bootstrap",)
     module, _, _ = handler.rpartition(".")
     module = module or "main"
     if language == "python":

@@ -93,4 +93,6 @@ def find_dependencies(
         except RecursionError:
             raise ManifestError(f"{NODE_MANIFEST} or its lockfile is nested too deeply") from None
         return Dependencies(language, NODE_MANIFEST, chosen)
+    # `provided` (custom runtimes): nothing is installed; the bundle brings what its bootstrap runs,
+    # and a requirements.txt or package.json in it is just a file.
     return None

@@ -15,7 +15,7 @@ from hearth.packaging.bundle import BundleError
 from hearth.packaging.deps import LAYERS_DIR
 from hearth.store.shared_files import SharedFiles
 
-SOURCE_FILE = {"python": "main.py", "javascript": "main.js"}
+SOURCE_FILE = {"python": "main.py", "javascript": "main.js", "provided": "bootstrap"}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from hearth.store.models import Build
 
 log = logging.getLogger(__name__)
 MAX_LOG_CHARS = 1024 * 1024
+IMAGE_NOTE = "IMAGE"  # the one file an image function's bundle holds
 LOG_TAIL_CHARS = 3000
 
 
@@ -68,6 +69,8 @@ def collect_files(
     language: str, handler: str, code: str | None, zip_base64: str | None, settings: Settings
 ) -> tuple[dict[str, bytes], str]:
     """(the bundle's files, the request field they came from): one source file, or an unpacked zip."""
+    if language == "provided" and code is None and zip_base64 is None:  # an image function: its code is the image
+        return {IMAGE_NOTE: b"the code of this function is its image\n"}, "image"
     if zip_base64 is None:
         return {SOURCE_FILE[language]: (code or "").encode()}, "code"
     if len(zip_base64) > (settings.max_zip_bytes + 2) // 3 * 4 + 4:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hearth.engine.images import ALIASES, PROVIDED
+
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 HANDLER_PATTERN = r"^(?:[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*\.)?[A-Za-z_$][A-Za-z0-9_$]*$"
 ROUTE_PATTERN = re.compile(r"^/[A-Za-z0-9._~\-/]*$")
@@ -16,14 +18,18 @@ MAX_ENV_KEYS = 128
 MAX_ENV_BYTES = 32 * 1024
 RESERVED_ENV_PREFIXES = ("HEARTH_",)
 
-Language = Literal["python", "javascript"]
+Language = Literal["python", "javascript", "provided"]
+IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/:@-]*$"
 # The event the HTTP trigger delivers: AWS's payload format 2.0 (function URLs, HTTP APIs) or 1.0 (API
 # Gateway's proxy event); hearth.api.invoke.events.
 HttpPayloadFormat = Literal["2.0", "1.0"]
 
 
 def language_of_runtime(runtime: str) -> str | None:
-    """`python` for python3.x runtimes, `javascript` for nodejsNN.x ones (which exist is checked later)."""
+    """`python` for python3.x runtimes, `javascript` for nodejsNN.x ones (which exist is checked later);
+    `provided` for provided, provided.al2023 and provided.al2."""
+    if runtime == PROVIDED or runtime in ALIASES:
+        return ALIASES.get(runtime, runtime)
     if re.fullmatch(r"python3(\.\d+)?", runtime):
         return "python"
     if re.fullmatch(r"nodejs\d+(\.x)?", runtime):
@@ -91,7 +97,8 @@ class FunctionSettings(_Strict):
     runtime: str | None = Field(
         default=None,
         max_length=32,
-        description="python3.11, python3.13, nodejs18.x, nodejs20.x (GET /api/runtimes); default: the language's",
+        description="python3.11, python3.13, nodejs18.x, nodejs20.x, provided (GET /api/runtimes); "
+        "default: the language's",
     )
     code: str | None = Field(default=None, min_length=1, description="source text of one file (or zip_base64)")
     zip_base64: str | None = Field(
@@ -116,6 +123,12 @@ class FunctionSettings(_Strict):
     http_payload_format: HttpPayloadFormat = Field(
         default="2.0", description="HTTP trigger event: AWS payload format 2.0 (function URL) or 1.0 (proxy)"
     )
+    image: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=IMAGE_PATTERN,
+        description="language provided: a local Docker image whose entrypoint speaks the Lambda Runtime API",
+    )
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: check_env(v))
@@ -132,6 +145,12 @@ class FunctionSettings(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> FunctionSettings:
+        if self.image is not None:
+            if self.language != "provided":
+                raise ValueError("`image` needs language 'provided' (an image's entrypoint speaks the Runtime API)")
+            if self.code is not None or self.zip_base64 is not None:
+                raise ValueError("an image function has no `code` or `zip_base64`: its code is in the image")
+            return self
         if (self.code is None) == (self.zip_base64 is None):
             raise ValueError("give the code as exactly one of `code` (one source file) or `zip_base64` (a zip bundle)")
         return self
@@ -167,6 +186,9 @@ class FunctionPatch(_Strict):
     retries: int | None = Field(default=None, ge=0, le=10, description="null: the default (2)")
     schedule: Schedule | None = Field(default=None, description="null removes the schedule")
     http_payload_format: HttpPayloadFormat | None = Field(default=None, description="null: the default (2.0)")
+    image: str | None = Field(
+        default=None, max_length=255, pattern=IMAGE_PATTERN, description="an image function's image"
+    )
 
     _check_route = field_validator("route")(lambda v: None if v is None else normalize_route(v))
     _check_env = field_validator("env")(lambda v: None if v is None else check_env(v))
@@ -207,6 +229,8 @@ class FunctionOut(BaseModel):
     http_payload_format: HttpPayloadFormat = "2.0"
     layer: str | None = Field(default=None, description="key of the dependency layer (requirements / package.json)")
     build_id: str | None = Field(default=None, description="the build that made the layer")
+    image: str | None = Field(default=None, description="an image function's image (language provided)")
+    image_id: str | None = Field(default=None, description="the image's id when this version was deployed")
     code: str | None = Field(default=None, description="source; only on GET of one function")
     files: list[str] | None = Field(default=None, description="the bundle's files; only on GET of one function")
     instances: dict[str, int] | None = Field(default=None, description="warm / busy / starting sandboxes")

@@ -14,6 +14,7 @@ from hearth.api.auth import Principal
 from hearth.api.builds.service import PreparedCode, collect_files
 from hearth.api.errors import ApiError, field_error, not_found, storage_errors
 from hearth.api.functions.capabilities import check_capabilities
+from hearth.api.functions.provided import check_provided
 from hearth.api.functions.quotas import check_quota
 from hearth.api.functions.schemas import (
     FunctionCreate,
@@ -39,7 +40,16 @@ from hearth.engine.sandbox import Backend
 from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
-EXTRA_FIELDS: tuple[str, ...] = ("batch", "description", "retries", "runtime", "schedule", "http_payload_format")
+EXTRA_FIELDS: tuple[str, ...] = (
+    "batch",
+    "description",
+    "retries",
+    "runtime",
+    "schedule",
+    "http_payload_format",
+    "image",
+    "image_id",
+)
 CODE_FIELDS: tuple[str, ...] = ("code", "zip_base64")
 COLUMN_FIELDS = tuple(name for name in FunctionSettings.model_fields if name not in CODE_FIELDS + EXTRA_FIELDS)
 # What a version's `extra` says about its dependency layer (set by the build, not by the user).
@@ -223,6 +233,8 @@ class FunctionService:
         available, reason = backend.availability()
         if not available:
             raise field_error("backend", f"backend {values['backend']!r} is not available here: {reason}")
+        # Before the runtime's check: a backend that runs no custom runtime is refused naming those that do.
+        check_provided(values, backend, self.state.engine.backends)
         values["runtime"] = self._runtime(values, backend)
         refused = backend.refuse(values)
         if refused:
@@ -236,6 +248,7 @@ class FunctionService:
         language, named = values["language"], values.get("runtime")
         if named is None:
             return images.default_runtime(language)
+        named = images.ALIASES.get(named, named)  # provided.al2023 runs as (and is reported as) provided
         if named not in images.CATALOG:
             raise field_error("runtime", f"unknown runtime {named!r} (known: {', '.join(images.RUNTIMES)})")
         if images.language_of(named) != language:
@@ -386,6 +399,8 @@ class FunctionService:
             runtime=(ver.extra or {}).get("runtime") or images.default_runtime(ver.language),
             layer=(ver.extra or {}).get("layer"),
             build_id=(ver.extra or {}).get("build_id"),
+            image=(ver.extra or {}).get("image"),
+            image_id=(ver.extra or {}).get("image_id"),
             code_sha256=ver.code_sha256,
             code_size=ver.code_size,
             created_at=fn.created_at,

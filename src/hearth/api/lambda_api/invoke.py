@@ -12,6 +12,7 @@ import logging
 import math
 from typing import Any
 
+import orjson
 from fastapi import Request, Response
 
 from hearth.api.invoke.responses import dumps
@@ -53,7 +54,12 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
         headers["x-amzn-RequestId"] = job_id
         return Response(status_code=202, headers=headers)
     try:
-        res = await state.engine.invoke(lambda: state.registry.get(name), event, invocation_id=invocation_id)
+        res = await state.engine.invoke(
+            lambda: state.registry.get(name),
+            event,
+            invocation_id=invocation_id,
+            client_context=client_context(request.headers.get("x-amz-client-context")),
+        )
     except LookupError:
         raise LambdaError(404, "ResourceNotFoundException", f"Function not found: {name}") from None
     headers["X-Amz-Executed-Version"] = str(res.version)
@@ -77,6 +83,18 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
         headers["X-Amz-Log-Result"] = log_tail(res, state)
     state.recorder.add(record_row(res, "sync", len(body), len(payload)))
     return Response(payload, status_code=200, headers=headers, media_type="application/json")
+
+
+def client_context(header: str | None) -> Any:
+    """X-Amz-Client-Context: base64 of a JSON object, at most 3,583 bytes (Lambda's limit)."""
+    if not header:
+        return None
+    if len(header) > 3583:
+        raise invalid("X-Amz-Client-Context is over 3583 bytes")
+    try:
+        return orjson.loads(base64.b64decode(header, validate=True))
+    except (ValueError, orjson.JSONDecodeError):
+        raise invalid("X-Amz-Client-Context must be base64-encoded JSON") from None
 
 
 def error_payload(res: InvocationResult) -> dict[str, Any]:

@@ -57,12 +57,17 @@ def arn(region: str, account: str, name: str, qualifier: str | None = None) -> s
 
 
 def check_runtime(runtime: str | None, available: list[str]) -> str:
-    """Lambda's `Runtime`, which must be one this host runs (never replaced by another version)."""
-    if runtime in available:
-        return str(runtime)
+    """Lambda's `Runtime`, which must be one this host runs (never replaced by another version).
+
+    Lambda's other names of a runtime (provided.al2023, provided.al2) are accepted and mean the catalog's
+    runtime (provided), which is what the function then reports: what it really runs on.
+    """
+    accepted = [*available, *(alias for alias, target in images.ALIASES.items() if target in available)]
+    if runtime in accepted:
+        return images.ALIASES.get(str(runtime), str(runtime))
     raise invalid(
         f"Value {runtime!r} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
-        f"[{', '.join(available)}] (the runtimes this Hearth runs)"
+        f"[{', '.join(accepted)}] (the runtimes this Hearth runs)"
     )
 
 
@@ -90,6 +95,8 @@ def handler_to_hearth(handler: str, language: str) -> str:
 
 
 def handler_to_lambda(handler: str, language: str) -> str:
+    if language == "provided":  # a custom runtime's handler is its bootstrap's business: as given
+        return handler
     if "." not in handler:  # a single-file Hearth function: the module is `main`
         return f"main.{handler}"
     if language == "python":
@@ -108,7 +115,7 @@ def lambda_timestamp(fn: FunctionOut) -> str:
 
 def configuration(fn: FunctionOut, *, name: str, region: str, account: str) -> dict[str, Any]:
     """`name`: the function's name as the caller knows it (see router.shown_name)."""
-    return {
+    config: dict[str, Any] = {
         "FunctionName": name,
         "FunctionArn": arn(region, account, name),
         "Runtime": fn.runtime or images.default_runtime(fn.language),  # what the version really runs on
@@ -130,6 +137,10 @@ def configuration(fn: FunctionOut, *, name: str, region: str, account: str) -> d
         "Architectures": ["x86_64"],
         "EphemeralStorage": {"Size": 512},
     }
+    if getattr(fn, "image", None):  # an Image package: no Runtime or Handler (Lambda leaves them out too)
+        del config["Runtime"], config["Handler"]
+        config |= {"PackageType": "Image", "ImageConfigResponse": {}}
+    return config
 
 
 def check_qualifier(ref: FunctionRef, fn: FunctionOut) -> None:

@@ -219,6 +219,15 @@ def zip_of(code: CodeInput) -> str:
     return code.ZipFile
 
 
+def image_of(code: CodeInput) -> str:
+    """An Image package's Code.ImageUri: an image in this host's Docker engine (no registry is pulled from)."""
+    if not code.ImageUri:
+        raise invalid("Code.ImageUri is required for Image packages")
+    if code.ZipFile or code.S3Bucket:
+        raise invalid("an Image package takes Code.ImageUri only")
+    return code.ImageUri
+
+
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
@@ -236,21 +245,26 @@ def has_field(model: type[BaseModel], name: str) -> bool:
 @router.post(PREFIX)
 async def create_function(request: Request) -> Response:
     body: CreateFunctionInput = body_of(request, CreateFunctionInput)
-    if body.PackageType not in (None, "Zip"):
-        raise invalid("Hearth deploys Zip packages only")
+    if body.PackageType not in (None, "Zip", "Image"):
+        raise invalid("Hearth deploys Zip and Image packages")
     check_supported(layers=body.Layers, architectures=body.Architectures)
     name = check_name(parse_function_name(body.FunctionName).name)
-    runtime = check_runtime(body.Runtime, await available_runtimes(request))
-    language = language_of(runtime)
-    if not body.Handler:
-        raise invalid("Handler is required for Zip packages")
     timeout = body.Timeout if body.Timeout is not None else LAMBDA_DEFAULT_TIMEOUT_S
-    settings: dict[str, Any] = {
-        "name": name,
-        "language": language,
-        "runtime": runtime,
-        "zip_base64": zip_of(body.Code),
-        "handler": handler_to_hearth(body.Handler, language),
+    settings: dict[str, Any] = {"name": name}
+    if body.PackageType == "Image":  # a container image whose entrypoint speaks the Runtime API
+        settings.update(language="provided", image=image_of(body.Code))
+    else:
+        runtime = check_runtime(body.Runtime, await available_runtimes(request))
+        language = language_of(runtime)
+        if not body.Handler:
+            raise invalid("Handler is required for Zip packages")
+        settings.update(
+            language=language,
+            runtime=runtime,
+            zip_base64=zip_of(body.Code),
+            handler=handler_to_hearth(body.Handler, language),
+        )
+    settings |= {
         "timeout_s": timeout,
         "memory_mb": body.MemorySize if body.MemorySize is not None else LAMBDA_DEFAULT_MEMORY_MB,
         "env": check_environment(body.Environment.Variables) if body.Environment else {},
@@ -286,10 +300,13 @@ async def get_function(
 ) -> Response:
     fn = await load(request, parse_function_name(function_name, qualifier))
     location = str(request.base_url).rstrip("/") + f"/api/functions/{fn.name}/code"
+    code = {"RepositoryType": "Hearth", "Location": location}
+    if fn.image:  # an Image package: the image as deployed, and the id it resolved to
+        code = {"RepositoryType": "Local", "ImageUri": fn.image, "ResolvedImageUri": f"{fn.image}@{fn.image_id}"}
     return json_response(
         {
             "Configuration": await config_of(request, fn),
-            "Code": {"RepositoryType": "Hearth", "Location": location},
+            "Code": code,
             "Tags": {},
         }
     )
@@ -310,6 +327,10 @@ async def update_function_code(function_name: str, request: Request) -> Response
     ref = parse_function_name(function_name)
     fn = await load(request, ref)
     check_revision(fn, body.RevisionId, await config_of(request, fn))
+    if fn.image is not None:  # an Image package: a new image, checked as at create
+        patch = FunctionPatch.model_validate({"image": image_of(body)})
+        updated = fn if body.DryRun else await service_of(request).patch(fn.name, patch)
+        return json_response(await config_of(request, updated, str(updated.version) if body.Publish else None))
     patch = FunctionPatch.model_validate({"zip_base64": zip_of(body)})
     if body.DryRun:  # check the bundle, change nothing
         collect_files(fn.language, fn.handler, None, patch.zip_base64, state_of(request).settings)

@@ -34,11 +34,13 @@ if function.get("description"):
 instances = function.get("instances") or {}
 cols = st.columns(6)
 cols[0].metric("Version", function["version"])
-cols[1].metric("Language", function["language"])
+cols[1].metric("Language", function["language"] if not function.get("image") else "image")
 cols[2].metric("Backend", function["backend"])
 cols[3].metric("Warm / busy", f"{instances.get('warm', 0)} / {instances.get('busy', 0)}")
 cols[4].metric("Memory", f"{function['memory_mb']} MiB")
 cols[5].metric("Timeout", f"{function['timeout_s']:g} s")
+if function.get("image"):  # an image function (language provided): its code is the image
+    st.caption(f"Image `{function['image']}` ({(function.get('image_id') or '')[:19]})")
 trigger = f"{api.url}/fn{function['route'] if function['route'] != '/' else '/'}"
 st.markdown(
     f"HTTP trigger: `{trigger}` ({function['auth']}) · handler `{function['handler']}` · "

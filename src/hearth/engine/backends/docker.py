@@ -21,7 +21,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from hearth.engine import aws_sdk, images
+from hearth.engine import aws_sdk, images, provided
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -86,8 +86,11 @@ def container_name(function: str | None, version: object, sandbox_id: str) -> st
     return f"hearth-{function}-v{version}-{sandbox_id}" if function else f"hearth-stem-{sandbox_id}"
 
 
-def materialize_code(source: Path, target: Path) -> None:
-    """Place a version's code in the sandbox dir: hard links where possible (same filesystem), else copies."""
+def materialize_code(source: Path, target: Path, executable: bool = False) -> None:
+    """Place a version's code in the sandbox dir: hard links where possible (same filesystem), else copies.
+
+    `executable`: files get mode 0755 instead of 0644 (a custom runtime's `bootstrap` and what it runs).
+    """
     if target.exists():
         shutil.rmtree(target)
 
@@ -106,7 +109,7 @@ def materialize_code(source: Path, target: Path) -> None:
             path = os.path.join(root, name)
             with contextlib.suppress(OSError):
                 if not os.path.islink(path):
-                    os.chmod(path, 0o644)
+                    os.chmod(path, 0o755 if executable else 0o644)
         del dirs  # walked by os.walk itself
 
 
@@ -132,16 +135,19 @@ class DockerSandbox(Sandbox):
         self._poisoned = False
         self._stopped = False
         self.generic = False
+        self.image: provided.ImageConfig | None = None  # an image function's image (language provided)
 
     @property
     def healthy(self) -> bool:
         return not (self._poisoned or self._stopped or self.channel.closed)
 
     async def load(self, spec: FunctionSpec) -> float:
-        materialize_code(spec.code_dir, self.directory / "code")
+        language = images.language_of(spec.sandbox_runtime)
+        # A custom runtime's `bootstrap` and what it runs are executables.
+        materialize_code(spec.code_dir, self.directory / "code", executable=language == provided.LANGUAGE)
         # The function's installed dependencies, beside its code. Node's: /hearth/node_modules, where ES
         # modules' imports (which ignore NODE_PATH) find them from /hearth/code, as require() does.
-        deps = "node_modules" if images.language_of(spec.sandbox_runtime) == "javascript" else "deps"
+        deps = "node_modules" if language == "javascript" else "deps"
         if spec.layer_dir is not None:
             await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / deps)
         wanted = self._backend.limits_for(spec)
@@ -156,6 +162,8 @@ class DockerSandbox(Sandbox):
             max_result_bytes=self._backend.max_result_bytes,
             deps_dir=f"/hearth/{deps}",
         )
+        if language == provided.LANGUAGE:  # the relay starts the bootstrap / the image's entrypoint
+            frame.update(provided.init_fields(spec, frame, self.image))
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
         except TimeoutError:
@@ -216,6 +224,7 @@ class DockerBackend(Backend):
     name = "docker"
     kind = "container: Linux namespaces + cgroups + capabilities, the host kernel shared (runc)"
     docker_runtime: str | None = None  # dockerd's default runtime (runc) when None
+    runs_provided = True  # custom runtimes and image functions (hearth.engine.provided)
 
     def __init__(
         self,
@@ -241,6 +250,7 @@ class DockerBackend(Backend):
         self._client = client
         self._background: set[asyncio.Future[None]] = set()
         self._runtimes_checked: tuple[float, list[str]] | None = None
+        self.image_configs: dict[str, provided.ImageConfig] = {}  # image functions' images, as last inspected
         run_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(run_dir, 0o755)
 
@@ -251,7 +261,7 @@ class DockerBackend(Backend):
         return self._client
 
     def image_for(self, runtime: str) -> str:
-        """The image of a runtime (`python3.13`; a language means its default), or its configured override."""
+        """The image of a runtime (`python3.13`, `provided`; a language means its default), or its override."""
         image = images.runtime_image(runtime)
         override = self.image_overrides.get(image.name)
         if override is None and image.name == images.default_runtime(image.language):
@@ -335,6 +345,8 @@ class DockerBackend(Backend):
         socket_path.unlink(missing_ok=True)
         channel = AgentChannel(reader, writer)
         sandbox = DockerSandbox(self, sandbox_id, runtime, container_id, directory, channel, limits)
+        if labels.get("hearth.image"):
+            sandbox.image = self.image_configs.get(labels["hearth.image"])
         sandbox.generic = not labels.get("hearth.function")
         try:
             await channel.handshake(self.start_timeout_s)
@@ -353,8 +365,23 @@ class DockerBackend(Backend):
             str(directory): {"bind": "/hearth", "mode": "ro"},
             str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
         }
-        if images.runtime_image(runtime).aws_sdk and (sdk := aws_sdk.find_layer()) is not None:
+        catalog = images.runtime_image(runtime)
+        if catalog.aws_sdk and (sdk := aws_sdk.find_layer()) is not None:
             binds[str(sdk)] = {"bind": aws_sdk.MOUNT_POINT, "mode": "ro"}  # as Lambda's Node runtimes ship it
+        image, entrypoint, command = self.image_for(runtime), None, AGENT_COMMANDS.get(catalog.language)
+        if catalog.language == provided.LANGUAGE:  # the relay serves the Runtime API (hearth.engine.provided)
+            try:
+                binds[str(provided.ensure_relay())] = {"bind": provided.RELAY_MOUNT, "mode": "ro"}
+                if labels.get("hearth.image"):  # an image function: its own image, its entrypoint run by the relay
+                    # A version pins its image by id, so an id's configuration never changes: inspected once.
+                    ref = labels["hearth.image"]
+                    config = self.image_configs.get(ref) or provided.inspect_image(self.client, ref)
+                    self.image_configs[config.ref] = config
+                    image, entrypoint, command = config.image_id, provided.RELAY_COMMAND, []
+                else:
+                    command = provided.RELAY_COMMAND
+            except provided.ProvidedError as exc:
+                raise SandboxStartError(str(exc)) from None
         host_config = api.create_host_config(
             binds=binds,
             read_only=True,
@@ -372,8 +399,9 @@ class DockerBackend(Backend):
         )
         try:
             created = api.create_container(
-                self.image_for(runtime),
-                command=AGENT_COMMANDS[images.language_of(runtime)],
+                image,
+                command=command,
+                entrypoint=entrypoint,
                 name=container_name(labels.get("hearth.function"), labels.get("hearth.version"), sandbox_id),
                 user="65534:65534",
                 working_dir="/tmp",

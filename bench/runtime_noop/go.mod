@@ -1,0 +1,3 @@
+module hearth/benchnoop
+
+go 1.19

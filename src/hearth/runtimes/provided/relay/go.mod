@@ -1,0 +1,3 @@
+module hearth/relay
+
+go 1.19

@@ -1,0 +1,3 @@
+module hearth/testruntime
+
+go 1.19
