@@ -38,6 +38,22 @@ from hearth.engine.sandbox import (
 )
 
 log = logging.getLogger(__name__)
+SANDBOX_UID = SANDBOX_GID = 65534  # nobody:nogroup, what every sandbox runs as
+
+
+def sandbox_only_directory(path: Path) -> None:
+    """Make `path` (a sandbox's code and agent socket) reachable by root and the sandbox's group only.
+
+    The agent socket must be connectable by uid 65534 in the container, so it is 0666; mode 0750 and
+    group nogroup on its directory keep other local users from connecting to it before the agent does
+    (and from reading the function's code). Without root (no chown to another group) it stays 0755.
+    """
+    path.mkdir(mode=0o750)
+    try:
+        os.chown(path, -1, SANDBOX_GID)
+        os.chmod(path, 0o750)
+    except PermissionError:
+        os.chmod(path, 0o755)
 RUNTIMES_DIR = Path(__file__).resolve().parents[2] / "runtimes"
 AGENT_COMMANDS: dict[str, list[str]] = {
     "python": ["python3", "-I", "/opt/hearth/python/agent.py"],
@@ -308,8 +324,7 @@ class DockerBackend(Backend):
     async def _create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
         sandbox_id = secrets.token_hex(6)
         directory = self.run_dir / sandbox_id
-        directory.mkdir(mode=0o755)
-        os.chmod(directory, 0o755)
+        sandbox_only_directory(directory)
         (directory / "code").mkdir(mode=0o755)
         socket_path = directory / "agent.sock"
 
@@ -403,7 +418,7 @@ class DockerBackend(Backend):
                 command=command,
                 entrypoint=entrypoint,
                 name=container_name(labels.get("hearth.function"), labels.get("hearth.version"), sandbox_id),
-                user="65534:65534",
+                user=f"{SANDBOX_UID}:{SANDBOX_GID}",
                 working_dir="/tmp",
                 environment={
                     "HEARTH_AGENT_SOCKET": "/hearth/agent.sock",
