@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test venv system images microvm-image lint bench soak clean
+.PHONY: up test test-fast venv system images microvm-image lint bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,11 @@ up: venv system images
 # pytest's exit code 5 (no tests collected, e.g. a -k that matches nothing) is not a failure.
 test: venv system images
 	$(BIN)/pytest $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The quick loop: everything but the tests marked slow (the microVM backend under TCG).
+# PYTEST_ARGS narrows further, e.g. make test-fast PYTEST_ARGS=tests/api
+test-fast: venv system images
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: venv
 	$(BIN)/ruff check src tests bench
