@@ -13,6 +13,7 @@ admin's namespace with `deploy`, `invoke`, `read` and `metrics`, never `admin` (
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -20,11 +21,12 @@ import hmac
 import os
 import re
 import secrets
-import time
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cachetools import TTLCache
 from fastapi import Request
 from sqlalchemy import select, update
 
@@ -40,6 +42,9 @@ SCOPES = ("admin", "deploy", "invoke", "read", "metrics")
 USER_KEY_ID = re.compile(r"k[0-9a-f]{12}")
 PLATFORM_SERIES = "/api/metrics/series"  # all functions together and the host: the `metrics` scope
 KEY_CACHE_S = 10.0  # a key revoked on another node stops working within this long
+# Key ids looked up within KEY_CACHE_S, made-up ones included: bounded, so a flood of well-formed
+# tokens with random ids costs database lookups (off the event loop) but never memory.
+KEY_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,27 @@ class KeyRing:
         self._admin = admin_key.encode()
         self._dashboard = dashboard_key.encode() if dashboard_key else None
         self._sessions = sessions
-        # key id -> (the row's sha256 and principal, or None if no live key has that id; expiry)
-        self._cache: dict[str, tuple[tuple[str, Principal] | None, float]] = {}
+        # key id -> the row's sha256 and principal, or None if no live key has that id
+        self._cache: TTLCache[str, tuple[str, Principal] | None] = TTLCache(KEY_CACHE_SIZE, KEY_CACHE_S)
+        self._cache_lock = threading.Lock()  # loads run in worker threads (see `prefetch`)
 
     def forget(self, key_id: str | None = None) -> None:
-        self._cache.clear() if key_id is None else self._cache.pop(key_id, None)
+        with self._cache_lock:
+            self._cache.clear() if key_id is None else self._cache.pop(key_id, None)
+
+    async def prefetch(self, token: str) -> None:
+        """Load the row of a user key's id into the cache in a worker thread, so that `resolve` on the
+        event loop finds it there instead of querying (and updating) the database in the loop."""
+        parts = token.split("_", 2)
+        if len(parts) == 3 and parts[0] == "hk":
+            await self.prefetch_id(parts[1])
+
+    async def prefetch_id(self, key_id: str) -> None:
+        """`prefetch` for a key named by its id alone (a Lambda access key id), before `by_id`."""
+        with self._cache_lock:
+            cached = key_id in self._cache
+        if not cached:
+            await asyncio.to_thread(self._live, key_id)
 
     def resolve(self, token: str) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
@@ -140,12 +161,13 @@ class KeyRing:
         return lambda_secret(self._admin, key_id)
 
     def _live(self, key_id: str) -> tuple[str, Principal] | None:
-        cached = self._cache.get(key_id)
-        now = time.monotonic()
-        if cached is None or cached[1] < now:
-            cached = (self._load(key_id), now + KEY_CACHE_S)
-            self._cache[key_id] = cached
-        return cached[0]
+        with self._cache_lock:
+            if key_id in self._cache:
+                return self._cache[key_id]
+        live = self._load(key_id)
+        with self._cache_lock:
+            self._cache[key_id] = live
+        return live
 
     def _load(self, key_id: str) -> tuple[str, Principal] | None:
         with self._sessions.begin() as session:
@@ -229,6 +251,9 @@ def check_api_key(request: Request, scope: str | None = None) -> Principal:
 
 async def require_api_key(request: Request) -> None:
     """FastAPI dependency for everything under /api."""
+    token = bearer_token(request)
+    if token is not None:
+        await request.app.state.hearth.keys.prefetch(token)
     check_api_key(request)
 
 

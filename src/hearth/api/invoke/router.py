@@ -8,7 +8,7 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from hearth.api.auth import check_api_key, require_api_key
+from hearth.api.auth import bearer_token, check_api_key, require_api_key
 from hearth.api.errors import ApiError, not_found
 from hearth.api.invoke.events import DEFAULT_PAYLOAD_FORMAT, http_event, request_parts
 from hearth.api.invoke.proxy import trigger_response
@@ -115,6 +115,7 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
     if spec is None:
         raise ApiError(404, "NotFound", f"no function serves {route!r}")
     if spec.auth == "key":
+        await state.keys.prefetch(bearer_token(request) or "")  # a key row is loaded off the event loop
         principal = check_api_key(request, scope="invoke")
         if not principal.sees(state.registry.owner_of(spec.name) or "admin"):
             raise ApiError(404, "NotFound", f"no function serves {route!r}")

@@ -8,6 +8,8 @@ Any other id (`hearth`, say) signs with the admin key itself. Only signatures tr
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import Request
 
 from hearth.api.auth import ADMIN_PRINCIPAL, USER_KEY_ID, Principal, bearer_token
@@ -41,11 +43,16 @@ async def require_aws_auth(request: Request) -> None:
     if not header:
         raise LambdaError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
     body = await read_capped_body(request, body_limit(request))
+    keys = request.app.state.hearth.keys
     if header.lower().startswith("bearer "):
-        principal = request.app.state.hearth.keys.resolve(bearer_token(request) or "")
+        await keys.prefetch(bearer_token(request) or "")  # a key row is loaded off the event loop
+        principal = keys.resolve(bearer_token(request) or "")
         if principal is None:
             raise LambdaError(403, "UnrecognizedClientException", INVALID_TOKEN)
     else:
+        with contextlib.suppress(SignatureError):  # a malformed header is refused by verified_signer
+            if USER_KEY_ID.fullmatch(key_id := parse_authorization(header).access_key_id):
+                await keys.prefetch_id(key_id)
         principal = verified_signer(request, header, body)
     check_rate(request, principal)
     needed = scope_needed(request)
