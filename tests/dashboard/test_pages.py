@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -188,9 +189,15 @@ def test_functions_table_has_last_hour_figures_and_filters(
     dashboard_env.deploy(fname, CODE, language="python")
     for who in ("a", "b", "c"):
         assert dashboard_env.invoke(fname, {"who": who}).status_code == 200
-    dashboard_env.client.get("/api/invocations", params={"function": fname})  # records flushed
+    # The records reach the store from the recorder's write-behind buffer (flushed every
+    # HEARTH_INVOCATION_FLUSH_INTERVAL_S): the page reads the store.
+    deadline = time.monotonic() + 30
+    while len(dashboard_env.client.get("/api/invocations", params={"function": fname}).json()["invocations"]) < 3:
+        assert time.monotonic() < deadline, "the three invocations were never recorded"
+        time.sleep(0.2)
 
     at = open_page("functions")
+    assert not at.warning, texts(at.warning)  # "Metrics unavailable: ..." would leave the figures at 0
     table = at.dataframe[0].value
     row = table[table["name"] == fname].iloc[0]
     assert row["invocations (1h)"] == 3
