@@ -34,17 +34,21 @@ from hearth.engine import provided
 BENCH_DIR = Path(__file__).resolve().parent
 NOOP_PY = "def handler(event, context):\n    return 1\n"
 NOOP_RIC = "def handler(event, context):\n    return 1\n"
-RIC_DOCKERFILE = """FROM {base}
-COPY ric/ /opt/ric/
-COPY app.py /var/task/
-WORKDIR /var/task
-ENV PYTHONPATH=/opt/ric
-ENTRYPOINT ["python3", "-m", "awslambdaric"]
-CMD ["app.handler"]
-"""
 RIE_INVOKE = "/2015-03-31/functions/function/invocations"
 CACHE = provided.relay_cache_root().parent / "bench"
 
+
+
+def start_rie(rie: Path, image: str, name: str, port: int, api_port: int) -> None:
+    """The awslambdaric image under AWS's emulator, with the limits and user Hearth gives a sandbox."""
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", name, "--network", "host", "--user", "65534:65534",
+         "--read-only", "--tmpfs", "/tmp", "--memory", "128m", "--cpus", "0.5",
+         "-v", f"{rie.parent}:/rie:ro", "--entrypoint", "/rie/aws-lambda-rie", image,
+         "--runtime-interface-emulator-address", f"127.0.0.1:{port}",
+         "--runtime-api-address", f"127.0.0.1:{api_port}", "python3", "-m", "awslambdaric", "app.handler"],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 def go_noop() -> bytes:
     out = CACHE / "noop-bootstrap"
@@ -72,7 +76,7 @@ def ric_image(client: docker.DockerClient) -> str:
             check=True,
         )  # fmt: skip
         (root / "app.py").write_text(NOOP_RIC)
-        (root / "Dockerfile").write_text(RIC_DOCKERFILE.format(base=base))
+        (root / "Dockerfile").write_text(provided.AWSLAMBDARIC_DOCKERFILE.format(base=base))
         subprocess.run(["docker", "build", "-q", "--network", "none", "-t", tag, context], check=True)
     return tag
 
@@ -103,14 +107,7 @@ def rie_containers(image: str, count: int) -> Iterator[list[str]]:
         for _ in range(count):
             port, api_port = free_port(), free_port()
             name = f"hearth-bench-rie-{port}"
-            subprocess.run(
-                ["docker", "run", "-d", "--rm", "--name", name, "--network", "host", "--user", "65534:65534",
-                 "--read-only", "--tmpfs", "/tmp", "--memory", "128m", "--cpus", "0.5",
-                 "-v", f"{rie.parent}:/rie:ro", "--entrypoint", "/rie/aws-lambda-rie", image,
-                 "--runtime-interface-emulator-address", f"127.0.0.1:{port}",
-                 "--runtime-api-address", f"127.0.0.1:{api_port}", "python3", "-m", "awslambdaric", "app.handler"],
-                check=True, capture_output=True,
-            )  # fmt: skip
+            start_rie(rie, image, name, port, api_port)
             names.append(name)
             url = f"http://127.0.0.1:{port}{RIE_INVOKE}"
             first_answer(url, time.monotonic() + 30)
@@ -141,14 +138,7 @@ def rie_cold(image: str, trials: int) -> dict[str, float]:
         port, api_port = free_port(), free_port()
         name = f"hearth-bench-rie-cold-{port}"
         started = time.perf_counter()
-        subprocess.run(
-            ["docker", "run", "-d", "--rm", "--name", name, "--network", "host", "--user", "65534:65534",
-             "--read-only", "--tmpfs", "/tmp", "--memory", "128m", "--cpus", "0.5",
-             "-v", f"{rie.parent}:/rie:ro", "--entrypoint", "/rie/aws-lambda-rie", image,
-             "--runtime-interface-emulator-address", f"127.0.0.1:{port}",
-             "--runtime-api-address", f"127.0.0.1:{api_port}", "python3", "-m", "awslambdaric", "app.handler"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        start_rie(rie, image, name, port, api_port)
         first_answer(f"http://127.0.0.1:{port}{RIE_INVOKE}", time.monotonic() + 30)
         latencies.append((time.perf_counter() - started) * 1000)
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -42,14 +42,6 @@ def handler(event, context):
         "uid": os.getuid(),
     }
 """
-RIC_DOCKERFILE = """FROM {base}
-COPY ric/ /opt/ric/
-COPY app.py /var/task/
-WORKDIR /var/task
-ENV PYTHONPATH=/opt/ric
-ENTRYPOINT ["python3", "-m", "awslambdaric"]
-CMD ["app.handler"]
-"""
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +99,8 @@ def ric_context(tmp_path_factory: pytest.TempPathFactory, provided_images: dict[
     context = tmp_path_factory.mktemp("ric")
     install_awslambdaric(context / "ric")
     (context / "app.py").write_text(RIC_APP)
-    (context / "Dockerfile").write_text(RIC_DOCKERFILE.format(base=provided_images["provided-python"]))
+    dockerfile = provided.AWSLAMBDARIC_DOCKERFILE.format(base=provided_images["provided-python"])
+    (context / "Dockerfile").write_text(dockerfile)
     return context
 
 

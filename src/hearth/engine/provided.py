@@ -42,6 +42,17 @@ CODE_DIR = "/hearth/code"
 BOOTSTRAP = "bootstrap"
 INIT_TIMEOUT_S = 10.0  # Lambda's init phase limit: the bootstrap must ask for work within it
 ROOT_USERS = frozenset({"root", "0"})
+# A Lambda-style container image from the provided-python base: AWS's Python runtime interface client
+# (installed into ric/ with `pip install --target ric awslambdaric`) runs app.handler. Used by the tests
+# and bench/provided.py; docs/runtimes.md shows the same Dockerfile.
+AWSLAMBDARIC_DOCKERFILE = """FROM {base}
+COPY ric/ /opt/ric/
+COPY app.py /var/task/
+WORKDIR /var/task
+ENV PYTHONPATH=/opt/ric
+ENTRYPOINT ["python3", "-m", "awslambdaric"]
+CMD ["app.handler"]
+"""
 
 # The base images, from Debian packages like the other runtime images: `provided` is the runtime
 # catalog's entry (hearth.engine.images.CATALOG: the minimal image for bootstraps and static binaries);

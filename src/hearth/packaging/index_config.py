@@ -68,22 +68,26 @@ def is_https(url: str) -> bool:
     return parts.scheme == "https" and bool(parts.hostname)
 
 
-def pip_config() -> dict[str, str]:
-    """The host pip's merged settings (files, then `install.` sections, then PIP_* variables win)."""
+def _config_output(command: list[str], what: str, fallback: str) -> str | None:
+    """What a host tool prints about its configuration; None (logged) when it cannot be asked."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            timeout=CONFIG_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
+            command, capture_output=True, text=True, timeout=CONFIG_TIMEOUT_S, stdin=subprocess.DEVNULL
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("cannot read the host's pip config (%s): builds use PyPI", exc)
+        log.warning("cannot read the host's %s (%s): %s", what, exc, fallback)
+        return None
+    return done.stdout
+
+
+def pip_config() -> dict[str, str]:
+    """The host pip's merged settings (files, then `install.` sections, then PIP_* variables win)."""
+    stdout = _config_output([sys.executable, "-m", "pip", "config", "list"], "pip config", "builds use PyPI")
+    if stdout is None:
         return {}
     ranked: dict[str, tuple[int, str]] = {}
     rank = {"global": 0, "install": 1, ":env:": 2}
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         name, _, raw = line.partition("=")
         section, _, key = name.rpartition(".")
         if section not in rank or not raw:
@@ -101,24 +105,16 @@ def npm_config(keys: tuple[str, ...]) -> dict[str, str]:
     npm = shutil.which("npm")
     if npm is None:
         return {}
-    try:
-        done = subprocess.run(
-            [npm, "config", "get", *keys],
-            capture_output=True,
-            text=True,
-            timeout=CONFIG_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("cannot read the host's npm config (%s): builds use the public registry", exc)
+    stdout = _config_output([npm, "config", "get", *keys], "npm config", "builds use the public registry")
+    if stdout is None:
         return {}
     values = {}
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         key, sep, value = line.partition("=")
         if sep and value not in ("", "null", "undefined"):
             values[key.strip()] = value.strip()
-    if len(keys) == 1 and done.stdout.strip() and "=" not in done.stdout:  # one key: npm prints the bare value
-        values = {keys[0]: done.stdout.strip()}
+    if len(keys) == 1 and stdout.strip() and "=" not in stdout:  # one key: npm prints the bare value
+        values = {keys[0]: stdout.strip()}
     return values
 
 
