@@ -19,6 +19,7 @@ import pytest
 from hearth.testing import HearthServer, b64_zip
 
 pytestmark = pytest.mark.usefixtures("provided_images")
+MICROVM = pytest.param("microvm", marks=pytest.mark.slow)  # QEMU microvm: TCG here, slow
 
 # The structure of AWS's tutorial (docs.aws.amazon.com/lambda/latest/dg/runtimes-walkthrough.html):
 # `source` the handler's script named by $_HANDLER, then loop: curl the next event, scrape the request
@@ -76,7 +77,7 @@ def deploy_go(server: HearthServer, name: str, binary: bytes, **settings: Any) -
     return dict(response.json())
 
 
-@pytest.mark.parametrize("backend", ["docker", "gvisor"], indirect=True)
+@pytest.mark.parametrize("backend", ["docker", "gvisor", MICROVM], indirect=True)
 def test_tutorial_shell_bootstrap_with_curl(hearth: HearthServer, fname: str, backend: str) -> None:
     files = {"bootstrap": TUTORIAL_BOOTSTRAP, "function.sh": TUTORIAL_FUNCTION}
     response = hearth.client.post(

@@ -223,7 +223,7 @@ class FirecrackerBackend(MicroVMBackend):
                 "qemu": None,
                 "firecracker": ".".join(map(str, self._version)) if self._version else None,
                 "jailer": self.jailer(),
-                "agent_in_snapshot": {"python": False, "javascript": False},
+                "agent_in_snapshot": {"python": False, "javascript": False, "provided": False},
             }
         )
         return details
@@ -255,7 +255,7 @@ class FirecrackerBackend(MicroVMBackend):
                 "image": self._image.key,
                 "initramfs": self._initramfs.name,
                 "boot_args": self.kernel_args(shape, accel),
-                "shape": [shape.runtime, shape.memory_mb, shape.vcpus, shape.pids, shape.tmpfs_mb],
+                "shape": [shape.runtime, shape.memory_mb, shape.vcpus, shape.pids, shape.tmpfs_mb, shape.disk],
             }
         )
 
@@ -309,6 +309,9 @@ class FirecrackerBackend(MicroVMBackend):
             await vm.api("PUT", "/boot-source", {**boot, "boot_args": self.kernel_args(shape, accel)})
             drive = {"drive_id": "root", "path_on_host": vm.inside(rootfs), "is_root_device": False}
             await vm.api("PUT", "/drives/root", {**drive, "is_read_only": True})
+            if shape.disk:  # `provided`: the function's disk, the guest's second drive (microvm_provided.py)
+                function_disk = {"drive_id": "fn", "path_on_host": vm.inside(self._place(vm, Path(shape.disk)))}
+                await vm.api("PUT", "/drives/fn", {**function_disk, "is_root_device": False, "is_read_only": True})
             await vm.api("PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": "v.sock"})  # relative: see module doc
             await vm.api("PUT", "/entropy", {})
             await vm.api("PUT", "/actions", {"action_type": "InstanceStart"})
@@ -370,7 +373,9 @@ class FirecrackerBackend(MicroVMBackend):
         channel: AgentChannel | None = None
         try:
             deadline = time.monotonic() + max(self.start_timeout_s, BOOT_TIMEOUT_FLOOR_S)
-            self._place(vm, self._image.rootfs)  # the drive is reopened at the path it had when saved
+            self._place(vm, self._image.rootfs)  # the drives are reopened at the paths they had when saved
+            if shape.disk:
+                self._place(vm, Path(shape.disk))
             state = self._place(vm, snapshot.directory / "vmstate")
             memory = self._place(vm, snapshot.memory)
             await self._launch(vm, command, deadline)

@@ -53,8 +53,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.engine import images
-from hearth.engine.backends import microvm_image
+from hearth.engine import images, provided
+from hearth.engine.backends import microvm_image, microvm_provided
+from hearth.engine.backends.microvm_disks import FunctionDisks
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -110,7 +111,8 @@ NO_NETWORK = "the microvm backend gives functions no network device; use the doc
 # bytes (measured: identical crypto.randomBytes and randomUUID in two restored VMs). Python draws
 # only from the kernel (os.urandom, and `random` seeds itself from it on first import), which the
 # supervisor reseeds at every restore; what clones share is the str-hash secret (a DoS hardening).
-AGENT_IN_SNAPSHOT: dict[str, bool] = {"python": True, "javascript": False}
+# The relay (custom runtimes) holds no secret and seeds nothing its runtime uses: the runtime starts at load.
+AGENT_IN_SNAPSHOT: dict[str, bool] = {"python": True, "javascript": False, "provided": True}
 PR_SET_THP_DISABLE = 41
 
 
@@ -135,6 +137,7 @@ class VmShape:
     vcpus: int
     pids: int
     tmpfs_mb: int
+    disk: str = ""  # `provided`: the function's disk (microvm_disks.py), attached read-only as a second drive
 
     @property
     def ram_mb(self) -> int:
@@ -583,6 +586,7 @@ class MicroVMSandbox(Sandbox):
         self._backend = backend
         self._poisoned = False
         self._stopped = False
+        self.image: provided.ImageConfig | None = None  # an image function's image (language provided)
 
     @property
     def healthy(self) -> bool:
@@ -631,6 +635,8 @@ class MicroVMSandbox(Sandbox):
             max_result_bytes=self._backend.max_result_bytes,
             files=files,
         )
+        if self.runtime == provided.LANGUAGE:  # the relay writes the files and starts the bootstrap / entrypoint
+            frame.update(microvm_provided.init_fields(spec, frame, self.image))
         try:
             init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
             await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
@@ -694,6 +700,7 @@ class MicroVMSandbox(Sandbox):
 class MicroVMBackend(Backend):
     name = "microvm"
     kind = "virtual machine: QEMU microvm with a guest kernel of its own (KVM where it works, else TCG emulation)"
+    runs_provided = True  # custom runtimes and image functions (microvm_provided.py)
 
     def __init__(
         self,
@@ -724,6 +731,7 @@ class MicroVMBackend(Backend):
         self.start_timeout_s = start_timeout_s
         self.qemu = qemu
         self.snapshots = SnapshotStore(self.cache_dir / "snapshots")
+        self.function_disks = FunctionDisks(self.cache_dir)
         self.snapshot_problem: str | None = None
         self._shape_locks: dict[str, asyncio.Lock] = {}
         self._checked: tuple[float, bool, str] | None = None
@@ -760,6 +768,7 @@ class MicroVMBackend(Backend):
         if self._image is None:  # once per process: drop what older versions left in the cache
             self.snapshots.prune()
             microvm_image.prune_initramfs(self.cache_dir, SNAPSHOT_MAX_IDLE_S)
+            self.function_disks.prune()
         self._image, self._initramfs = image, initramfs
         accel, why = self.accelerator()
         if self.accel_setting == "kvm" and accel != "kvm":
@@ -888,6 +897,14 @@ class MicroVMBackend(Backend):
     def _time(self, key: str, ms: float) -> None:
         self._timings.setdefault(key, deque(maxlen=50)).append(ms)
 
+    @property
+    def client(self) -> Any:
+        """The local Docker engine, which holds the images of `provided` VMs (None when it is not reachable)."""
+        return self.function_disks.client
+
+    def runtimes(self) -> list[str]:
+        return [*super().runtimes(), images.default_runtime(provided.LANGUAGE)]
+
     def refuse(self, settings: Mapping[str, Any]) -> str | None:
         if settings.get("network"):
             return NO_NETWORK
@@ -905,8 +922,10 @@ class MicroVMBackend(Backend):
         os.chmod(self.run_dir, 0o711)
         return self.run_dir
 
-    def shape_for(self, runtime: Runtime, limits: Limits) -> VmShape:
-        return VmShape(runtime, ram_bucket(limits.memory_mb), vcpus_for(limits.cpus), limits.pids, limits.tmpfs_mb)
+    def shape_for(self, runtime: Runtime, limits: Limits, disk: str = "") -> VmShape:
+        return VmShape(
+            runtime, ram_bucket(limits.memory_mb), vcpus_for(limits.cpus), limits.pids, limits.tmpfs_mb, disk
+        )
 
     def kernel_args(self, shape: VmShape, accel: str) -> str:
         args = list(KERNEL_ARGS)
@@ -937,6 +956,7 @@ class MicroVMBackend(Backend):
             "-chardev", f"file,id=console,path={d / 'console.log'}", "-serial", "chardev:console",
             "-drive", f"id=root,file={self._image.rootfs},format=raw,if=none,readonly=on",
             "-device", "virtio-blk-device,drive=root",
+            *(microvm_provided.qemu_drive(shape.disk) if shape.disk else []),
             "-device", "virtio-serial-device,max_ports=4",
             "-chardev", f"socket,id=agent,path={d / 'agent.sock'},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=hearth.agent",
@@ -975,7 +995,11 @@ class MicroVMBackend(Backend):
             raise SandboxStartError(f"the {self.name} backend runs only {', '.join(self.runtimes())}, not {name}")
         runtime = images.language_of(name)  # the guest's agents and snapshots are per language
         try:
-            sandbox = await self._create(runtime, limits)
+            disk, image = "", None
+            if runtime == provided.LANGUAGE:
+                disk, image = await microvm_provided.function_disk(self.function_disks, labels)
+            sandbox = await self._create(runtime, limits, disk)
+            sandbox.image = image
             if labels.get("hearth.stem") == "true" and self.accelerator()[0] == "tcg":
                 await sandbox.warm()
         except Exception as exc:
@@ -986,14 +1010,14 @@ class MicroVMBackend(Backend):
         self._time(f"{sandbox.start_path}/{runtime}", ms)
         return sandbox
 
-    async def _create(self, runtime: Runtime, limits: Limits) -> MicroVMSandbox:
+    async def _create(self, runtime: Runtime, limits: Limits, disk: str = "") -> MicroVMSandbox:
         if limits.network:
             raise SandboxStartError(NO_NETWORK)
         available, reason = await asyncio.to_thread(self.availability)
         if not available:
             raise SandboxStartError(f"the microvm backend is not available here: {reason}")
         accel, _ = self.accelerator()
-        shape = self.shape_for(runtime, limits)
+        shape = self.shape_for(runtime, limits, disk)
         at_start = Limits(shape.memory_mb, float(shape.vcpus), shape.pids, shape.tmpfs_mb, False)
         key = self.snapshot_key(shape, accel)
         if not self.snapshots_enabled:

@@ -7,7 +7,11 @@
 # (microvm_supervisor.py, root, in the root file system), which serves the host's control channel
 # and starts the agent as nobody; when the supervisor ends, the VM powers off (QEMU -no-reboot exits).
 #
-# Kernel command line: hearth.runtime=python|javascript hearth.mem=<MiB> hearth.pids=<n>
+# A `provided` VM (custom runtimes, image functions) has a second read-only disk, the function's own
+# root (microvm_disks.py: an image's file system and the relay); it is mounted at /run/hearth-fn in the
+# root with the same /tmp, /dev, /proc and /hearth, and the relay runs chrooted into it (launch.sh).
+#
+# Kernel command line: hearth.runtime=python|javascript|provided hearth.mem=<MiB> hearth.pids=<n>
 # hearth.tmpfs=<MiB> hearth.transport=virtio|vsock hearth.autostart=0|1
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -63,8 +67,17 @@ port_node() {
   done
 }
 
+# Loopback, as in a container without a network (the Runtime API listens on 127.0.0.1:9001).
+ip link set lo up || die "cannot bring up lo"
+
 wait_for /dev/vda
-mount -t ext4 -o ro,noatime /dev/vda /newroot || die "cannot mount the root disk"
+ROOT_DISK=/dev/vda FUNCTION_DISK=
+if [ "$RUNTIME" = provided ]; then  # the function's disk says so in its serial (QEMU); else the second one
+  wait_for /dev/vdb
+  FUNCTION_DISK=/dev/vdb
+  if [ "$(cat /sys/block/vda/serial 2>/dev/null)" = hearth-fn ]; then ROOT_DISK=/dev/vdb FUNCTION_DISK=/dev/vda; fi
+fi
+mount -t ext4 -o ro,noatime $ROOT_DISK /newroot || die "cannot mount the root disk"
 mount -t tmpfs -o nosuid,nodev,size=${TMPFS}m,mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o nosuid,nodev,size=${TMPFS}m,mode=0755 tmpfs /newroot/hearth
 mkdir /newroot/hearth/code /newroot/hearth/deps
@@ -102,6 +115,14 @@ echo $((MEM * 1048576)) > /newroot/run/hearth-cg/fn/memory.max
 echo 0 > /newroot/run/hearth-cg/fn/memory.swap.max 2>/dev/null
 echo 1 > /newroot/run/hearth-cg/fn/memory.oom.group
 echo "$PIDS" > /newroot/run/hearth-cg/fn/pids.max
+
+if [ -n "$FUNCTION_DISK" ]; then
+  FN=/newroot/run/hearth-fn
+  mkdir $FN
+  mount -t ext4 -o ro,noatime,nosuid,nodev $FUNCTION_DISK $FN || die "cannot mount the function's disk"
+  for dir in tmp dev hearth; do mount --bind /newroot/$dir $FN/$dir || die "cannot mount $FN/$dir"; done
+  mount -t proc -o nosuid,nodev,noexec proc $FN/proc
+fi
 
 chroot /newroot /usr/bin/python3 -I -S /opt/hearth/supervisor.py \
   "runtime=$RUNTIME" "transport=$TRANSPORT" "autostart=$AUTOSTART"

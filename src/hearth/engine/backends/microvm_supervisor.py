@@ -37,6 +37,8 @@ CGROUP = "/run/hearth-cg/fn"
 AGENTS = {
     "python": ["/usr/bin/python3", "-I", "/opt/hearth/python/agent.py"],
     "javascript": ["/usr/bin/node", "/opt/hearth/javascript/agent.js"],
+    # the relay, in the function's own root file system (its disk, mounted by microvm_init.sh)
+    "provided": ["--root", "/run/hearth-fn", "/opt/hearth-relay/relay"],
 }
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)

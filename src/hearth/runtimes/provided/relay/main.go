@@ -48,6 +48,7 @@ type frame struct {
 	MaxLogBytes    int               `json:"max_log_bytes"`
 	MaxResultBytes int               `json:"max_result_bytes"`
 	InitTimeoutMs  int64             `json:"init_timeout_ms"`
+	Files          []codeFile        `json:"files"`
 	// invoke / batch
 	ID           string          `json:"id"`
 	Event        json.RawMessage `json:"event"`
@@ -156,7 +157,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("cannot listen for the Runtime API: %w", err)
 	}
-	conn, err := net.Dial("unix", getenv("HEARTH_AGENT_SOCKET", "/hearth/agent.sock"))
+	conn, err := dialHost()
 	if err != nil {
 		return fmt.Errorf("cannot reach the host: %w", err)
 	}
@@ -197,6 +198,10 @@ func run() error {
 	go func() { _ = server.Serve(listener) }()
 
 	r.started = time.Now()
+	if err := writeFiles(init.Files); err != nil {
+		r.initFailed("Runtime.InvalidEntrypoint", "writing the function's files: "+err.Error(), reader)
+		return nil
+	}
 	cmd, err := r.startChild()
 	if err != nil {
 		r.initFailed("Runtime.InvalidEntrypoint", err.Error(), reader)
