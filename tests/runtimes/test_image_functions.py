@@ -33,6 +33,15 @@ def deploy_image(server: HearthServer, name: str, image: str, **settings: Any) -
     return dict(response.json())
 
 
+def invocation_record(server: HearthServer, invocation_id: str, timeout_s: float = 10) -> dict[str, Any]:
+    """The stored record of an invocation (written shortly after it ends)."""
+    deadline = time.monotonic() + timeout_s
+    while (response := server.client.get(f"/api/invocations/{invocation_id}")).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.1)
+    return dict(response.json())
+
+
 def containers_of(client: docker.DockerClient, name: str) -> list[Any]:
     return client.containers.list(filters={"label": f"hearth.function={name}"})
 
@@ -143,3 +152,91 @@ def test_hearth_deploy_builds_the_dockerfile(
         if subprocess.run(["docker", "rmi", tag], capture_output=True).returncode == 0:
             break
         time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------ microVMs
+
+MICROVM = pytest.param("microvm", marks=pytest.mark.slow)  # QEMU microvm: TCG here, slow
+# A shell runtime (AWS's tutorial loop) that reports what it sees of its VM: the image's file system,
+# read-only and without what the filter drops (a device node, a setuid bit), the image's ENV, no network.
+PROBE_BOOTSTRAP = r"""#!/bin/bash
+set -euo pipefail
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT=$(curl -sS -D "$HEADERS" "$API/invocation/next")
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  if touch /probe 2>/dev/null; then ROOT=writable; else ROOT=read-only; fi
+  SETUID=$(find /usr/bin/probe-suid -perm -4000 | wc -l)
+  if [ -e /probe-null ]; then NODE=present; else NODE=absent; fi
+  NETS=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\n' ' ')
+  echo "probing $ID"
+  BODY=$(printf '{"uid":%s,"root":"%s","marker":"%s",' "$(id -u)" "$ROOT" "$(cat /etc/hearth-marker)")
+  BODY+=$(printf '"env":"%s","setuid":%s,"node":"%s",' "$MARKER" "$SETUID" "$NODE")
+  BODY+=$(printf '"interfaces":"%s","kernel":"%s","event":%s}' "$NETS" "$(uname -r)" "$EVENT")
+  curl -sS "$API/invocation/$ID/response" -d "$BODY"
+done
+"""
+PROBE_DOCKERFILE = """FROM {base}
+COPY bootstrap /var/task/bootstrap
+RUN echo from-the-image > /etc/hearth-marker && mknod /probe-null c 1 3
+RUN cp /usr/bin/true /usr/bin/probe-suid && chmod 4755 /usr/bin/probe-suid
+ENV MARKER=image-env
+WORKDIR /var/task
+ENTRYPOINT ["/var/task/bootstrap"]
+"""
+
+
+@pytest.mark.parametrize("backend", [MICROVM], indirect=True)
+def test_image_function_in_a_microvm_sees_its_image_confined(
+    hearth: HearthServer,
+    fname: str,
+    backend: str,
+    provided_images: dict[str, str],
+    docker_build: Callable[[Path, str], str],
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "bootstrap").write_text(PROBE_BOOTSTRAP)
+    (tmp_path / "bootstrap").chmod(0o755)
+    (tmp_path / "Dockerfile").write_text(PROBE_DOCKERFILE.format(base=provided_images["provided"]))
+    image = docker_build(tmp_path, "hearth-test-vmprobe:1")
+    # What the image holds, as a container sees it: the filter below must be what removes them.
+    listing = ["ls", "-l", "/probe-null", "/usr/bin/probe-suid"]
+    listed = docker_client.containers.run(image, entrypoint=listing, remove=True).decode()
+    assert listed.startswith("crw") and "-rwsr-xr-x" in listed
+    deploy_image(hearth, fname, image, backend=backend)
+    reply = hearth.invoke(fname, {"n": 1})
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {
+        "uid": 65534,
+        "root": "read-only",
+        "marker": "from-the-image",
+        "env": "image-env",
+        "setuid": 0,
+        "node": "absent",
+        "interfaces": "lo ",
+        "kernel": reply.json()["kernel"],
+        "event": {"n": 1},
+    }
+    assert reply.json()["kernel"] != os.uname().release  # the guest's own kernel
+    record = invocation_record(hearth, reply.headers["x-hearth-invocation-id"])
+    assert record["stdout"] == f"probing {reply.headers['x-hearth-invocation-id']}\n"
+    assert record["backend"] == "microvm"
+
+
+@pytest.mark.parametrize("backend", [MICROVM], indirect=True)
+def test_awslambdaric_image_in_a_microvm(hearth: HearthServer, fname: str, ric_image: str, backend: str) -> None:
+    deploy_image(hearth, fname, ric_image, backend=backend, timeout_s=3)
+    reply = hearth.invoke(fname, {"n": 1})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["event"] == {"n": 1} and body["request_id"] == reply.headers["x-hearth-invocation-id"]
+    assert body["name"] == fname and body["remaining_ok"] and body["uid"] == 65534
+    failed = hearth.invoke(fname, {"fail": True})
+    assert failed.status_code == 500
+    assert (failed.json()["error"]["type"], failed.json()["error"]["message"]) == ("ValueError", "asked to fail")
+    slow = hearth.invoke(fname, {"sleep": 10})
+    assert slow.status_code == 504
+    after = hearth.invoke(fname, {"n": 2})
+    assert after.status_code == 200 and after.headers["x-hearth-path"] != "warm"  # a fresh VM after the timeout

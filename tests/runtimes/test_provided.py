@@ -116,8 +116,12 @@ def test_no_dependency_build_for_provided(hearth: HearthServer, fname: str) -> N
     assert reply.status_code == 200 and reply.json() == "Echoing request: '{\"n\":1}'", reply.text
 
 
-def test_go_runtime_headers_env_logs_and_errors(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
-    deploy_go(hearth, fname, go_runtime, handler="my.handler", timeout_s=7, memory_mb=96, env={"GREETING": "hi"})
+@pytest.mark.parametrize("backend", ["docker", MICROVM], indirect=True)
+def test_go_runtime_headers_env_logs_and_errors(
+    hearth: HearthServer, fname: str, go_runtime: bytes, backend: str
+) -> None:
+    settings = {"handler": "my.handler", "timeout_s": 7, "memory_mb": 96, "env": {"GREETING": "hi"}}
+    deploy_go(hearth, fname, go_runtime, backend=backend, **settings)
     before_ms = time.time() * 1000
     reply = hearth.invoke(fname, {"n": 1, "s": "é"})
     assert reply.status_code == 200, reply.text
@@ -151,9 +155,7 @@ def test_go_runtime_headers_env_logs_and_errors(hearth: HearthServer, fname: str
     assert again.json()["pid"] == body["pid"]
 
 
-def test_go_runtime_large_chunked_and_too_large_responses(
-    hearth: HearthServer, fname: str, go_runtime: bytes
-) -> None:
+def test_go_runtime_large_chunked_and_too_large_responses(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
     deploy_go(hearth, fname, go_runtime)
     big = hearth.invoke(fname, {"big": 5 * 1024 * 1024})
     assert big.status_code == 200 and big.json() == "x" * (5 * 1024 * 1024)
@@ -167,10 +169,11 @@ def test_go_runtime_large_chunked_and_too_large_responses(
     assert '"errorType":"RequestEntityTooLarge"' in after.json()["last_post"]["body"]
 
 
+@pytest.mark.parametrize("backend", ["docker", MICROVM], indirect=True)
 def test_go_runtime_init_error_crash_and_timeout_get_fresh_sandboxes(
-    hearth: HearthServer, fname: str, go_runtime: bytes
+    hearth: HearthServer, fname: str, go_runtime: bytes, backend: str
 ) -> None:
-    deploy_go(hearth, fname, go_runtime, timeout_s=2, env={"GO_INIT_ERROR": "no database"})
+    deploy_go(hearth, fname, go_runtime, backend=backend, timeout_s=2, env={"GO_INIT_ERROR": "no database"})
     failed = hearth.invoke(fname, {})
     assert failed.status_code == 500
     error = failed.json()["error"]
@@ -185,7 +188,7 @@ def test_go_runtime_init_error_crash_and_timeout_get_fresh_sandboxes(
     assert crashed.json()["error"]["type"] == "Runtime.ExitError"
     assert "exit status 3" in crashed.json()["error"]["message"]
     fresh = hearth.invoke(fname, {})
-    assert fresh.status_code == 200 and fresh.headers["x-hearth-path"] != "warm"
+    assert fresh.status_code == 200 and fresh.headers["x-hearth-path"] != "warm", fresh.text
     assert sandbox_of(hearth, fresh) != sandbox_of(hearth, first)
 
     slow = hearth.invoke(fname, {"sleep_ms": 5000})

@@ -652,13 +652,16 @@ class MicroVMSandbox(Sandbox):
 
     async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         try:
-            return await self.channel.request(frame, timeout_s)
+            reply = await self.channel.request(frame, timeout_s)
         except TimeoutError:
             self._poisoned = True
             raise SandboxTimeout(f"no answer within {timeout_s:g} s") from None
         except SandboxCrashed as exc:
             self._poisoned = True
             raise await self._explain_crash(str(exc)) from None
+        if self.runtime == provided.LANGUAGE and microvm_provided.runtime_exited(reply):
+            self._poisoned = True
+        return reply
 
     async def _explain_crash(self, reason: str) -> SandboxCrashed:
         await self.vm.wait_exit_report(2.0)

@@ -20,6 +20,7 @@ from hearth.engine import provided
 from hearth.engine.backends.microvm_disks import FunctionDiskError, FunctionDisks
 from hearth.engine.sandbox import FunctionSpec, SandboxStartError
 
+EXIT_ERROR = "Runtime.ExitError"  # the relay's error when the runtime exits before answering
 DISK_SERIAL = "hearth-fn"  # how the guest's init tells the function's disk from the root disk (QEMU)
 
 
@@ -39,6 +40,17 @@ def qemu_drive(disk: str) -> list[str]:
         "-drive", f"id=fn,file={disk},format=raw,if=none,readonly=on",
         "-device", f"virtio-blk-device,drive=fn,serial={DISK_SERIAL}",
     ]  # fmt: skip
+
+
+def runtime_exited(reply: Mapping[str, Any]) -> bool:
+    """Whether the runtime exited during this invoke or batch (the relay then exits too, after answering).
+
+    In a container the relay's exit closes the agent socket at once; a VM's port stays open until the
+    supervisor's exit report has reached the host and QEMU is gone, so the next call could be sent to a
+    VM whose relay has gone: the sandbox is marked spent as the answer comes in.
+    """
+    results = reply.get("results") if reply.get("type") == "batch_result" else [reply]
+    return any((item.get("error") or {}).get("type") == EXIT_ERROR for item in results or [])
 
 
 def init_fields(spec: FunctionSpec, frame: dict[str, Any], image: provided.ImageConfig | None) -> dict[str, Any]:
