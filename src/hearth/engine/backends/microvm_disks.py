@@ -26,6 +26,7 @@ import fcntl
 import io
 import os
 import posixpath
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -178,15 +179,19 @@ class FunctionDisks:
             image_id = self.image_config(image).image_id
         relay = provided.ensure_relay()
         key = microvm_image.digest({"version": DISK_VERSION, "image": image_id, "relay": relay.name})
-        target = self.root / f"{key}.ext4"
-        if target.exists():
-            with contextlib.suppress(OSError):
-                os.utime(target)
-            return target
-        with self._lock(key):
-            if not target.exists():
-                self._build(image_id, relay, target)
-        return target
+        if (found := self._find(key)) is None:
+            with self._lock(key):
+                if (found := self._find(key)) is None:
+                    # Each build has a name of its own: snapshots of VMs that mounted a disk are keyed by its path,
+                    # and a rebuilt disk (after a prune) is not the same file system as the one they cached.
+                    found = self.root / f"{key}-{secrets.token_hex(4)}.ext4"
+                    self._build(image_id, relay, found)
+        with contextlib.suppress(OSError):
+            os.utime(found)  # in use: kept by prune
+        return found
+
+    def _find(self, key: str) -> Path | None:
+        return next(iter(sorted(self.root.glob(f"{key}-*.ext4"))), None)
 
     def prune(self, max_age_s: float = DISK_MAX_IDLE_S) -> None:
         now = time.time()
