@@ -11,7 +11,11 @@ Figures (each also as a ratio to Docker's, measured in the same run where there 
   through /fn with wrk at one connection;
 - memory per idle VM: RSS and PSS of the QEMU process of warm idle instances (guest RAM the guest
   touched + QEMU's own), vs a Docker sandbox's memory cgroup + containerd shim; and the CPU those idle
-  VMs use.
+  VMs use;
+- a custom runtime in a VM (`provided`, a Go no-op bootstrap over the Runtime API, bench/runtime_noop):
+  warm HTTP at one connection and the first call of a new function (a `provided` stem cell), each next
+  to the built-in Python runtime on the microvm backend in the same server (`--provided-only` runs
+  just these).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 
 from bench.backends import NOOP_PY, docker_run, first_calls, idle_memory, sandbox_round_trip
 from bench.harness import hearth_server, summary_ms, wrk
+from bench.provided import go_noop, zip_of
+from hearth.engine import images
 from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.sandbox import Limits, Runtime
 
@@ -110,6 +116,77 @@ def idle_vms(server: Any, vms: int) -> dict[str, Any]:
     }
 
 
+def stem_cell_ready(server: Any, runtime: str, timeout_s: float = 120) -> None:
+    """Until a microvm stem cell of `runtime` waits (`provided` ones exist once a provided function started)."""
+    deadline = time.monotonic() + timeout_s
+    while server.client.get("/readyz").json()["stem_cells"].get(f"microvm/{runtime}", 0) < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no microvm/{runtime} stem cell within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def provided_in_vms(trials: int, seconds: float) -> dict[str, Any]:
+    """A `provided` Go no-op and the built-in Python no-op, both in microVMs of one server: warm and first calls."""
+    bootstrap = go_noop()
+    out: dict[str, Any] = {"python": {}, "provided_go": {}}
+    env = {"HEARTH_DEFAULT_BACKEND": "microvm", "HEARTH_STEM_CELLS": "1", "HEARTH_KEEP_ALIVE_S": "600"}
+    server = hearth_server(env)
+    try:
+        server.deploy("noop-py", NOOP_PY)
+        created = server.client.post(
+            "/api/functions", json={"name": "noop-go", "language": "provided", "zip_base64": zip_of(bootstrap)}
+        )
+        assert created.status_code == 201, created.text
+        for label, name in (("python", "noop-py"), ("provided_go", "noop-go")):
+            url = f"{server.base_url}/fn/{name}"
+            wrk(url, 1, 2)
+            out[label]["warm_http_c1"] = wrk(url, 1, seconds)
+        for label, body in (
+            ("python", {"code": NOOP_PY}),
+            ("provided_go", {"language": "provided", "zip_base64": zip_of(bootstrap)}),
+        ):
+            latencies = []
+            for i in range(trials):
+                stem_cell_ready(server, "provided" if label == "provided_go" else images.default_runtime("python"))
+                name = f"first-{label.replace('_', '-')}-{i}"
+                created = server.client.post("/api/functions", json={"name": name, **body})
+                assert created.status_code == 201, created.text
+                started = time.perf_counter()
+                response = server.invoke(name)
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, response.text
+                assert response.headers["X-Hearth-Path"] == "stem", response.headers
+                server.client.delete(f"/api/functions/{name}")
+            out[label]["stem_cell_first_call"] = summary_ms(latencies)
+    finally:
+        server.stop()
+    go, py = out["provided_go"], out["python"]
+    go["ratio_to_python"] = {
+        "warm_http_c1_p50": round(go["warm_http_c1"]["p50_ms"] / py["warm_http_c1"]["p50_ms"], 2),
+        "warm_http_c1_rps": round(go["warm_http_c1"]["rps"] / py["warm_http_c1"]["rps"], 2),
+        "stem_cell_first_call_p50": round(
+            go["stem_cell_first_call"]["p50_ms"] / py["stem_cell_first_call"]["p50_ms"], 2
+        ),
+    }
+    return out
+
+
+def provided_table(result: dict[str, Any]) -> str:
+    go, py = result["provided_go"], result["python"]
+    r = go["ratio_to_python"]
+    return "\n".join(
+        [
+            "| in microVMs (p50) | provided, Go no-op | built-in Python | provided ÷ Python |",
+            "| --- | --- | --- | --- |",
+            f"| warm HTTP, 1 connection | {go['warm_http_c1']['p50_ms']:.2f} ms, {go['warm_http_c1']['rps']:.0f} rps "
+            f"| {py['warm_http_c1']['p50_ms']:.2f} ms, {py['warm_http_c1']['rps']:.0f} rps "
+            f"| {r['warm_http_c1_p50']} (rps {r['warm_http_c1_rps']}) |",
+            f"| first call, stem cell | {go['stem_cell_first_call']['p50_ms']:.0f} ms "
+            f"| {py['stem_cell_first_call']['p50_ms']:.0f} ms | {r['stem_cell_first_call_p50']} |",
+        ]
+    )
+
+
 def bench_microvm(trials: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"microvm": {}, "docker": {}}
     vm, dk = out["microvm"], out["docker"]
@@ -161,6 +238,7 @@ def bench_microvm(trials: int, seconds: float) -> dict[str, Any]:
     vm["restore_vs_boot_python_p50"] = round(
         vm["restore_to_ready"]["python"]["p50_ms"] / vm["boot_to_ready"]["python"]["p50_ms"], 3
     )
+    vm["provided"] = provided_in_vms(max(3, trials // 2), seconds)
     return out
 
 
@@ -188,6 +266,8 @@ def table(results: dict[str, Any]) -> str:
         f"| memory per idle sandbox | {vm['idle']['per_vm_mib']} MiB PSS ({vm['idle']['rss_mib_p50']} RSS) "
         f"| {dk['idle']['per_sandbox_mib']} MiB | {r['memory_per_idle_sandbox']} |",
     ]
+    if "provided" in vm:
+        rows += ["", provided_table(vm["provided"])]
     return "\n".join(rows)
 
 
@@ -195,7 +275,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--provided-only", action="store_true", help="only the custom-runtime figures")
     args = parser.parse_args()
+    if args.provided_only:
+        provided = provided_in_vms(args.trials, args.seconds)
+        print(json.dumps(provided, indent=1))
+        print(provided_table(provided))
+        return
     results = bench_microvm(args.trials, args.seconds)
     print(json.dumps(results, indent=1))
     print(table(results))

@@ -71,13 +71,17 @@ port_node() {
 ip link set lo up || die "cannot bring up lo"
 
 wait_for /dev/vda
-ROOT_DISK=/dev/vda FUNCTION_DISK=
-if [ "$RUNTIME" = provided ]; then  # the function's disk says so in its serial (QEMU); else the second one
+mount -t ext4 -o ro,noatime /dev/vda /newroot || die "cannot mount the root disk"
+FUNCTION_DISK=
+if [ "$RUNTIME" = provided ]; then  # two disks: the function's is the one holding the relay (VMMs order them freely)
   wait_for /dev/vdb
   FUNCTION_DISK=/dev/vdb
-  if [ "$(cat /sys/block/vda/serial 2>/dev/null)" = hearth-fn ]; then ROOT_DISK=/dev/vdb FUNCTION_DISK=/dev/vda; fi
+  if [ -e /newroot/opt/hearth-relay/relay ]; then
+    umount /newroot
+    mount -t ext4 -o ro,noatime /dev/vdb /newroot || die "cannot mount the root disk"
+    FUNCTION_DISK=/dev/vda
+  fi
 fi
-mount -t ext4 -o ro,noatime $ROOT_DISK /newroot || die "cannot mount the root disk"
 mount -t tmpfs -o nosuid,nodev,size=${TMPFS}m,mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o nosuid,nodev,size=${TMPFS}m,mode=0755 tmpfs /newroot/hearth
 mkdir /newroot/hearth/code /newroot/hearth/deps

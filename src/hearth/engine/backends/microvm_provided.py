@@ -21,7 +21,6 @@ from hearth.engine.backends.microvm_disks import FunctionDiskError, FunctionDisk
 from hearth.engine.sandbox import FunctionSpec, SandboxStartError
 
 EXIT_ERROR = "Runtime.ExitError"  # the relay's error when the runtime exits before answering
-DISK_SERIAL = "hearth-fn"  # how the guest's init tells the function's disk from the root disk (QEMU)
 
 
 async def function_disk(disks: FunctionDisks, labels: Mapping[str, str]) -> tuple[str, provided.ImageConfig | None]:
@@ -38,7 +37,7 @@ async def function_disk(disks: FunctionDisks, labels: Mapping[str, str]) -> tupl
 def qemu_drive(disk: str) -> list[str]:
     return [
         "-drive", f"id=fn,file={disk},format=raw,if=none,readonly=on",
-        "-device", f"virtio-blk-device,drive=fn,serial={DISK_SERIAL}",
+        "-device", "virtio-blk-device,drive=fn",
     ]  # fmt: skip
 
 
