@@ -138,11 +138,14 @@ def provided_in_vms(trials: int, seconds: float) -> dict[str, Any]:
         )
         assert created.status_code == 201, created.text
         for label, name in (("python", "noop-py"), ("provided_go", "noop-go")):
+            warmed = server.invoke(name)  # the instance is started before the clock runs
+            assert warmed.status_code == 200, warmed.text
             url = f"{server.base_url}/fn/{name}"
             wrk(url, 1, 2)
             out[label]["warm_http_c1"] = wrk(url, 1, seconds)
+            assert out[label]["warm_http_c1"]["errors"] == 0, out[label]
         for label, body in (
-            ("python", {"code": NOOP_PY}),
+            ("python", {"language": "python", "code": NOOP_PY}),
             ("provided_go", {"language": "provided", "zip_base64": zip_of(bootstrap)}),
         ):
             latencies = []
