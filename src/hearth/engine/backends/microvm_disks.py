@@ -44,7 +44,7 @@ DISK_VERSION = 1
 RELAY_DIR = provided.RELAY_MOUNT.lstrip("/")  # opt/hearth-relay
 # The guest's init mounts its own file systems here (microvm_init.sh): whatever the image has there is dropped.
 MOUNT_POINTS: dict[str, int] = {"hearth": 0o755, "tmp": 0o1777, "dev": 0o755, "proc": 0o555, RELAY_DIR: 0o755}
-MAX_BYTES = int(os.environ.get("HEARTH_MICROVM_MAX_IMAGE_MB", "4096")) * 2**20
+MAX_BYTES = 4 * 2**30  # an image's files, in all
 MAX_ENTRIES = 1_000_000
 UNPACK_TIMEOUT_S = 600
 DISK_MAX_IDLE_S = 3 * 86400  # disks of images nobody ran for this long are removed
@@ -120,9 +120,7 @@ def filter_image(source: tarfile.TarFile, target: tarfile.TarFile, relay: Path) 
         elif member.isreg():
             total += member.size
             if total > MAX_BYTES:
-                raise FunctionDiskError(
-                    f"the image's files are over {MAX_BYTES >> 20} MiB (HEARTH_MICROVM_MAX_IMAGE_MB)"
-                )
+                raise FunctionDiskError(f"the image's files are over {MAX_BYTES >> 30} GiB: too large for a VM disk")
             copy.size = member.size
             target.addfile(copy, source.extractfile(member))
             files.add(name)
