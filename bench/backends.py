@@ -18,8 +18,8 @@ from typing import Any
 import docker
 
 from bench.harness import hearth_server, summary_ms, wrk
-from hearth.engine import images
 from hearth.engine.sandbox import FunctionSpec
+from hearth.images import containers as images
 
 NOOP_PY = "def handler(event, context):\n    return 1\n"
 OCI_RUNTIME = {"docker": None, "gvisor": "runsc"}  # `docker run --runtime` of the baseline

@@ -20,7 +20,7 @@ import docker
 
 from bench.backends import bench_backends, table
 from bench.harness import BaselineServer, hearth_server, summary_ms, wrk
-from hearth.engine import images
+from hearth.images import containers as images
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOOP_PY = "def handler(event, context):\n    return 1\n"

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bench.harness import hearth_server, summary_ms
-from hearth.engine import images
+from hearth.images import containers as images
 from hearth.testing import HearthServer
 
 NOOP = {"python": "def handler(event, context):\n    return 1\n", "javascript": "exports.handler = async () => 1;\n"}

@@ -81,8 +81,9 @@ def serve(
 @app.command()
 def images(force: bool = typer.Option(False, help="rebuild even if present")) -> None:
     """Build the runtime images from Debian's packages (cached by recipe hash)."""
-    from hearth.engine import aws_sdk, provided
-    from hearth.engine import images as image_builder
+    from hearth.engine import provided
+    from hearth.images import aws_sdk
+    from hearth.images import containers as image_builder
 
     args = ["--force"] if force else []
     raise typer.Exit(image_builder.main(args) or aws_sdk.main([]) or provided.main([]))
@@ -96,8 +97,9 @@ def up(
     script = REPO_SCRIPTS / ("install-system.sh" if os.geteuid() == 0 else "ensure-docker.sh")
     if script.exists() and subprocess.call(["bash", str(script)]) != 0:
         raise typer.Exit(1)
-    from hearth.engine import aws_sdk, provided
-    from hearth.engine import images as image_builder
+    from hearth.engine import provided
+    from hearth.images import aws_sdk
+    from hearth.images import containers as image_builder
 
     if image_builder.main([]) != 0 or aws_sdk.main([]) != 0 or provided.main([]) != 0:
         raise typer.Exit(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hearth.engine import images
+from hearth.images import containers as images
 from hearth.testing import HearthServer
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import docker
 import httpx
 
-from hearth.engine import images
 from hearth.engine.backends.gvisor import host_pids_ceiling
+from hearth.images import containers as images
 from hearth.testing import HearthServer
 
 PROBE = """

@@ -12,7 +12,7 @@ import docker
 import docker.errors
 import pytest
 
-from hearth.engine import images
+from hearth.images import containers as images
 
 RUN_OPTIONS = {"network_mode": "none", "user": "65534:65534", "read_only": True, "remove": True}
 VERSION_PROGRAMS = {

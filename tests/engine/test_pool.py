@@ -11,7 +11,7 @@ import docker
 import httpx
 import pytest
 
-from hearth.engine import images
+from hearth.images import containers as images
 from hearth.testing import HearthServer
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from hearth.engine import images
 from hearth.engine.backends.docker import materialize_code
+from hearth.images import containers as images
 from hearth.packaging.sandbox import BuildJob, BuildLimits, BuildSandbox, SandboxFailed
 
 SECRET = "hearth-secret-" + os.urandom(6).hex()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hearth.engine import images
+from hearth.images import containers as images
 from hearth.testing import HearthServer, b64_zip, zipped
 
 boto3 = pytest.importorskip("boto3")
@@ -524,7 +524,7 @@ def test_python_runtimes_ship_boto3(hearth: HearthServer, fname: str, runtime: s
 
 @pytest.fixture(scope="module")
 def aws_sdk_layer(docker_client: Any) -> None:
-    from hearth.engine import aws_sdk
+    from hearth.images import aws_sdk
 
     try:  # installed by `make images`; built here when missing (npm needs the registry)
         aws_sdk.ensure_layer(docker_client, lambda line: print(line, flush=True))

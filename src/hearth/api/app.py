@@ -36,7 +36,6 @@ from hearth.api.metrics.lifecycle import start_metrics
 from hearth.api.state import HearthState
 from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
-from hearth.engine import images
 from hearth.engine.backends.docker import DockerBackend
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
@@ -44,6 +43,7 @@ from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry
 from hearth.engine.sandbox import Backend, LambdaIdentity
+from hearth.images import containers as images
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.packaging.builder import LayerBuilder
 from hearth.packaging.deps import LAYERS_DIR

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from hearth.api.auth import require_api_key
 from hearth.api.state import HearthState
-from hearth.engine import images
+from hearth.images import containers as images
 
 router = APIRouter(prefix="/api/runtimes", tags=["backends"], dependencies=[Depends(require_api_key)])
 

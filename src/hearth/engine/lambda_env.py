@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hearth.engine import images
 from hearth.engine.sandbox import FunctionSpec, LambdaIdentity
+from hearth.images import containers as images
 
 # Lambda's reserved keys: CreateFunction refuses them in Environment.Variables.
 RESERVED: tuple[str, ...] = (

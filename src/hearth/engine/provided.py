@@ -31,7 +31,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from hearth.engine import images
+from hearth.images import containers as images
 
 LANGUAGE = "provided"
 RUNTIMES_DIR = Path(__file__).resolve().parents[1] / "runtimes"
@@ -55,7 +55,7 @@ CMD ["app.handler"]
 """
 
 # The base images, from Debian packages like the other runtime images: `provided` is the runtime
-# catalog's entry (hearth.engine.images.CATALOG: the minimal image for bootstraps and static binaries);
+# catalog's entry (hearth.images.catalog.CATALOG: the minimal image for bootstraps and static binaries);
 # `provided-python` is python3 with libstdc++ for Python runtime clients such as awslambdaric in users'
 # own Dockerfiles (FROM it), not a runtime of its own.
 EXTRA_BASES: dict[str, tuple[str, ...]] = {"provided-python": ("python3", "libstdc++6", "curl")}

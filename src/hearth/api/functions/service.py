@@ -34,9 +34,9 @@ from hearth.api.namespaces import (
     split_key,
 )
 from hearth.api.state import HearthState
-from hearth.engine import images
 from hearth.engine.registry import spec_from_version
 from hearth.engine.sandbox import Backend
+from hearth.images import containers as images
 from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.

@@ -11,8 +11,8 @@ from typing import Any
 
 from hearth.api.functions.schemas import NAME_PATTERN, FunctionOut
 from hearth.api.lambda_api.errors import LambdaError, invalid
-from hearth.engine import images
 from hearth.engine.lambda_env import reserved_in
+from hearth.images import containers as images
 
 LATEST = "$LATEST"
 ARN_PATTERN = re.compile(

@@ -21,7 +21,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from hearth.engine import aws_sdk, images, provided
+from hearth.engine import provided
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -36,6 +36,8 @@ from hearth.engine.sandbox import (
     SandboxStats,
     SandboxTimeout,
 )
+from hearth.images import aws_sdk
+from hearth.images import containers as images
 
 log = logging.getLogger(__name__)
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody:nogroup, what every sandbox runs as

@@ -53,8 +53,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.engine import images
-from hearth.engine.backends import microvm_image
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -70,6 +68,8 @@ from hearth.engine.sandbox import (
     SandboxStats,
     SandboxTimeout,
 )
+from hearth.images import containers as images
+from hearth.images import microvm as microvm_image
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ cache lives outside the repository (`HEARTH_MICROVM_CACHE_DIR`, else /var/cache/
 root, else ~/.cache/hearth/microvm); a build goes to a temporary directory renamed into place, under
 a lock, so concurrent builders never see half an image.
 
-`python -m hearth.engine.backends.microvm_image [--force]` (or `make microvm-image`) builds it.
+`python -m hearth.images.microvm [--force]` (or `make microvm-image`) builds it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.engine.images import host_sources, host_suite
+from hearth.images.containers import host_sources, host_suite
 
 Progress = Callable[[str], None]
 
@@ -84,10 +84,12 @@ HOST_TOOLS = {
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 LZ4_MAGIC = b"\x02\x21\x4c\x18"  # the legacy LZ4 frame the kernel's decompressor uses
 TAIL_LINES = 40
-RUNTIMES_DIR = Path(__file__).resolve().parents[2] / "runtimes"
-INIT_SCRIPT = Path(__file__).with_name("microvm_init.sh")
-LAUNCH_SCRIPT = Path(__file__).with_name("microvm_launch.sh")
-SUPERVISOR = Path(__file__).with_name("microvm_supervisor.py")
+RUNTIMES_DIR = Path(__file__).resolve().parents[1] / "runtimes"
+# The guest's own programs live beside the backend that talks to them.
+GUEST_DIR = Path(__file__).resolve().parents[1] / "engine" / "backends"
+INIT_SCRIPT = GUEST_DIR / "microvm_init.sh"
+LAUNCH_SCRIPT = GUEST_DIR / "microvm_launch.sh"
+SUPERVISOR = GUEST_DIR / "microvm_supervisor.py"
 
 
 class GuestImageError(RuntimeError):
@@ -189,7 +191,7 @@ def _ensure_host_tools(say: Progress) -> None:
     if os.geteuid() != 0:
         raise GuestImageError(
             "building the microVM guest image needs root (mmdebstrap --mode=root): run "
-            "`make microvm-image` or `python -m hearth.engine.backends.microvm_image` as root"
+            "`make microvm-image` or `python -m hearth.images.microvm` as root"
         )
     missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if _which(tool) is None})
     if not missing:

@@ -6,7 +6,7 @@ built from the host's own apt sources and suite (read at build time, so no mirro
 in this repository). Agents are not baked in: they are bind-mounted at run time.
 
 The tag is a hash of the recipe (a plain dict, see `recipe()`), so changing the recipe builds a new
-image and never reuses a stale one. `python -m hearth.engine.images [--runtime R] [--force]` builds.
+image and never reuses a stale one. `python -m hearth.images.containers [--runtime R] [--force]` builds.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class RuntimeImage:
     language: str  # python | javascript (the agent that runs it) | provided (the relay, hearth.engine.provided)
     suite: str  # the Debian release whose packages make the image
     packages: tuple[str, ...]
-    aws_sdk: bool = False  # Node: the AWS SDK for JavaScript v3 layer is mounted (hearth.engine.aws_sdk)
+    aws_sdk: bool = False  # Node: the AWS SDK for JavaScript v3 layer is mounted (hearth.images.aws_sdk)
     customize: tuple[str, ...] = ()  # mmdebstrap customize hooks beyond the common ones (CUSTOMIZE)
 
     @property
@@ -66,7 +66,7 @@ class RuntimeImage:
 
 
 # Lambda's Python runtimes ship boto3; its Node runtimes from 18 ship the AWS SDK for JavaScript v3
-# (not in Debian: a separate recipe-hashed layer, hearth.engine.aws_sdk).
+# (not in Debian: a separate recipe-hashed layer, hearth.images.aws_sdk).
 CATALOG: dict[str, RuntimeImage] = {
     image.name: image
     for image in (
@@ -310,7 +310,7 @@ def _ensure_host_tools(say: Progress) -> None:
     if os.geteuid() != 0:
         raise ImageBuildError(
             "building runtime images needs root (mmdebstrap --mode=root): run `make images` or "
-            "`python -m hearth.engine.images` as root"
+            "`python -m hearth.images.containers` as root"
         )
     missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
     if not missing:

@@ -1,11 +1,11 @@
 """The AWS SDK for JavaScript v3 that Node sandboxes see, as Lambda's nodejs18.x and later runtimes ship it.
 
 Not in Debian: the pinned packages below are installed from npm once, inside a container of a
-builder image (Debian's nodejs and npm, built like the runtime images, hearth.engine.images), into
+builder image (Debian's nodejs and npm, built like the runtime images, hearth.images.containers), into
 a directory named after the recipe's hash. The Docker backend bind-mounts its `node_modules`
 read-only at `/node_modules` of Node sandboxes: both `require()` and ES modules' `import` (which
 ignores NODE_PATH) find it from the function's directory, after the function's own node_modules and
-its dependency layer, as on Lambda. `python -m hearth.engine.aws_sdk` builds it.
+its dependency layer, as on Lambda. `python -m hearth.images.aws_sdk` builds it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from hearth.engine import images
+from hearth.images import containers as images
 
 # One version for every client: each @aws-sdk release ships them together. 3.893.0 still supports
 # Node 18 (engines: node >= 18); later releases need Node 20.
