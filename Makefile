@@ -20,6 +20,7 @@ system:
 images: venv system
 	$(BIN)/python -m hearth.images.containers
 	$(BIN)/python -m hearth.images.aws_sdk
+	$(BIN)/python -m hearth.images.provided
 	$(BIN)/python -m hearth.engine.provided
 
 # The microvm backend's guest (kernel, read-only root, initramfs) from Debian packages; cached by recipe

@@ -35,14 +35,13 @@ def runtime_images(docker_client: docker.DockerClient) -> dict[str, str]:
     (tests/runtimes/conftest.py's `provided_images`).
     """
     from hearth.engine import provided
-    from hearth.images import aws_sdk
-    from hearth.images import containers as images
+    from hearth.images import aws_sdk, containers
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    images.ensure_builder_images(docker_client, progress=say)  # dependency builds run in these
-    refs = images.ensure_images(docker_client, progress=say)
+    containers.ensure_builder_images(docker_client, progress=say)  # dependency builds run in these
+    refs = containers.ensure_images(docker_client, progress=say)
     aws_sdk.ensure_layer(docker_client, say)  # mounted in Node runtimes' sandboxes, as Lambda ships it
     try:
         provided.ensure_relay()  # bind-mounted in provided sandboxes

@@ -53,7 +53,7 @@ class FunctionSpec:
     @property
     def sandbox_runtime(self) -> str:
         """The runtime identifier this version runs on (the language's default when none was named)."""
-        from hearth.images.containers import runtime_image
+        from hearth.images.catalog import runtime_image
 
         return runtime_image(self.runtime or self.language).name
 
@@ -242,7 +242,7 @@ class Backend(abc.ABC):
 
     def runtimes(self) -> list[str]:
         """The runtime identifiers this backend can run right now (hearth.images.catalog.CATALOG)."""
-        from hearth.images.containers import LANGUAGES, default_runtime
+        from hearth.images.catalog import LANGUAGES, default_runtime
 
         return [default_runtime(language) for language in LANGUAGES]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hearth.images.containers import language_of
+from hearth.images.catalog import language_of
 
 PROBES: dict[str, list[str]] = {
     "python": ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
