@@ -1,0 +1,5 @@
+"""The New / Edit function form."""
+
+from hearth.dashboard.editor.sections import render
+
+__all__ = ["render"]
