@@ -10,7 +10,8 @@ A guest is three files (docs/isolation.md):
   root): busybox-static, the virtio modules the cloud kernel ships as modules (virtio-mmio,
   virtio-blk, virtio-console, virtio-rng, vsock), `microvm_init.sh` as /init, and what init bind-mounts
   read-only into the root at /opt/hearth: Hearth's agents, `microvm_supervisor.py` and
-  `microvm_launch.sh`.
+  `microvm_launch.sh` (the guest's programs live in hearth/engine/backends, beside the backend that
+  talks to them; this module only packs them).
 
 Nothing names a mirror: mmdebstrap is given the host's apt sources file, read at build time. The
 cache lives outside the repository (`HEARTH_MICROVM_CACHE_DIR`, else /var/cache/hearth/microvm for
