@@ -33,9 +33,9 @@ from typing import Any
 from bench.backends import NOOP_PY, docker_run, first_calls, idle_memory, sandbox_round_trip
 from bench.harness import hearth_server, summary_ms, wrk
 from bench.provided import go_noop, zip_of
-from hearth.engine import images
 from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.sandbox import Limits, Runtime
+from hearth.images import catalog
 
 NOOP_JS = "exports.handler = async () => 1;\n"
 
@@ -150,7 +150,7 @@ def provided_in_vms(trials: int, seconds: float) -> dict[str, Any]:
         ):
             latencies = []
             for i in range(trials):
-                stem_cell_ready(server, "provided" if label == "provided_go" else images.default_runtime("python"))
+                stem_cell_ready(server, "provided" if label == "provided_go" else catalog.default_runtime("python"))
                 name = f"first-{label.replace('_', '-')}-{i}"
                 created = server.client.post("/api/functions", json={"name": name, **body})
                 assert created.status_code == 201, created.text

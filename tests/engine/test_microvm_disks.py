@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("provided_images")
 
 @pytest.fixture(scope="module")
 def provided_images(docker_client: docker.DockerClient, runtime_images: dict[str, str]) -> None:
-    from hearth.engine import provided
+    from hearth.images import provided
 
     provided.ensure_base_image(docker_client)
 

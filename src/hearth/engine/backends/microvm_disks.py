@@ -37,8 +37,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from hearth.engine import images, provided
-from hearth.engine.backends import microvm_image
+from hearth.engine import provided
+from hearth.images import containers
+from hearth.images import microvm as microvm_image
 
 DISK_VERSION = 1
 RELAY_DIR = provided.RELAY_MOUNT.lstrip("/")  # opt/hearth-relay
@@ -167,7 +168,7 @@ class FunctionDisks:
     def disk_for(self, image: str | None) -> Path:
         """The disk of an image function's image (its id or name), or of the `provided` runtime image (None)."""
         if image is None:
-            ref = images.image_ref(provided.LANGUAGE)
+            ref = containers.image_ref(provided.LANGUAGE)
             client = self._require_client()
             try:
                 image_id = str(client.api.inspect_image(ref)["Id"])
@@ -265,7 +266,7 @@ class FunctionDisks:
         )
         command = ["tar", "-x", "-p", "--numeric-owner", "--no-overwrite-dir", "-f", "/in/fs.tar", "-C", "/out"]
         container = client.api.create_container(
-            images.image_ref(provided.LANGUAGE), command=command, user="0:0", host_config=host_config
+            containers.image_ref(provided.LANGUAGE), command=command, user="0:0", host_config=host_config
         )
         try:
             client.api.start(container["Id"])
