@@ -213,8 +213,11 @@ def test_batched_items_run_one_after_another(hearth: HearthServer, fname: str, g
 # ------------------------------------------------------------------------------------ hostile runtimes
 
 
-def test_wrong_request_id_and_early_next_get_aws_errors(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
-    deploy_go(hearth, fname, go_runtime)
+@pytest.mark.parametrize("backend", ["docker", MICROVM], indirect=True)
+def test_wrong_request_id_and_early_next_get_aws_errors(
+    hearth: HearthServer, fname: str, go_runtime: bytes, backend: str
+) -> None:
+    deploy_go(hearth, fname, go_runtime, backend=backend)
     reply = hearth.invoke(fname, {"wrong_id": True})
     assert reply.status_code == 200, reply.text
     report = reply.json()
@@ -223,8 +226,9 @@ def test_wrong_request_id_and_early_next_get_aws_errors(hearth: HearthServer, fn
     assert report["next_status"] == 403 and '"errorType":"InvalidStateTransition"' in report["next_body"]
 
 
-def test_bootstrap_that_never_asks_for_work(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
-    deploy_go(hearth, fname, go_runtime, timeout_s=1, env={"HOSTILE": "idle"})
+@pytest.mark.parametrize("backend", ["docker", MICROVM], indirect=True)
+def test_bootstrap_that_never_asks_for_work(hearth: HearthServer, fname: str, go_runtime: bytes, backend: str) -> None:
+    deploy_go(hearth, fname, go_runtime, backend=backend, timeout_s=1, env={"HOSTILE": "idle"})
     started = time.monotonic()
     reply = hearth.invoke(fname, {})
     assert reply.status_code == 500, reply.text
