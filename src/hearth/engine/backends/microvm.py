@@ -913,6 +913,8 @@ class MicroVMBackend(Backend):
     def refuse(self, settings: Mapping[str, Any]) -> str | None:
         if settings.get("network"):
             return NO_NETWORK
+        if settings.get("language") == provided.LANGUAGE:
+            return microvm_provided.refusal()
         runtime = settings.get("runtime")
         if runtime and catalog.runtime_image(str(runtime)).name not in self.runtimes():
             return (

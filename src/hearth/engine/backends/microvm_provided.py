@@ -13,6 +13,7 @@ the bootstrap (or the image's ENTRYPOINT + CMD) at load, exactly as in a contain
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,16 @@ async def function_disk(disks: FunctionDisks, labels: Mapping[str, str]) -> tupl
     except (FunctionDiskError, provided.ProvidedError) as exc:
         raise SandboxStartError(str(exc)) from None
     return str(disk), config
+
+
+def refusal() -> str | None:
+    """Why this host's microVMs cannot run custom runtimes, or None (checked at deploy)."""
+    if os.geteuid() != 0:
+        return (
+            "custom runtimes and image functions on the microVM backends need Hearth to run as root: their disks are "
+            "built from the images' files, which belong to the images' users; use the docker or gvisor backend"
+        )
+    return None
 
 
 def qemu_drive(disk: str) -> list[str]:
