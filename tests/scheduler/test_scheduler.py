@@ -345,7 +345,7 @@ def test_ticks_missed_while_down_on_a_controlled_clock(tmp_path: Path, catchup: 
             language="python",
             handler="handler",
             code_dir=tmp_path,
-            extra={"schedule": ["* * * * *"]},
+            schedule=("* * * * *",),
         )
     )
     queue = SqlJobQueue(sessions)
@@ -382,7 +382,7 @@ def test_ticks_missed_while_down_on_a_controlled_clock(tmp_path: Path, catchup: 
             language="python",
             handler="handler",
             code_dir=tmp_path,
-            extra={"schedule": ["* * * * *"]},
+            schedule=("* * * * *",),
         )
     )
     assert node_a.run_once(t0 + 1000) == 0

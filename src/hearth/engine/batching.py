@@ -40,10 +40,10 @@ class BatchPolicy:
 
     @classmethod
     def of(cls, spec: FunctionSpec) -> BatchPolicy | None:
-        raw = spec.extra.get("batch")
-        if not raw:
+        settings = spec.batch
+        if settings is None:
             return None
-        policy = cls(int(raw.get("max_size", 1)), float(raw.get("max_wait_ms", 0)), bool(raw.get("batch_handler")))
+        policy = cls(settings.max_size, settings.max_wait_ms, settings.batch_handler)
         return policy if policy.max_size > 1 or policy.batch_handler else None
 
 

@@ -10,10 +10,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hearth.engine.batching import Batcher, BatchPolicy
 from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
+from hearth.engine.records import CallSite, RecordSink, invocation_record
 from hearth.engine.sandbox import (
     Backend,
     FunctionInitError,
@@ -26,6 +27,7 @@ from hearth.engine.sandbox import (
 from hearth.engine.stem_cells import StemCells
 
 log = logging.getLogger(__name__)
+A = TypeVar("A")
 
 # Statuses of an invocation record (docs/api.md): ok, error, timeout, oom, crashed, throttled.
 STATUS_BY_ERROR = {SandboxTimeout: "timeout", SandboxOutOfMemory: "oom"}
@@ -78,12 +80,13 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, backends: dict[str, Backend], config: EngineConfig) -> None:
+    def __init__(self, backends: dict[str, Backend], config: EngineConfig, record: RecordSink | None = None) -> None:
+        """`record` takes the invocation record of every call (hearth.engine.records)."""
         self.backends = backends
         self.config = config
         self.pools: dict[tuple[str, int], VersionPool] = {}
         self._reaper: asyncio.Task[None] | None = None
-        self.on_result: list[Callable[[InvocationResult], None]] = []
+        self._record = record
         self.stem_cells = StemCells(backends, config.stem_cells_per_runtime)
         self.batchers: dict[tuple[str, int], Batcher] = {}
 
@@ -134,7 +137,7 @@ class Engine:
         """A sandbox loaded with `spec`: a stem cell if one is ready, else a freshly started one."""
         backend = self.backends[spec.backend]
         started = time.perf_counter()
-        image = spec.extra.get("image_id") or spec.extra.get("image")  # an image function: no stem cell fits
+        image = spec.image  # an image function: no stem cell fits
         sandbox = None if spec.network or image else self.stem_cells.take(spec.backend, spec.sandbox_runtime)
         path = "stem" if sandbox is not None else "cold"
         labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
@@ -185,14 +188,20 @@ class Engine:
         resolve: Callable[[], FunctionSpec | None],
         event: Any,
         *,
+        call: CallSite,
+        answer: Callable[[InvocationResult], A],
         invocation_id: str | None = None,
         client_context: Any = None,
-    ) -> InvocationResult:
+    ) -> A:
         """Run one invocation of the function `resolve()` names; raises LookupError if there is none.
 
         `resolve` is called again if the version it gave is retired while we wait, so a caller is
         never served by a version that an update has already replaced. Functions with batching
         enabled go through their batcher, which groups calls into one round trip.
+
+        Returns `answer(result)`: the caller's reading of the result (an HTTP response, a job's
+        outcome), which may still change it (a trigger's malformed response is the call's error).
+        Then, whatever the outcome, the call is recorded here, once (`call` says how it arrived).
         """
         spec = resolve()
         if spec is None:
@@ -207,12 +216,19 @@ class Engine:
             await batcher.submit(res, event, resolve)
         else:
             await self.dispatch(spec, resolve, [(res, event)], batch_handler=False)
-        for hook in self.on_result:
-            try:
-                hook(res)
-            except Exception:
-                log.exception("invocation hook failed")
-        return res
+        try:
+            return answer(res)
+        finally:
+            self._on_result(res, call)
+
+    def _on_result(self, res: InvocationResult, call: CallSite) -> None:
+        """The one place an invocation is recorded."""
+        if self._record is None:
+            return
+        try:
+            self._record(invocation_record(res, call))
+        except Exception:
+            log.exception("recording invocation %s failed", res.invocation_id)
 
     async def dispatch(
         self,

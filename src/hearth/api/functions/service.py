@@ -24,6 +24,7 @@ from hearth.api.functions.schemas import (
     FunctionSettings,
     FunctionVersionOut,
 )
+from hearth.api.functions.specs import spec_from_version
 from hearth.api.namespaces import (
     ADMIN,
     default_route,
@@ -35,7 +36,6 @@ from hearth.api.namespaces import (
 )
 from hearth.api.state import HearthState
 from hearth.engine import images
-from hearth.engine.registry import spec_from_version
 from hearth.engine.sandbox import Backend
 from hearth.store.models import Function, FunctionVersion, User
 
