@@ -24,6 +24,7 @@ from hearth.engine.sandbox import (
     SandboxOutOfMemory,
     SandboxTimeout,
 )
+from hearth.engine.snapshot import EngineSnapshot, InstanceCounts
 from hearth.engine.stem_cells import StemCells
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,41 @@ class Engine:
                 spec = fresh
 
     # ----- introspection
+    def snapshot(self) -> EngineSnapshot:
+        """Counts of instances, waiting calls and stem cells, as plain data (metrics read this)."""
+        functions: dict[str, InstanceCounts] = {}
+        warm = busy = starting = waiting = 0
+        for (function, _), pool in self.pools.items():
+            pool_busy = sum(1 for instance in pool.instances if instance.inflight)
+            pool_warm = len(pool.instances) - pool_busy
+            warm, busy, starting, waiting = (
+                warm + pool_warm,
+                busy + pool_busy,
+                starting + pool.starting,
+                waiting + pool.waiting,
+            )
+            counts = functions.get(function, InstanceCounts())
+            if not pool.retired:
+                counts = InstanceCounts(
+                    counts.warm + pool_warm, counts.busy + pool_busy, counts.starting + pool.starting
+                )
+            functions[function] = counts
+        return EngineSnapshot(
+            functions=functions,
+            total=InstanceCounts(warm, busy, starting),
+            waiting_calls=waiting,
+            stem_cells=self.stem_cells.counts(),
+            stem_cells_ready=self.stem_cells.count(),
+        )
+
+    def live_sandboxes(self) -> list[tuple[str | None, Sandbox]]:
+        """(function, sandbox) of every sandbox running now; a stem cell is no function's yet (None)."""
+        found: list[tuple[str | None, Sandbox]] = [
+            (instance.spec.name, instance.sandbox) for pool in self.pools.values() for instance in pool.instances
+        ]
+        found += [(None, sandbox) for cells in self.stem_cells.ready.values() for sandbox in cells]
+        return found
+
     def instances_of(self, name: str) -> dict[str, int]:
         counts = {"warm": 0, "busy": 0, "starting": 0}
         for (function, _), pool in self.pools.items():

@@ -10,6 +10,8 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hearth.api.auth import bearer_token, check_api_key, require_api_key
+from hearth.api.bodies import read_capped_body
+from hearth.api.dependencies import State
 from hearth.api.errors import ApiError, not_found
 from hearth.api.invoke.events import http_event, request_parts
 from hearth.api.invoke.proxy import trigger_response
@@ -33,17 +35,9 @@ TRIGGER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped_body(
+        request, limit, lambda: ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
+    )
 
 
 def parse_event(body: bytes) -> Any:
@@ -83,11 +77,11 @@ async def invoke(
 async def invoke_function(
     name: str,
     request: Request,
+    state: State,
     mode: Literal["sync", "async"] = Query("sync", description="async: answer 202 once the job is stored"),
     idempotency_key: str | None = Query(None, description="async: a repeated key returns the first job"),
     callback_url: str | None = Query(None, description="async: POST the outcome here when final"),
 ) -> Response:
-    state: HearthState = request.app.state.hearth
     if state.registry.get(name) is None:
         raise not_found(name)
     body = await read_body(request, state.settings.max_request_bytes)
