@@ -141,11 +141,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
         record=recorder.add,  # every invocation's record, built by the engine
     )
-    state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
-    state.keys = KeyRing(api_key, sessions, load_or_create_dashboard_key(data_dir))
-    state.node = node
-    app.state.hearth = state
-    app.state.functions = FunctionService(state)
     docker_backend = engine.backends.get("docker")
     limits = BuildLimits(
         timeout_s=settings.build_timeout_s,
@@ -164,7 +159,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         read_host_config,
         allow_scripts=settings.build_allow_scripts,
     )
-    state.builds = BuildService(sessions, code, builder, node)
+    state = HearthState(
+        settings,
+        api_key,
+        sessions,
+        code,
+        registry,
+        engine,
+        recorder,
+        builds=BuildService(sessions, code, builder, node),
+        keys=KeyRing(api_key, sessions, load_or_create_dashboard_key(data_dir)),
+        node=node,
+    )
+    app.state.hearth = state
+    app.state.functions = FunctionService(state)
     await state.builds.recover()
     await asyncio.to_thread(builder.sweep)  # its containers go with the Docker backend's sweep in engine.start
     await engine.start()
