@@ -18,14 +18,15 @@ system:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/install-system.sh; else bash scripts/ensure-docker.sh; fi
 
 images: venv system
-	$(BIN)/python -m hearth.engine.images
-	$(BIN)/python -m hearth.engine.aws_sdk
+	$(BIN)/python -m hearth.images.containers
+	$(BIN)/python -m hearth.images.aws_sdk
+	$(BIN)/python -m hearth.images.provided
 	$(BIN)/python -m hearth.engine.provided
 
 # The microvm backend's guest (kernel, read-only root, initramfs) from Debian packages; cached by recipe
 # hash outside the repository (HEARTH_MICROVM_CACHE_DIR). The microvm tests build it on demand as root.
 microvm-image: venv system
-	$(BIN)/python -m hearth.engine.backends.microvm_image
+	$(BIN)/python -m hearth.images.microvm
 
 up: venv system images
 	$(BIN)/hearth serve --dashboard

@@ -18,8 +18,8 @@ from typing import Any
 import docker
 
 from bench.harness import hearth_server, summary_ms, wrk
-from hearth.engine import images
 from hearth.engine.sandbox import FunctionSpec
+from hearth.images import catalog, containers
 
 NOOP_PY = "def handler(event, context):\n    return 1\n"
 OCI_RUNTIME = {"docker": None, "gvisor": "runsc"}  # `docker run --runtime` of the baseline
@@ -28,7 +28,7 @@ OCI_RUNTIME = {"docker": None, "gvisor": "runsc"}  # `docker run --runtime` of t
 def wait_for_stem_cell(server: Any, backend: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        key = f"{backend}/{images.default_runtime('python')}"  # stem cells are per runtime
+        key = f"{backend}/{catalog.default_runtime('python')}"  # stem cells are per runtime
         if server.client.get("/readyz").json()["stem_cells"].get(key, 0) >= 1:
             return
         time.sleep(0.1)
@@ -54,7 +54,7 @@ def first_calls(server: Any, trials: int, prefix: str, expect_path: str, backend
 
 
 def docker_run(runtime: str | None, trials: int) -> dict[str, float]:
-    image = images.image_ref("python")
+    image = containers.image_ref("python")
     extra = ["--runtime", runtime] if runtime else []
     runs = []
     for _ in range(trials):

@@ -30,6 +30,7 @@ import httpx
 
 from bench.harness import free_port, hearth_server, summary_ms, wrk
 from hearth.engine import provided
+from hearth.images import provided as provided_images
 
 BENCH_DIR = Path(__file__).resolve().parent
 NOOP_PY = "def handler(event, context):\n    return 1\n"
@@ -61,7 +62,7 @@ def go_noop() -> bytes:
 
 def ric_image(client: docker.DockerClient) -> str:
     """A no-op awslambdaric image (awslambdaric installed from PyPI on the host; built with --network none)."""
-    base = provided.ensure_base_image(client, "provided-python")
+    base = provided_images.ensure_base_image(client, "provided-python")
     tag = f"hearth-bench-ric:{base.rsplit(':', 1)[1]}"
     with contextlib.suppress(docker.errors.ImageNotFound):
         client.images.get(tag)
@@ -178,7 +179,7 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
         return {"skipped": "Debian's golang-go is not installed"}
     client = docker.from_env()
     provided.ensure_relay()
-    provided.ensure_base_image(client)
+    provided_images.ensure_base_image(client)
     bootstrap, image = go_noop(), ric_image(client)
     out: dict[str, Any] = {"warm": {}, "cold": {}}
     server = hearth_server({"HEARTH_KEEP_ALIVE_S": "600"})

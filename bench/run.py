@@ -20,7 +20,7 @@ import docker
 
 from bench.backends import bench_backends, table
 from bench.harness import BaselineServer, hearth_server, summary_ms, wrk
-from hearth.engine import images
+from hearth.images import containers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOOP_PY = "def handler(event, context):\n    return 1\n"
@@ -79,7 +79,7 @@ def bench_cold(trials: int) -> dict[str, Any]:
             out[label] = summary_ms(latencies)
         finally:
             server.stop()
-    image = images.image_ref("python")
+    image = containers.image_ref("python")
     runs = []
     for _ in range(trials):
         started = time.perf_counter()

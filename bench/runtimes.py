@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bench.harness import hearth_server, summary_ms
-from hearth.engine import images
+from hearth.images import catalog
 from hearth.testing import HearthServer
 
 NOOP = {"python": "def handler(event, context):\n    return 1\n", "javascript": "exports.handler = async () => 1;\n"}
@@ -28,7 +28,7 @@ STEM_WAIT_S = 30.0
 
 
 # The agents' runtimes: provided (custom runtimes, a bootstrap of one's own) is measured by bench/provided.py.
-AGENT_RUNTIMES: tuple[str, ...] = tuple(r for r in images.RUNTIMES if images.language_of(r) in images.LANGUAGES)
+AGENT_RUNTIMES: tuple[str, ...] = tuple(r for r in catalog.RUNTIMES if catalog.language_of(r) in catalog.LANGUAGES)
 
 
 def wait_for_stem_cell(server: HearthServer, runtime: str) -> None:
@@ -41,7 +41,7 @@ def wait_for_stem_cell(server: HearthServer, runtime: str) -> None:
 
 def first_calls(server: HearthServer, runtime: str, code: str, trials: int, stems: bool) -> dict[str, Any]:
     latencies, paths = [], set()
-    has_stem_cells = runtime in {images.default_runtime(language) for language in images.LANGUAGES}
+    has_stem_cells = runtime in {catalog.default_runtime(language) for language in catalog.LANGUAGES}
     for i in range(trials):
         if stems and (has_stem_cells or i > 0):  # other runtimes get stem cells once first used
             wait_for_stem_cell(server, runtime)  # as between real deploys: the refill has happened
@@ -64,7 +64,7 @@ def bench_runtimes(trials: int) -> dict[str, Any]:
         try:
             time.sleep(2)
             for runtime in AGENT_RUNTIMES:
-                code = NOOP[images.language_of(runtime)]
+                code = NOOP[catalog.language_of(runtime)]
                 out[label][runtime] = first_calls(server, runtime, code, trials, stems)
         finally:
             server.stop()
@@ -73,7 +73,7 @@ def bench_runtimes(trials: int) -> dict[str, Any]:
         time.sleep(2)
         for label, code in BOTO3.items():
             out["python_boto3_first_call"][label] = first_calls(
-                server, images.default_runtime("python"), code, trials, True
+                server, catalog.default_runtime("python"), code, trials, True
             )
     finally:
         server.stop()

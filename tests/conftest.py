@@ -34,13 +34,14 @@ def runtime_images(docker_client: docker.DockerClient) -> dict[str, str]:
     The provided-python base image (for users' own Dockerfiles) is built only by the tests that need it
     (tests/runtimes/conftest.py's `provided_images`).
     """
-    from hearth.engine import aws_sdk, images, provided
+    from hearth.engine import provided
+    from hearth.images import aws_sdk, containers
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    images.ensure_builder_images(docker_client, progress=say)  # dependency builds run in these
-    refs = images.ensure_images(docker_client, progress=say)
+    containers.ensure_builder_images(docker_client, progress=say)  # dependency builds run in these
+    refs = containers.ensure_images(docker_client, progress=say)
     aws_sdk.ensure_layer(docker_client, say)  # mounted in Node runtimes' sandboxes, as Lambda ships it
     try:
         provided.ensure_relay()  # bind-mounted in provided sandboxes
@@ -102,7 +103,7 @@ def available_backend(name: str, availability: dict[str, tuple[bool, str]]) -> s
 @pytest.fixture(scope="session")
 def microvm_guest_image() -> None:
     """The guest image the VM backends boot: built now if it is missing and we may build it."""
-    from hearth.engine.backends import microvm_image
+    from hearth.images import microvm as microvm_image
 
     if microvm_image.find_image() is None:
         if os.geteuid() != 0 or shutil.which("mmdebstrap") is None:

@@ -81,11 +81,12 @@ def serve(
 @app.command()
 def images(force: bool = typer.Option(False, help="rebuild even if present")) -> None:
     """Build the runtime images from Debian's packages (cached by recipe hash)."""
-    from hearth.engine import aws_sdk, provided
-    from hearth.engine import images as image_builder
+    from hearth.engine import provided
+    from hearth.images import aws_sdk, containers
+    from hearth.images import provided as provided_images
 
     args = ["--force"] if force else []
-    raise typer.Exit(image_builder.main(args) or aws_sdk.main([]) or provided.main([]))
+    raise typer.Exit(containers.main(args) or aws_sdk.main([]) or provided_images.main([]) or provided.main([]))
 
 
 @app.command()
@@ -96,10 +97,11 @@ def up(
     script = REPO_SCRIPTS / ("install-system.sh" if os.geteuid() == 0 else "ensure-docker.sh")
     if script.exists() and subprocess.call(["bash", str(script)]) != 0:
         raise typer.Exit(1)
-    from hearth.engine import aws_sdk, provided
-    from hearth.engine import images as image_builder
+    from hearth.engine import provided
+    from hearth.images import aws_sdk, containers
+    from hearth.images import provided as provided_images
 
-    if image_builder.main([]) != 0 or aws_sdk.main([]) != 0 or provided.main([]) != 0:
+    if containers.main([]) or aws_sdk.main([]) or provided_images.main([]) or provided.main([]):
         raise typer.Exit(1)
     settings = get_settings()
     print(f"Hearth API on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr, flush=True)

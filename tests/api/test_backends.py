@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hearth.engine import images
+from hearth.images import catalog
 from hearth.testing import HearthServer
 
 
@@ -42,7 +42,7 @@ def test_every_backend_says_whether_it_runs_here_and_what_a_start_costs(
     assert docker["default"] is True and docker["details"]["runtime"] == "runc"
     # The default backend's stem cells start at boot: its start cost is measured before any function runs.
     deadline = time.monotonic() + 30
-    default_python = images.default_runtime("python")
+    default_python = catalog.default_runtime("python")
     while default_python not in docker["start_cost"]["by_runtime"] and time.monotonic() < deadline:
         time.sleep(0.2)
         docker = backends_of(hearth)["docker"]
@@ -61,7 +61,7 @@ def test_a_start_on_a_backend_is_measured(hearth: HearthServer, fname: str, back
         time.sleep(0.2)
         entry = backends_of(hearth)[backend]
     assert entry["start_cost"]["starts"] > before
-    assert entry["start_cost"]["by_runtime"][images.default_runtime("javascript")]["last_ms"] > 0
+    assert entry["start_cost"]["by_runtime"][catalog.default_runtime("javascript")]["last_ms"] > 0
     if backend == "gvisor":
         details = entry["details"]
         assert details["runtime"] == "runsc" and "--network=none" in details["runtime_args"]

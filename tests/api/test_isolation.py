@@ -11,8 +11,8 @@ from pathlib import Path
 import docker
 import httpx
 
-from hearth.engine import images
 from hearth.engine.backends.gvisor import host_pids_ceiling
+from hearth.images import catalog
 from hearth.testing import HearthServer
 
 PROBE = """
@@ -191,7 +191,7 @@ def test_a_stem_cell_takes_the_function_limits(
     backend = container_backend
 
     def stems() -> int:
-        key = f"{backend}/{images.default_runtime('python')}"  # stem cells are per runtime
+        key = f"{backend}/{catalog.default_runtime('python')}"  # stem cells are per runtime
         return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(key, 0))
 
     hearth.deploy(fname + "-first", "def handler(e, c):\n    return 1\n", backend=backend)

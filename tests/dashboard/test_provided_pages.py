@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hearth.engine import provided
+from hearth.images import provided as provided_images
 from hearth.testing import HearthServer
 
 
@@ -12,7 +13,7 @@ def test_new_provided_function_from_the_bootstrap_template(
     open_page: Any, dashboard_env: HearthServer, fname: str, docker_client: Any
 ) -> None:
     provided.ensure_relay()
-    provided.ensure_base_image(docker_client)
+    provided_images.ensure_base_image(docker_client)
     at = open_page("new")
     at.selectbox(key="form_language").set_value("provided").run()
     assert at.session_state["form_code"].startswith("#!/bin/sh")  # the bootstrap template

@@ -17,7 +17,7 @@ from hearth.testing import REPO
 # Variables outside `Settings`: name -> the module (below src/) that reads it with os.environ.
 READ_ELSEWHERE = {
     "HEARTH_API_URL": "hearth/client.py",  # the API the CLI and the dashboard talk to
-    "HEARTH_AWS_SDK_DIR": "hearth/engine/aws_sdk.py",  # the AWS SDK layer for Node sandboxes
+    "HEARTH_AWS_SDK_DIR": "hearth/images/aws_sdk.py",  # the AWS SDK layer for Node sandboxes
     "HEARTH_RELAY_CACHE_DIR": "hearth/engine/provided.py",  # built relay binaries of custom runtimes
 }
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from hearth.engine import images
-from hearth.engine.backends import microvm_image
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.microvm import QEMU, MicroVMBackend
+from hearth.images import catalog
+from hearth.images import microvm as microvm_image
 from hearth.testing import HearthServer
 
-PYTHON = images.default_runtime("python")  # stem cells are counted per runtime
+PYTHON = catalog.default_runtime("python")  # stem cells are counted per runtime
 
 pytestmark = pytest.mark.slow
 VM_BACKENDS = ("microvm", "firecracker")

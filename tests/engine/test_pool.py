@@ -11,7 +11,7 @@ import docker
 import httpx
 import pytest
 
-from hearth.engine import images
+from hearth.images import catalog
 from hearth.testing import HearthServer
 
 
@@ -48,7 +48,7 @@ def short_lived(tmp_path: Path, runtime_images: dict[str, str]) -> Iterator[Hear
 
 def test_stem_cell_is_taken_and_refilled(hearth: HearthServer, fname: str, backend: str) -> None:
     def stems() -> int:
-        key = f"{backend}/{images.default_runtime('python')}"  # stem cells are per runtime
+        key = f"{backend}/{catalog.default_runtime('python')}"  # stem cells are per runtime
         return int(httpx.get(f"{hearth.base_url}/readyz").json()["stem_cells"].get(key, 0))
 
     if backend != "docker":  # stem cells of a backend other than the default start once it is first used

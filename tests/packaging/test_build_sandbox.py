@@ -17,8 +17,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from hearth.engine import images
 from hearth.engine.backends.docker import materialize_code
+from hearth.images import containers
 from hearth.packaging.sandbox import BuildJob, BuildLimits, BuildSandbox, SandboxFailed
 
 SECRET = "hearth-secret-" + os.urandom(6).hex()
@@ -93,7 +93,7 @@ def run(box: BuildSandbox, job: BuildJob, dest: Path | None = None) -> str:
 
 def job(command: list[str], **kwargs: object) -> BuildJob:
     return BuildJob(
-        image=images.builder_ref("python"),
+        image=containers.builder_ref("python"),
         command=command,
         env={},
         files={"requirements.txt": b"six\n"},

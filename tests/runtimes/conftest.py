@@ -1,6 +1,6 @@
 """Artifacts the custom-runtime tests share, built once per session (and once per machine where cached).
 
-- the relay and the `provided` base images (hearth.engine.provided);
+- the relay (hearth.engine.provided) and the `provided` base images (hearth.images.provided);
 - a Go runtime (tests/runtimes/go_runtime, standard library only) built with Debian's Go toolchain;
 - a container image running AWS's `awslambdaric` (from PyPI, installed with `pip install --target` on
   the host: `docker build` runs with `--network none`), tagged by the hash of its inputs.
@@ -20,6 +20,7 @@ import docker
 import pytest
 
 from hearth.engine import provided
+from hearth.images import provided as base_images
 
 HERE = Path(__file__).parent
 GO_RUNTIME = HERE / "go_runtime"
@@ -47,7 +48,7 @@ def handler(event, context):
 @pytest.fixture(scope="session")
 def provided_images(docker_client: docker.DockerClient, runtime_images: dict[str, str]) -> dict[str, str]:
     provided.ensure_relay()
-    return {name: provided.ensure_base_image(docker_client, name) for name in provided.BASE_IMAGES}
+    return {name: base_images.ensure_base_image(docker_client, name) for name in base_images.BASE_IMAGES}
 
 
 @pytest.fixture(scope="session")

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from hearth.engine import images
+from hearth.images import catalog
 from hearth.testing import HearthServer, b64_zip, zipped
 
 boto3 = pytest.importorskip("boto3")
 from botocore.exceptions import ClientError  # noqa: E402
 
-PYTHON_RUNTIMES = [r for r in images.RUNTIMES if r.startswith("python")]
-NODE_RUNTIMES = [r for r in images.RUNTIMES if r.startswith("nodejs")]
+PYTHON_RUNTIMES = [r for r in catalog.RUNTIMES if r.startswith("python")]
+NODE_RUNTIMES = [r for r in catalog.RUNTIMES if r.startswith("nodejs")]
 AGENT_RUNTIMES = PYTHON_RUNTIMES + NODE_RUNTIMES  # provided (a custom runtime) has tests of its own: test_provided.py
 
 # docs.aws.amazon.com/lambda/latest/dg/python-context.html
@@ -244,7 +244,7 @@ def test_node_es_modules_and_commonjs_as_lambda_resolves_them(hearth: HearthServ
 
 
 def test_node_callback_handlers_and_legacy_context_methods(hearth: HearthServer, fname: str) -> None:
-    runtime = images.default_runtime("javascript")
+    runtime = catalog.default_runtime("javascript")
     cases = {
         "callback": (
             "exports.handler = function (event, context, callback) { callback(null, { got: event }); };",
@@ -288,7 +288,7 @@ LOG_LINE = r"\[INFO\]\t\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\t%s\tProcessing 1\
 
 
 def test_python_logging_and_unhandled_error_as_lambda_writes_them(hearth: HearthServer, fname: str) -> None:
-    deploy(hearth, fname, images.default_runtime("python"), {"app.py": PY_LOGGING_HANDLER}, "app.lambda_handler")
+    deploy(hearth, fname, catalog.default_runtime("python"), {"app.py": PY_LOGGING_HANDLER}, "app.lambda_handler")
     ok = hearth.invoke(fname, {"n": 1})
     invocation_id = ok.headers["X-Hearth-Invocation-Id"]
     stdout = record(hearth, invocation_id)["stdout"]
@@ -317,7 +317,7 @@ def test_aws_lambda_log_level_is_respected(hearth: HearthServer, fname: str) -> 
     deploy(
         hearth,
         fname,
-        images.default_runtime("python"),
+        catalog.default_runtime("python"),
         {"app.py": code},
         "app.handler",
         env={"AWS_LAMBDA_LOG_LEVEL": "DEBUG"},
@@ -328,7 +328,7 @@ def test_aws_lambda_log_level_is_respected(hearth: HearthServer, fname: str) -> 
     deploy(
         hearth,
         fname + "-js",
-        images.default_runtime("javascript"),
+        catalog.default_runtime("javascript"),
         {"index.js": js},
         "index.handler",
         env={"AWS_LAMBDA_LOG_LEVEL": "INFO"},
@@ -346,7 +346,7 @@ def test_node_console_lines_and_invoke_error_as_lambda_writes_them(hearth: Heart
         "  return 1;\n"
         "};\n"
     )
-    deploy(hearth, fname, images.default_runtime("javascript"), {"index.js": code}, "index.handler")
+    deploy(hearth, fname, catalog.default_runtime("javascript"), {"index.js": code}, "index.handler")
     ok = hearth.invoke(fname, {"n": 1})
     invocation_id = ok.headers["X-Hearth-Invocation-Id"]
     stdout = record(hearth, invocation_id)["stdout"]
@@ -390,7 +390,7 @@ PY_LOAD_FAILURES = {
 @pytest.mark.parametrize("case", sorted(PY_LOAD_FAILURES))
 def test_python_load_failures_are_named_as_lambda_names_them(hearth: HearthServer, fname: str, case: str) -> None:
     code, error_type, message = PY_LOAD_FAILURES[case]
-    deploy(hearth, fname, images.default_runtime("python"), {"app.py": code}, "app.handler")
+    deploy(hearth, fname, catalog.default_runtime("python"), {"app.py": code}, "app.handler")
     response = hearth.invoke(fname)
     assert response.status_code == 500
     error = response.json()["error"]
@@ -423,7 +423,7 @@ JS_LOAD_FAILURES = {
 @pytest.mark.parametrize("case", sorted(JS_LOAD_FAILURES))
 def test_node_load_failures_are_named_as_lambda_names_them(hearth: HearthServer, fname: str, case: str) -> None:
     code, error_type, message = JS_LOAD_FAILURES[case]
-    deploy(hearth, fname, images.default_runtime("javascript"), {"index.js": code}, "index.handler")
+    deploy(hearth, fname, catalog.default_runtime("javascript"), {"index.js": code}, "index.handler")
     response = hearth.invoke(fname)
     assert response.status_code == 500
     error = response.json()["error"]
@@ -438,16 +438,16 @@ def test_runtimes_are_listed_and_an_unavailable_one_is_refused(hearth: HearthSer
     listed = {r["name"]: r for r in hearth.client.get("/api/runtimes").json()["runtimes"]}
     assert {"python3.11", "python3.13", "nodejs18.x", "nodejs20.x"} <= set(listed)
     offered = available(hearth)
-    assert set(offered) == set(images.RUNTIMES)  # every image is built on this host (conftest)
+    assert set(offered) == set(catalog.RUNTIMES)  # every image is built on this host (conftest)
     assert sum(r["default"] for r in listed.values()) == 3  # one per language: python, javascript, provided
     assert listed["provided"]["aliases"] == ["provided.al2023", "provided.al2"]
     assert "docker" in listed["provided"]["backends"]  # and gvisor where it runs; never the microVM backends
     assert not {"microvm", "firecracker"} & set(listed["provided"]["backends"])
-    assert hearth.client.get("/api/backends/docker").json()["runtimes"] == list(images.RUNTIMES)
+    assert hearth.client.get("/api/backends/docker").json()["runtimes"] == list(catalog.RUNTIMES)
 
     refused = hearth.client.post("/api/functions", json={"name": fname, "runtime": "python3.9", "code": "x = 1"})
     assert refused.status_code == 422
-    assert "python3.9" in refused.text and all(name in refused.text for name in images.RUNTIMES), refused.text
+    assert "python3.9" in refused.text and all(name in refused.text for name in catalog.RUNTIMES), refused.text
     mismatch = hearth.client.post(
         "/api/functions", json={"name": fname, "language": "javascript", "runtime": "python3.13", "code": "x = 1"}
     )
@@ -464,7 +464,7 @@ def test_runtimes_are_listed_and_an_unavailable_one_is_refused(hearth: HearthSer
         )
     assert unknown.value.response["Error"]["Code"] == "InvalidParameterValueException"
     message = unknown.value.response["Error"]["Message"]
-    assert "python3.9" in message and all(name in message for name in images.RUNTIMES), message
+    assert "python3.9" in message and all(name in message for name in catalog.RUNTIMES), message
     with pytest.raises(ClientError) as reserved:
         aws.create_function(
             FunctionName=fname,
@@ -496,7 +496,7 @@ def test_boto3_create_function_runs_and_reports_the_runtime_it_names(
     assert aws.get_function(FunctionName=fname)["Configuration"]["Runtime"] == runtime
     assert aws.get_function_configuration(FunctionName=fname)["Runtime"] == runtime
     assert json.loads(aws.invoke(FunctionName=fname)["Payload"].read()) == expected
-    other = next(r for r in images.RUNTIMES if r != runtime and images.language_of(r) == images.language_of(runtime))
+    other = next(r for r in catalog.RUNTIMES if r != runtime and catalog.language_of(r) == catalog.language_of(runtime))
     updated = aws.update_function_configuration(FunctionName=fname, Runtime=other)
     assert updated["Runtime"] == other
     other_expected = other.removeprefix("python").removeprefix("nodejs").removesuffix(".x")
@@ -524,7 +524,7 @@ def test_python_runtimes_ship_boto3(hearth: HearthServer, fname: str, runtime: s
 
 @pytest.fixture(scope="module")
 def aws_sdk_layer(docker_client: Any) -> None:
-    from hearth.engine import aws_sdk
+    from hearth.images import aws_sdk
 
     try:  # installed by `make images`; built here when missing (npm needs the registry)
         aws_sdk.ensure_layer(docker_client, lambda line: print(line, flush=True))
@@ -560,7 +560,7 @@ def test_node_runtimes_ship_the_aws_sdk_v3(hearth: HearthServer, fname: str, run
 
 def test_what_the_code_prints_while_loading_opens_the_first_calls_log(hearth: HearthServer, fname: str) -> None:
     code = "print('loading config')\n\ndef handler(event, context):\n    print('handling')\n    return 1\n"
-    deploy(hearth, fname, images.default_runtime("python"), {"app.py": code}, "app.handler")
+    deploy(hearth, fname, catalog.default_runtime("python"), {"app.py": code}, "app.handler")
     first = record(hearth, hearth.invoke(fname).headers["X-Hearth-Invocation-Id"])["stdout"]
     assert first == "loading config\nhandling\n", first
     second = record(hearth, hearth.invoke(fname).headers["X-Hearth-Invocation-Id"])["stdout"]
@@ -572,7 +572,7 @@ def test_the_microvm_guest_refuses_runtimes_it_does_not_hold(
 ) -> None:
     if not backend_availability["microvm"][0]:
         pytest.skip(f"microvm backend not available here: {backend_availability['microvm'][1]}")
-    runs = [images.default_runtime(language) for language in images.LANGUAGES]
+    runs = [catalog.default_runtime(language) for language in catalog.LANGUAGES]
     for runtime in (r for r in AGENT_RUNTIMES if r not in runs):
         body = {"name": fname, "runtime": runtime, "backend": "microvm", "code": "def handler(e, c):\n    return 1\n"}
         if runtime.startswith("nodejs"):
@@ -590,7 +590,7 @@ def test_the_microvm_guest_refuses_runtimes_it_does_not_hold(
 
 
 def test_a_non_default_runtime_gets_stem_cells_once_used(hearth: HearthServer, fname: str) -> None:
-    runtime = next(r for r in PYTHON_RUNTIMES if r != images.default_runtime("python"))
+    runtime = next(r for r in PYTHON_RUNTIMES if r != catalog.default_runtime("python"))
     code = "def handler(event, context):\n    return 1\n"
     hearth.deploy(fname, code, runtime=runtime)
     assert hearth.invoke(fname).status_code == 200

@@ -37,7 +37,6 @@ from hearth.api.metrics.lifecycle import start_metrics
 from hearth.api.state import HearthState
 from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
-from hearth.engine import images
 from hearth.engine.backends.docker import DockerBackend
 from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
@@ -45,6 +44,7 @@ from hearth.engine.backends.microvm import MicroVMBackend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry
 from hearth.engine.sandbox import Backend, LambdaIdentity
+from hearth.images import containers
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.packaging.builder import LayerBuilder
 from hearth.packaging.deps import LAYERS_DIR
@@ -155,7 +155,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         RuntimeVersions(docker_backend),
         BuildSandbox(build_client, limits, node),
         # `make images` builds the default runtimes' builder images; another runtime's at its first build
-        lambda runtime: images.ensure_image(build_client(), runtime, role="builder"),
+        lambda runtime: containers.ensure_image(build_client(), runtime, role="builder"),
         read_host_config,
         allow_scripts=settings.build_allow_scripts,
     )

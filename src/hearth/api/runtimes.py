@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from hearth.api.auth import require_api_key
 from hearth.api.dependencies import State
 from hearth.api.state import HearthState
-from hearth.engine import images
+from hearth.images import catalog
 
 router = APIRouter(prefix="/api/runtimes", tags=["backends"], dependencies=[Depends(require_api_key)])
 
@@ -32,7 +32,7 @@ class RuntimeList(BaseModel):
 
 def offered(state: HearthState) -> dict[str, list[str]]:
     """runtime -> the available backends that run it (runs in a worker thread: may ask dockerd)."""
-    by_runtime: dict[str, list[str]] = {name: [] for name in images.RUNTIMES}
+    by_runtime: dict[str, list[str]] = {name: [] for name in catalog.RUNTIMES}
     for backend in state.engine.backends.values():
         if not backend.availability()[0]:
             continue
@@ -49,8 +49,8 @@ async def list_runtimes(state: State) -> RuntimeList:
             RuntimeOut(
                 name=image.name,
                 language=image.language,
-                aliases=[alias for alias, target in images.ALIASES.items() if target == image.name],
-                default=image.name == images.default_runtime(image.language),
+                aliases=[alias for alias, target in catalog.ALIASES.items() if target == image.name],
+                default=image.name == catalog.default_runtime(image.language),
                 debian_suite=image.suite,
                 packages=list(image.packages),
                 aws_sdk="boto3"
@@ -60,6 +60,6 @@ async def list_runtimes(state: State) -> RuntimeList:
                 else "none",
                 backends=by_runtime.get(image.name, []),
             )
-            for image in images.CATALOG.values()
+            for image in catalog.CATALOG.values()
         ]
     )

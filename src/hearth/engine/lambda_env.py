@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hearth.engine import images
 from hearth.engine.sandbox import FunctionSpec, LambdaIdentity
+from hearth.images import catalog
 
 # Lambda's reserved keys: CreateFunction refuses them in Environment.Variables.
 RESERVED: tuple[str, ...] = (
@@ -50,7 +50,7 @@ def lambda_handler(spec: FunctionSpec) -> str:
 
     A custom runtime's handler is the function's own string: its bootstrap reads it its own way.
     """
-    language = images.language_of(spec.sandbox_runtime)
+    language = catalog.language_of(spec.sandbox_runtime)
     if language == "provided":
         return spec.handler
     module, function = spec.module_and_function
@@ -67,7 +67,7 @@ def log_stream_name(spec: FunctionSpec, sandbox_id: str, now: float | None = Non
 
 def environment(spec: FunctionSpec, identity: LambdaIdentity, sandbox_id: str) -> dict[str, str]:
     """The function's environment: Lambda's defaults, then its own `env`, then Lambda's reserved values."""
-    runtime = images.runtime_image(spec.sandbox_runtime)
+    runtime = catalog.runtime_image(spec.sandbox_runtime)
     reserved = {
         "_HANDLER": lambda_handler(spec),
         "AWS_REGION": identity.region,

@@ -6,23 +6,21 @@ Runtime API on 127.0.0.1:9001 and speaks the agent protocol to the host; it star
 `bootstrap` (zip functions) or the image's ENTRYPOINT + CMD (image functions) when the sandbox is
 loaded. See docs/runtimes.md.
 
-This module holds what the host needs for that: building the relay (cached by source hash), the
-`provided` base images (Debian packages, like the other runtime images), reading an image's
-configuration, the checks run at deploy, and the init frame's extra fields.
+This module holds what the host needs for that: building the relay (cached by source hash), reading
+an image's configuration, the checks run at deploy, and the init frame's extra fields. The `provided`
+base images are built with the other images (hearth.images.provided).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from hearth.engine import images
+from hearth.images import locks
 
 LANGUAGE = "provided"
 RUNTIMES_DIR = Path(__file__).resolve().parents[1] / "runtimes"
@@ -53,14 +51,6 @@ ENV PYTHONPATH=/opt/ric
 ENTRYPOINT ["python3", "-m", "awslambdaric"]
 CMD ["app.handler"]
 """
-
-# The base images, from Debian packages like the other runtime images: `provided` is the runtime
-# catalog's entry (hearth.engine.images.CATALOG: the minimal image for bootstraps and static binaries);
-# `provided-python` is python3 with libstdc++ for Python runtime clients such as awslambdaric in users'
-# own Dockerfiles (FROM it), not a runtime of its own.
-EXTRA_BASES: dict[str, tuple[str, ...]] = {"provided-python": ("python3", "libstdc++6", "curl")}
-BASE_IMAGES: tuple[str, ...] = (LANGUAGE, *EXTRA_BASES)
-
 
 class ProvidedError(RuntimeError):
     pass
@@ -99,22 +89,12 @@ def relay_hash() -> str:
 BUILD_FLAGS: tuple[str, ...] = ("-trimpath", "-ldflags=-s -w")
 
 
-@contextlib.contextmanager
-def _lock(name: str) -> Iterator[None]:
-    fd = os.open(Path(tempfile.gettempdir()) / f"hearth-{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def ensure_relay() -> Path:
     """The directory holding the built `relay` binary (built first if this recipe's is missing)."""
     target = relay_cache_root() / relay_hash()
     if (target / "relay").exists():
         return target
-    with _lock("relay"):
+    with locks.exclusive(Path(tempfile.gettempdir()) / "hearth-relay.lock"):
         if (target / "relay").exists():
             return target
         staging = Path(tempfile.mkdtemp(prefix="relay-", dir=_mkdirs(relay_cache_root())))
@@ -157,37 +137,6 @@ def _mkdirs(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o755)
     return path
-
-
-# ------------------------------------------------------------------------------------ base images
-
-
-def base_recipe(name: str) -> dict[str, Any]:
-    """The recipe of a `provided` base image: the catalog's `provided` recipe, with other packages for the others."""
-    if name not in BASE_IMAGES:
-        raise ValueError(f"unknown base image {name!r} (known: {', '.join(BASE_IMAGES)})")
-    recipe = images.recipe(LANGUAGE)
-    if name != LANGUAGE:
-        recipe |= {"runtime": name, "packages": list(EXTRA_BASES[name])}
-    return recipe
-
-
-def base_ref(name: str = "provided") -> str:
-    return images.ref_for(base_recipe(name))
-
-
-def ensure_base_image(
-    client: docker.DockerClient, name: str = "provided", progress: images.Progress | None = None
-) -> str:
-    if name == LANGUAGE:  # the catalog's runtime image, under the catalog's lock
-        return images.ensure_image(client, LANGUAGE, progress)
-    ref = base_ref(name)
-    if images._present(client, ref):
-        return ref
-    with _lock(f"image-{name}"):
-        if images._present(client, ref):
-            return ref
-        return images.build_image(client, name, progress, spec=base_recipe(name))
 
 
 # ------------------------------------------------------------------------------------ image functions
@@ -268,15 +217,10 @@ def init_fields(spec: Any, frame: Mapping[str, Any], image: ImageConfig | None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build Hearth's relay and the provided base images.")
-    parser.add_argument("--image", choices=list(BASE_IMAGES), action="append", help="only this base image")
-    args = parser.parse_args(argv)
+    argparse.ArgumentParser(description="Build Hearth's relay for custom runtimes.").parse_args(argv)
     try:
         print(f"relay: {ensure_relay() / 'relay'}", flush=True)
-        client = docker.from_env()
-        for name in args.image or list(BASE_IMAGES):
-            print(f"{name}: {ensure_base_image(client, name, lambda line: print(line, flush=True))}", flush=True)
-    except (ProvidedError, images.ImageBuildError, docker.errors.DockerException) as exc:
+    except ProvidedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # A runtime identifier (`python3.13`, `nodejs20.x`, `provided`), or a language (`python`) meaning its
-# default runtime (hearth.engine.images.CATALOG).
+# default runtime (hearth.images.catalog.CATALOG).
 Runtime = str
 Language = Literal["python", "javascript", "provided"]
 
@@ -66,7 +66,7 @@ class FunctionSpec:
     @property
     def sandbox_runtime(self) -> str:
         """The runtime identifier this version runs on (the language's default when none was named)."""
-        from hearth.engine.images import runtime_image
+        from hearth.images.catalog import runtime_image
 
         return runtime_image(self.runtime or self.language).name
 
@@ -254,8 +254,8 @@ class Backend(abc.ABC):
         return costs
 
     def runtimes(self) -> list[str]:
-        """The runtime identifiers this backend can run right now (hearth.engine.images.CATALOG)."""
-        from hearth.engine.images import LANGUAGES, default_runtime
+        """The runtime identifiers this backend can run right now (hearth.images.catalog.CATALOG)."""
+        from hearth.images.catalog import LANGUAGES, default_runtime
 
         return [default_runtime(language) for language in LANGUAGES]
 

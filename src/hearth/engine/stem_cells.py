@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 
-from hearth.engine.images import LANGUAGES, default_runtime, runtime_image
 from hearth.engine.sandbox import Backend, Runtime, Sandbox
+from hearth.images.catalog import LANGUAGES, default_runtime, runtime_image
 
 PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the boot's own sandbox starts to finish
 

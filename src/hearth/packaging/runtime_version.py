@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hearth.engine.images import language_of
+from hearth.images.catalog import language_of
 
 PROBES: dict[str, list[str]] = {
     "python": ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -16,7 +16,7 @@ PROBES: dict[str, list[str]] = {
 class RuntimeVersions:
     """Callable `runtime -> version` (`python3.13`, or a language for its default runtime), cached per image.
 
-    The image tag changes with its recipe. Which image a runtime has: hearth.engine.images.CATALOG.
+    The image tag changes with its recipe. Which image a runtime has: hearth.images.catalog.CATALOG.
     """
 
     def __init__(self, docker_backend: Any | None) -> None:

@@ -1,6 +1,6 @@
 """One throwaway container per dependency install: nothing a package brings runs on the host.
 
-The container runs the builder image of the function's runtime (hearth.engine.images: the runtime's
+The container runs the builder image of the function's runtime (hearth.images.containers: the runtime's
 Debian packages plus pip / npm) as nobody, with every capability dropped, no-new-privileges, a
 read-only root, CPU / memory / pids limits, no network and an environment built from scratch (none
 of Hearth's variables). What it can write is one size-limited tmpfs (/build: HOME, TMPDIR, caches,
@@ -155,7 +155,7 @@ class BuildSandbox:
         except docker.errors.ImageNotFound:
             raise SandboxFailed(
                 f"the builder image {job.image} is missing: build it with `make images` "
-                "(python -m hearth.engine.images --role builder)"
+                "(python -m hearth.images.containers --role builder)"
             ) from None
         container.start()
         return str(container.id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hearth.engine.encoding import dumps
 from hearth.engine.engine import InvocationResult
 from hearth.engine.records import CallSite
 from hearth.engine.registry import FunctionRegistry
@@ -23,7 +24,9 @@ from hearth.engine.sandbox import FunctionSpec
 from hearth.scheduler.queue import (
     FINAL,
     ClaimedJob,
+    JobQuery,
     JobQueue,
+    JobRecord,
     NewJob,
     Outcome,
     PendingCallback,
@@ -215,6 +218,56 @@ class MemoryJobQueue(JobQueue):
 
         return self._requeue_interrupted(expired, now)
 
+    def requeue_dead(self, job_id: str) -> bool:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or not job.dead_letter or job.status not in FINAL:
+                return False
+            job.status, job.run_at, job.attempts, job.interruptions = "queued", self.clock(), 0, 0
+            job.dead_letter, job.finished_at, job.result = False, None, None
+            job.callback_status, job.callback_attempts = None, 0
+            return True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            job = self.jobs.get(job_id)
+            return None if job is None else self._record(job)
+
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        with self._lock:
+            found = [
+                job
+                for job in sorted(self.jobs.values(), key=lambda j: j.created, reverse=True)
+                if (query.function is None or job.function_name == query.function)
+                and (query.functions is None or job.function_name in query.functions)
+                and (query.status is None or job.status == query.status)
+                and (query.dead_letter is None or job.dead_letter == query.dead_letter)
+            ]
+            return [self._record(job) for job in found[: query.limit]]
+
+    def _record(self, job: StoredJob) -> JobRecord:
+        return JobRecord(
+            id=job.id,
+            function_name=job.function_name,
+            source="api",
+            status=job.status,
+            dead_letter=job.dead_letter,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            interruptions=job.interruptions,
+            created_at=float(job.created),
+            started_at=None,
+            finished_at=job.finished_at,
+            run_at=job.run_at,
+            result=None if job.result is None else dumps(job.result).decode(),
+            error=job.error,
+            idempotency_key=job.idempotency_key,
+            callback_url=job.callback_url,
+            callback_status=job.callback_status,
+            callback_attempts=job.callback_attempts,
+            last_record_id=job.last_record_id,
+        )
+
     def depth(self) -> int:
         with self._lock:
             return sum(1 for j in self.jobs.values() if j.status == "queued")
@@ -223,7 +276,7 @@ class MemoryJobQueue(JobQueue):
         with self._lock:
             pending = [j for j in self.jobs.values() if j.callback_status == "pending"][:limit]
             return [
-                PendingCallback(j.id, j.callback_url or "", callback_body(j, j.status, j.result, j.error, j.attempts))  # type: ignore[arg-type]
+                PendingCallback(j.id, j.callback_url or "", callback_body(j, j.status, j.result, j.error, j.attempts))
                 for j in pending
             ]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from hearth.engine.images import ALIASES, PROVIDED
+from hearth.images.catalog import ALIASES, PROVIDED
 
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 HANDLER_PATTERN = r"^(?:[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-]+)*\.)?[A-Za-z_$][A-Za-z0-9_$]*$"

@@ -35,8 +35,8 @@ from hearth.api.namespaces import (
     split_key,
 )
 from hearth.api.state import HearthState
-from hearth.engine import images
 from hearth.engine.sandbox import Backend
+from hearth.images import catalog
 from hearth.store.models import Function, FunctionVersion, User
 
 # Settings kept in the version's `extra` JSON column rather than a column of their own.
@@ -247,11 +247,11 @@ class FunctionService:
         """The runtime the version runs on: the one named (checked against what this host offers), else the default."""
         language, named = values["language"], values.get("runtime")
         if named is None:
-            return images.default_runtime(language)
-        named = images.ALIASES.get(named, named)  # provided.al2023 runs as (and is reported as) provided
-        if named not in images.CATALOG:
-            raise field_error("runtime", f"unknown runtime {named!r} (known: {', '.join(images.RUNTIMES)})")
-        if images.language_of(named) != language:
+            return catalog.default_runtime(language)
+        named = catalog.ALIASES.get(named, named)  # provided.al2023 runs as (and is reported as) provided
+        if named not in catalog.CATALOG:
+            raise field_error("runtime", f"unknown runtime {named!r} (known: {', '.join(catalog.RUNTIMES)})")
+        if catalog.language_of(named) != language:
             raise field_error("runtime", f"{named} is not a {language} runtime")
         offered = backend.runtimes()
         if named not in offered:
@@ -396,7 +396,7 @@ class FunctionService:
             retries=(ver.extra or {}).get("retries"),
             schedule=(ver.extra or {}).get("schedule"),
             http_payload_format=(ver.extra or {}).get("http_payload_format") or "2.0",
-            runtime=(ver.extra or {}).get("runtime") or images.default_runtime(ver.language),
+            runtime=(ver.extra or {}).get("runtime") or catalog.default_runtime(ver.language),
             layer=(ver.extra or {}).get("layer"),
             build_id=(ver.extra or {}).get("build_id"),
             image=(ver.extra or {}).get("image"),

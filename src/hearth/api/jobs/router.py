@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import select
 from starlette.convertors import Convertor, register_url_convertor
 
 from hearth.api.auth import principal_of, require_api_key
@@ -22,8 +21,7 @@ from hearth.api.dependencies import State, hearth_state
 from hearth.api.errors import ApiError
 from hearth.api.namespaces import resolve
 from hearth.api.state import HearthState
-from hearth.scheduler.queue import JOB_ID_PREFIX, SqlJobQueue
-from hearth.store.models import Job
+from hearth.scheduler.queue import JOB_ID_PREFIX, JobQuery, JobQueue, JobRecord
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out")
 
@@ -42,7 +40,7 @@ register_url_convertor("jobid", JobIdConvertor())
 router = APIRouter(prefix="/api", tags=["async"], dependencies=[Depends(require_api_key)])
 
 
-def job_out(job: Job) -> dict[str, Any]:
+def job_out(job: JobRecord) -> dict[str, Any]:
     return {
         "id": job.id,
         "invocation_id": job.id,
@@ -68,8 +66,8 @@ def job_out(job: Job) -> dict[str, Any]:
     }
 
 
-def queue_of(state: HearthState) -> SqlJobQueue:
-    if state.scheduler is None or not isinstance(state.scheduler.queue, SqlJobQueue):
+def queue_of(state: HearthState) -> JobQueue:
+    if state.scheduler is None:
         raise ApiError(503, "Unavailable", "the async queue is not running")
     return state.scheduler.queue
 
@@ -81,7 +79,7 @@ def visible(request: Request, function: str) -> bool:
     return principal.is_admin or (owner is not None and owner == principal.user)
 
 
-async def load_visible(request: Request, job_id: str) -> Job:
+async def load_visible(request: Request, job_id: str) -> JobRecord:
     job = await asyncio.to_thread(queue_of(hearth_state(request)).get, job_id)
     if job is None or not visible(request, job.function_name):
         raise ApiError(404, "NotFound", f"invocation {job_id!r} does not exist")
@@ -121,20 +119,14 @@ async def list_jobs(
         else [spec.name for spec in state.registry.all() if state.registry.owner_of(spec.name) == principal.user]
     )
 
-    def load() -> list[Job]:
-        query = select(Job).order_by(Job.created_at.desc()).limit(limit)
-        if function is not None:
-            query = query.where(Job.function_name == resolve(principal.user, function))
-        if owned is not None:
-            query = query.where(Job.function_name.in_(owned))
-        if status is not None:
-            query = query.where(Job.status == status)
-        if dead_letter is not None:
-            query = query.where(Job.dead_letter.is_(dead_letter))
-        with state.sessions() as session:
-            return list(session.scalars(query))
-
-    jobs = await asyncio.to_thread(load)
+    query = JobQuery(
+        limit=limit,
+        function=None if function is None else resolve(principal.user, function),
+        functions=owned,
+        status=status,
+        dead_letter=dead_letter,
+    )
+    jobs = await asyncio.to_thread(queue.list_jobs, query)
     return {"jobs": [job_out(job) for job in jobs], "queue_depth": await asyncio.to_thread(queue.depth)}
 
 

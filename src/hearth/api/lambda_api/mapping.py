@@ -11,8 +11,8 @@ from typing import Any
 
 from hearth.api.functions.schemas import NAME_PATTERN, FunctionOut
 from hearth.api.lambda_api.errors import LambdaError, invalid
-from hearth.engine import images
 from hearth.engine.lambda_env import reserved_in
+from hearth.images import catalog
 
 LATEST = "$LATEST"
 ARN_PATTERN = re.compile(
@@ -62,9 +62,9 @@ def check_runtime(runtime: str | None, available: list[str]) -> str:
     Lambda's other names of a runtime (provided.al2023, provided.al2) are accepted and mean the catalog's
     runtime (provided), which is what the function then reports: what it really runs on.
     """
-    accepted = [*available, *(alias for alias, target in images.ALIASES.items() if target in available)]
+    accepted = [*available, *(alias for alias, target in catalog.ALIASES.items() if target in available)]
     if runtime in accepted:
-        return images.ALIASES.get(str(runtime), str(runtime))
+        return catalog.ALIASES.get(str(runtime), str(runtime))
     raise invalid(
         f"Value {runtime!r} at 'runtime' failed to satisfy constraint: Member must satisfy enum value set: "
         f"[{', '.join(accepted)}] (the runtimes this Hearth runs)"
@@ -72,7 +72,7 @@ def check_runtime(runtime: str | None, available: list[str]) -> str:
 
 
 def language_of(runtime: str) -> str:
-    return images.language_of(runtime)
+    return catalog.language_of(runtime)
 
 
 def check_environment(variables: dict[str, str]) -> dict[str, str]:
@@ -118,7 +118,7 @@ def configuration(fn: FunctionOut, *, name: str, region: str, account: str) -> d
     config: dict[str, Any] = {
         "FunctionName": name,
         "FunctionArn": arn(region, account, name),
-        "Runtime": fn.runtime or images.default_runtime(fn.language),  # what the version really runs on
+        "Runtime": fn.runtime or catalog.default_runtime(fn.language),  # what the version really runs on
         "Role": f"arn:aws:iam::{account}:role/hearth",
         "Handler": handler_to_lambda(fn.handler, fn.language),
         "CodeSize": fn.code_size,

@@ -21,7 +21,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 
-from hearth.engine import aws_sdk, images, provided
+from hearth.engine import provided
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -36,6 +36,7 @@ from hearth.engine.sandbox import (
     SandboxStats,
     SandboxTimeout,
 )
+from hearth.images import aws_sdk, catalog, containers
 
 log = logging.getLogger(__name__)
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody:nogroup, what every sandbox runs as
@@ -158,7 +159,7 @@ class DockerSandbox(Sandbox):
         return not (self._poisoned or self._stopped or self.channel.closed)
 
     async def load(self, spec: FunctionSpec) -> float:
-        language = images.language_of(spec.sandbox_runtime)
+        language = catalog.language_of(spec.sandbox_runtime)
         # A custom runtime's `bootstrap` and what it runs are executables.
         materialize_code(spec.code_dir, self.directory / "code", executable=language == provided.LANGUAGE)
         # The function's installed dependencies, beside its code. Node's: /hearth/node_modules, where ES
@@ -278,11 +279,11 @@ class DockerBackend(Backend):
 
     def image_for(self, runtime: str) -> str:
         """The image of a runtime (`python3.13`, `provided`; a language means its default), or its override."""
-        image = images.runtime_image(runtime)
+        image = catalog.runtime_image(runtime)
         override = self.image_overrides.get(image.name)
-        if override is None and image.name == images.default_runtime(image.language):
+        if override is None and image.name == catalog.default_runtime(image.language):
             override = self.image_overrides.get(image.language)  # HEARTH_DOCKER_RUNTIME_<LANGUAGE>_IMAGE
-        return override or images.image_ref(image.name)
+        return override or containers.image_ref(image.name)
 
     def availability(self) -> tuple[bool, str]:
         try:
@@ -305,7 +306,7 @@ class DockerBackend(Backend):
         """The runtimes whose image is on this host (checked at most every few seconds)."""
         now = time.monotonic()
         if self._runtimes_checked is None or now - self._runtimes_checked[0] > RUNTIMES_RECHECK_S:
-            self._runtimes_checked = (now, [rt for rt in images.RUNTIMES if self._image_present(rt)])
+            self._runtimes_checked = (now, [rt for rt in catalog.RUNTIMES if self._image_present(rt)])
         return list(self._runtimes_checked[1])
 
     def describe(self) -> dict[str, Any]:
@@ -318,7 +319,7 @@ class DockerBackend(Backend):
         except Exception as exc:
             self.start_costs.record_failure(f"{type(exc).__name__}: {exc}")
             raise
-        self.start_costs.record(images.runtime_image(runtime).name, (time.perf_counter() - started) * 1000)
+        self.start_costs.record(catalog.runtime_image(runtime).name, (time.perf_counter() - started) * 1000)
         return sandbox
 
     async def _create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
@@ -380,11 +381,11 @@ class DockerBackend(Backend):
             str(directory): {"bind": "/hearth", "mode": "ro"},
             str(RUNTIMES_DIR): {"bind": "/opt/hearth", "mode": "ro"},
         }
-        catalog = images.runtime_image(runtime)
-        if catalog.aws_sdk and (sdk := aws_sdk.find_layer()) is not None:
+        entry = catalog.runtime_image(runtime)
+        if entry.aws_sdk and (sdk := aws_sdk.find_layer()) is not None:
             binds[str(sdk)] = {"bind": aws_sdk.MOUNT_POINT, "mode": "ro"}  # as Lambda's Node runtimes ship it
-        image, entrypoint, command = self.image_for(runtime), None, AGENT_COMMANDS.get(catalog.language)
-        if catalog.language == provided.LANGUAGE:  # the relay serves the Runtime API (hearth.engine.provided)
+        image, entrypoint, command = self.image_for(runtime), None, AGENT_COMMANDS.get(entry.language)
+        if entry.language == provided.LANGUAGE:  # the relay serves the Runtime API (hearth.engine.provided)
             try:
                 binds[str(provided.ensure_relay())] = {"bind": provided.RELAY_MOUNT, "mode": "ro"}
                 if labels.get("hearth.image"):  # an image function: its own image, its entrypoint run by the relay

@@ -41,7 +41,6 @@ from typing import Any
 
 import httpx
 
-from hearth.engine.backends import microvm_image
 from hearth.engine.backends.microvm import (
     BOOT_TIMEOUT_FLOOR_S,
     KERNEL_ARGS,
@@ -57,6 +56,7 @@ from hearth.engine.backends.microvm import (
 )
 from hearth.engine.channel import AgentChannel
 from hearth.engine.sandbox import Limits, SandboxCrashed, SandboxStartError
+from hearth.images import microvm as microvm_image
 
 FIRECRACKER = "firecracker"
 MIN_VERSION = (1, 8, 0)  # ACPI (virtio-mmio devices in the DSDT) on x86_64

@@ -53,8 +53,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.engine import images
-from hearth.engine.backends import microvm_image
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
@@ -70,6 +68,8 @@ from hearth.engine.sandbox import (
     SandboxStats,
     SandboxTimeout,
 )
+from hearth.images import catalog, debian
+from hearth.images import microvm as microvm_image
 
 log = logging.getLogger(__name__)
 
@@ -892,10 +892,10 @@ class MicroVMBackend(Backend):
         if settings.get("network"):
             return NO_NETWORK
         runtime = settings.get("runtime")
-        if runtime and images.runtime_image(str(runtime)).name not in self.runtimes():
+        if runtime and catalog.runtime_image(str(runtime)).name not in self.runtimes():
             return (
                 f"the {self.name} backend's guest image runs only {', '.join(self.runtimes())} "
-                f"(built from Debian {images.host_suite()}), not {runtime}"
+                f"(built from Debian {debian.host_suite()}), not {runtime}"
             )
         return None
 
@@ -970,10 +970,10 @@ class MicroVMBackend(Backend):
     # ----- sandboxes
     async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
         started = time.perf_counter()
-        name = images.runtime_image(runtime).name
+        name = catalog.runtime_image(runtime).name
         if name not in self.runtimes():  # the guest image holds the host suite's python3 and nodejs only
             raise SandboxStartError(f"the {self.name} backend runs only {', '.join(self.runtimes())}, not {name}")
-        runtime = images.language_of(name)  # the guest's agents and snapshots are per language
+        runtime = catalog.language_of(name)  # the guest's agents and snapshots are per language
         try:
             sandbox = await self._create(runtime, limits)
             if labels.get("hearth.stem") == "true" and self.accelerator()[0] == "tcg":

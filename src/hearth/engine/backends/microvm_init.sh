@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# PID 1 of a Hearth microVM (runs from the initramfs built by microvm_image.py; docs/isolation.md).
+# PID 1 of a Hearth microVM (runs from the initramfs built by hearth/images/microvm.py; docs/isolation.md).
 #
 # Loads the virtio modules, mounts the read-only root disk and builds the function's small world in
 # it: tmpfs /tmp and /hearth, a minimal /dev, the agents read-only at /opt/hearth, a cgroup with the

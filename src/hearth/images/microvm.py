@@ -10,21 +10,21 @@ A guest is three files (docs/isolation.md):
   root): busybox-static, the virtio modules the cloud kernel ships as modules (virtio-mmio,
   virtio-blk, virtio-console, virtio-rng, vsock), `microvm_init.sh` as /init, and what init bind-mounts
   read-only into the root at /opt/hearth: Hearth's agents, `microvm_supervisor.py` and
-  `microvm_launch.sh`.
+  `microvm_launch.sh` (the guest's programs live in hearth/engine/backends, beside the backend that
+  talks to them; this module only packs them).
 
 Nothing names a mirror: mmdebstrap is given the host's apt sources file, read at build time. The
 cache lives outside the repository (`HEARTH_MICROVM_CACHE_DIR`, else /var/cache/hearth/microvm for
 root, else ~/.cache/hearth/microvm); a build goes to a temporary directory renamed into place, under
 a lock, so concurrent builders never see half an image.
 
-`python -m hearth.engine.backends.microvm_image [--force]` (or `make microvm-image`) builds it.
+`python -m hearth.images.microvm [--force]` (or `make microvm-image`) builds it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -37,14 +37,12 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.engine.images import host_sources, host_suite
-
-Progress = Callable[[str], None]
+from hearth.images import debian, locks
+from hearth.images.debian import ImageBuildError, Progress, host_sources, host_suite
 
 RECIPE_VERSION = 1
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
@@ -58,39 +56,23 @@ MODULES: tuple[str, ...] = (
     "virtio_rng",
     "vmw_vsock_virtio_transport",
 )
-TRIMMED: tuple[str, ...] = (
-    "/usr/share/man/*",
-    "/usr/share/locale/*",
-    "/usr/share/doc/*",
-    "/usr/share/info/*",
-    "/usr/share/lintian/*",
-)
-ROOT_HOOKS: tuple[str, ...] = ("eatmydata", "merged-usr")
 ROOT_CUSTOMIZE: tuple[str, ...] = (
-    'rm -rf "$1"/etc/apt/sources.list "$1"/etc/apt/sources.list.d/* "$1"/var/lib/apt/lists/*',
-    'rm -rf "$1"/var/cache/* "$1"/var/log/*',
+    *debian.CLEAN,
     # mount points: the agents (from the initramfs), the function's code and dependencies (tmpfs)
     'mkdir -p "$1"/opt/hearth "$1"/hearth "$1"/dev "$1"/proc "$1"/tmp',
 )
-HOOKS_DIR = Path("/usr/share/mmdebstrap/hooks")
-# Host tools -> Debian package.
-HOST_TOOLS = {
-    "mmdebstrap": "mmdebstrap",
-    "eatmydata": "eatmydata",
-    "dpkg-architecture": "dpkg-dev",
-    "mke2fs": "e2fsprogs",
-    "lz4": "lz4",
-}
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# Host tools -> Debian package: mmdebstrap's, and those that make the root file system and the kernel.
+HOST_TOOLS = {**debian.HOST_TOOLS, "mke2fs": "e2fsprogs", "lz4": "lz4"}
 LZ4_MAGIC = b"\x02\x21\x4c\x18"  # the legacy LZ4 frame the kernel's decompressor uses
-TAIL_LINES = 40
-RUNTIMES_DIR = Path(__file__).resolve().parents[2] / "runtimes"
-INIT_SCRIPT = Path(__file__).with_name("microvm_init.sh")
-LAUNCH_SCRIPT = Path(__file__).with_name("microvm_launch.sh")
-SUPERVISOR = Path(__file__).with_name("microvm_supervisor.py")
+RUNTIMES_DIR = Path(__file__).resolve().parents[1] / "runtimes"
+# The guest's own programs live beside the backend that talks to them.
+GUEST_DIR = Path(__file__).resolve().parents[1] / "engine" / "backends"
+INIT_SCRIPT = GUEST_DIR / "microvm_init.sh"
+LAUNCH_SCRIPT = GUEST_DIR / "microvm_launch.sh"
+SUPERVISOR = GUEST_DIR / "microvm_supervisor.py"
 
 
-class GuestImageError(RuntimeError):
+class GuestImageError(ImageBuildError):
     pass
 
 
@@ -116,8 +98,8 @@ def recipe() -> dict[str, Any]:
         "root": {
             "variant": "essential",
             "packages": list(ROOT_PACKAGES),
-            "hooks": list(ROOT_HOOKS),
-            "path_exclude": list(TRIMMED),
+            "hooks": list(debian.HOOKS),
+            "path_exclude": list(debian.TRIMMED),
             "customize": list(ROOT_CUSTOMIZE),
             "filesystem": "ext4 read-only, no journal",
         },
@@ -176,43 +158,15 @@ def find_image(cache_dir: Path | None = None) -> GuestImage | None:
 # ----------------------------------------------------------------------------------------------- build
 
 
-def _system_env() -> dict[str, str]:
-    path = os.environ.get("PATH", "")
-    return {**os.environ, "PATH": f"{SYSTEM_PATH}:{path}" if path else SYSTEM_PATH, "DEBIAN_FRONTEND": "noninteractive"}
-
-
-def _which(tool: str) -> str | None:
-    return shutil.which(tool, path=_system_env()["PATH"])
-
-
-def _ensure_host_tools(say: Progress) -> None:
-    if os.geteuid() != 0:
-        raise GuestImageError(
-            "building the microVM guest image needs root (mmdebstrap --mode=root): run "
-            "`make microvm-image` or `python -m hearth.engine.backends.microvm_image` as root"
-        )
-    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if _which(tool) is None})
-    if not missing:
-        return
-    if _which("apt-get") is None:
-        raise GuestImageError(f"missing build tools ({', '.join(missing)}) and no apt-get to install them")
-    say(f"installing Debian packages for the guest image build: {' '.join(missing)}")
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
-        done = subprocess.run(command, env=_system_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stdout + done.stderr).strip().splitlines()[-TAIL_LINES:]
-            raise GuestImageError(f"`{' '.join(command)}` failed:\n" + "\n".join(tail))
-
-
 def _run_logged(command: list[str], say: Progress, label: str, started: float) -> None:
     """Run a build step, forwarding its output as progress lines; raise with its tail on failure."""
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    tail: deque[str] = deque(maxlen=debian.TAIL_LINES)
     proc = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=_system_env(),
+        env=debian.system_env(),
         start_new_session=True,  # mmdebstrap signals its whole process group on failure
     )
     assert proc.stdout is not None
@@ -232,26 +186,29 @@ def _run_logged(command: list[str], say: Progress, label: str, started: float) -
 
 def mmdebstrap_boot_command(spec: dict[str, Any], target: Path, sources: Path) -> list[str]:
     """The kernel and busybox, only unpacked (variant extract): nothing of it is installed or run."""
-    return [
-        "mmdebstrap",
-        "--mode=root",
-        "--variant=extract",
-        f"--include={','.join(spec['boot_packages'])}",
-        "--format=directory",
-        spec["suite"],
-        str(target),
-        str(sources),
-    ]
+    return debian.mmdebstrap_command(
+        suite=spec["suite"],
+        variant="extract",
+        packages=spec["boot_packages"],
+        output_format="directory",
+        target=str(target),
+        sources=sources,
+    )
 
 
 def mmdebstrap_root_command(spec: dict[str, Any], target: Path, sources: Path) -> list[str]:
     root = spec["root"]
-    command = ["mmdebstrap", "--mode=root", f"--variant={root['variant']}", f"--include={','.join(root['packages'])}"]
-    command += [f"--hook-directory={HOOKS_DIR / hook}" for hook in root["hooks"]]
-    command += [f"--dpkgopt=path-exclude={pattern}" for pattern in root["path_exclude"]]
-    command += [f"--customize-hook={hook}" for hook in root["customize"]]
-    command += ["--format=directory", spec["suite"], str(target), str(sources)]
-    return command
+    return debian.mmdebstrap_command(
+        suite=spec["suite"],
+        variant=root["variant"],
+        packages=root["packages"],
+        hooks=root["hooks"],
+        path_exclude=root["path_exclude"],
+        customize=root["customize"],
+        output_format="directory",
+        target=str(target),
+        sources=sources,
+    )
 
 
 def extract_vmlinux(vmlinuz: Path, target: Path) -> None:
@@ -260,7 +217,7 @@ def extract_vmlinux(vmlinuz: Path, target: Path) -> None:
     at = data.find(LZ4_MAGIC)
     if at < 0:
         raise GuestImageError(f"{vmlinuz.name}: no LZ4 payload found (not a Debian amd64 kernel?)")
-    done = subprocess.run(["lz4", "-dc"], input=data[at:], capture_output=True, env=_system_env())
+    done = subprocess.run(["lz4", "-dc"], input=data[at:], capture_output=True, env=debian.system_env())
     # lz4 complains about the bytes after the payload (the bzImage's trailer); the kernel is complete.
     if not done.stdout.startswith(b"\x7fELF"):
         raise GuestImageError(f"decompressing {vmlinuz.name} gave no ELF kernel: {done.stderr.decode()[-300:]}")
@@ -352,7 +309,7 @@ def build_image(cache_dir: Path | None = None, progress: Progress | None = None)
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     say(f"[microvm] building guest image {target.name} from Debian {spec['suite']} packages")
-    _ensure_host_tools(say)
+    debian.ensure_host_tools(HOST_TOOLS, say, "`make microvm-image` or `python -m hearth.images.microvm`")
     sources = host_sources()
     work = Path(tempfile.mkdtemp(prefix=f".build-{target.name}-", dir=target.parent))
     try:
@@ -419,25 +376,12 @@ def build_image(cache_dir: Path | None = None, progress: Progress | None = None)
     return GuestImage(target)
 
 
-@contextlib.contextmanager
-def _lock(cache_dir: Path, name: str) -> Iterator[None]:
-    """An exclusive lock shared by every process using this cache (flock: freed on exit)."""
-    locks = cache_dir / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def ensure_image(cache_dir: Path | None = None, progress: Progress | None = None, force: bool = False) -> GuestImage:
     """The current recipe's image, built first if it is not in the cache."""
     cache = cache_dir or default_cache_dir()
     if not force and (image := find_image(cache)):
         return image
-    with _lock(cache, "image"):
+    with locks.exclusive(cache / "locks" / "image.lock"):
         if not force and (image := find_image(cache)):
             return image
         return build_image(cache, progress)
@@ -535,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image = ensure_image(cache, say, force=args.force)
         initramfs = ensure_initramfs(image, cache)
-    except GuestImageError as exc:
+    except ImageBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     manifest = image.manifest

@@ -1,18 +1,16 @@
 """The AWS SDK for JavaScript v3 that Node sandboxes see, as Lambda's nodejs18.x and later runtimes ship it.
 
 Not in Debian: the pinned packages below are installed from npm once, inside a container of a
-builder image (Debian's nodejs and npm, built like the runtime images, hearth.engine.images), into
+builder image (Debian's nodejs and npm, built like the runtime images, hearth.images.containers), into
 a directory named after the recipe's hash. The Docker backend bind-mounts its `node_modules`
 read-only at `/node_modules` of Node sandboxes: both `require()` and ES modules' `import` (which
 ignores NODE_PATH) find it from the function's directory, after the function's own node_modules and
-its dependency layer, as on Lambda. `python -m hearth.engine.aws_sdk` builds it.
+its dependency layer, as on Lambda. `python -m hearth.images.aws_sdk` builds it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,14 +18,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
-from hearth.engine import images
+from hearth.images import catalog, containers, locks
 
 # One version for every client: each @aws-sdk release ships them together. 3.893.0 still supports
 # Node 18 (engines: node >= 18); later releases need Node 20.
@@ -47,7 +44,7 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILDER_CA_BUNDLE = "/etc/hearth-host-ca.crt"
 COMPLETE = ".complete"
 
-Progress = images.Progress
+Progress = containers.Progress
 
 
 class SdkBuildError(RuntimeError):
@@ -56,14 +53,14 @@ class SdkBuildError(RuntimeError):
 
 def builder_spec() -> dict[str, Any]:
     """The image npm runs in: the default Node runtime's builder image (its packages plus Debian's npm)."""
-    return images.recipe(images.default_runtime("javascript"), "builder")
+    return containers.recipe(catalog.default_runtime("javascript"), "builder")
 
 
 def recipe() -> dict[str, Any]:
     return {
         "version": 1,
         "packages": list(PACKAGES),
-        "builder": images.ref_for(builder_spec()),
+        "builder": containers.ref_for(builder_spec()),
         "npm": ["install", "--ignore-scripts", "--omit=dev", "--no-audit", "--no-fund"],
     }
 
@@ -94,19 +91,8 @@ def find_layer(cache: Path | None = None) -> Path | None:
     return None
 
 
-@contextlib.contextmanager
-def _lock(cache: Path) -> Iterator[None]:
-    cache.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _ensure_builder(client: docker.DockerClient, say: Progress) -> str:
-    return images.ensure_image(client, images.default_runtime("javascript"), say, role="builder")
+    return containers.ensure_image(client, catalog.default_runtime("javascript"), say, role="builder")
 
 
 def ensure_layer(client: docker.DockerClient, progress: Progress | None = None, cache: Path | None = None) -> Path:
@@ -115,7 +101,7 @@ def ensure_layer(client: docker.DockerClient, progress: Progress | None = None, 
     cache = cache or cache_dir()
     if (found := find_layer(cache)) is not None:
         return found
-    with _lock(cache):
+    with locks.exclusive(cache / ".lock"):
         if (found := find_layer(cache)) is not None:
             return found
         started = time.monotonic()
@@ -171,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         client = docker.from_env()
         client.ping()
         print(ensure_layer(client, lambda line: print(line, flush=True)))
-    except (docker.errors.DockerException, SdkBuildError, images.ImageBuildError) as exc:
+    except (docker.errors.DockerException, SdkBuildError, containers.ImageBuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

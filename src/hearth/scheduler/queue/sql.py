@@ -1,24 +1,15 @@
-"""The durable queue of async invocations: a small interface, and its implementation on the store.
+"""The async queue in the store's `jobs` table (SQLite by default; any SQLAlchemy database).
 
-Claiming takes a lease: a job whose worker died is claimable again once its lease has expired, so
-nothing is lost, and several nodes can share one queue. Another implementation (Redis Streams, for
-example) only has to provide `JobQueue`; the scheduler knows nothing else about storage.
-
-Counting, per job: `attempts` is every time the job started to run, `interruptions` those cut short
-by a crash or a shutdown (they do not use up the job's retries), `runs` every claim including those
-that met a full pool and never ran (it names each attempt's invocation record: `<job id>.<run>`).
+Claims visit functions in the order of the fairness policy (fairness.RoundRobin); the hot statements
+are built once.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
-import itertools
-import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,9 +17,21 @@ from sqlalchemy import bindparam, case, delete, func, insert, select, text, upda
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hearth.scheduler.queue.base import (
+    FINAL,
+    ClaimedJob,
+    JobQuery,
+    JobQueue,
+    JobRecord,
+    NewJob,
+    Outcome,
+    PendingCallback,
+    callback_body,
+    new_job_id,
+)
+from hearth.scheduler.queue.fairness import RoundRobin
 from hearth.store.models import Job
 
-FINAL = frozenset({"succeeded", "failed", "timed_out"})
 JOBS = Job.__table__  # Core statements: the hot path skips the ORM's per-statement bookkeeping
 C = JOBS.c
 # The functions with queued jobs, by a skip scan of ix_jobs_claim (status, function_name, run_at):
@@ -41,7 +44,6 @@ QUEUED_FUNCTIONS = text(
     " FROM f WHERE f.name IS NOT NULL"
     ") SELECT name FROM f WHERE name IS NOT NULL"
 )
-MAX_FUNCTIONS_PER_CLAIM = 64
 # The hot statements, built once: executing a prebuilt statement skips most of SQLAlchemy's
 # per-call work (about 4x cheaper per finished job than building it each time).
 _CLAIM = (
@@ -82,144 +84,6 @@ _FINISH = (
         callback_status=case((C.callback_url.is_not(None), "pending"), else_=None),
     )
 )
-FUNCTIONS_REFRESH_S = 1.0
-JOB_ID_PREFIX = "job-"
-# Unique across restarts and nodes (start time + randomness), cheap per job; never contains a dot
-# (attempt records are named `<job id>.<run>`).
-_ID_STEM = f"{JOB_ID_PREFIX}{int(time.time()):x}{secrets.token_hex(3)}"
-_id_counter = itertools.count()
-
-
-def new_job_id() -> str:
-    return f"{_ID_STEM}{next(_id_counter):08x}"
-
-
-@dataclass(frozen=True)
-class NewJob:
-    function_name: str
-    event: Any
-    max_attempts: int
-    source: str = "api"
-    idempotency_key: str | None = None
-    callback_url: str | None = None
-    run_at: float | None = None
-    id: str = ""  # a fresh id when empty
-
-
-@dataclass(frozen=True)
-class ClaimedJob:
-    id: str
-    function_name: str
-    event: Any
-    attempt: int  # this attempt's number, counting interrupted ones
-    interruptions: int
-    max_attempts: int
-    run: int  # this claim's number: the attempt record is `<id>.<run>`
-    callback_url: str | None
-
-    @property
-    def record_id(self) -> str:
-        return f"{self.id}.{self.run}"
-
-    @property
-    def last_allowed(self) -> bool:
-        """No retry is left after this attempt if it fails (interrupted attempts are not counted)."""
-        return self.attempt - self.interruptions >= self.max_attempts
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The final state one claim (`worker`, `run`) reached."""
-
-    job_id: str
-    worker: str
-    run: int
-    status: str
-    result: Any
-    error: dict[str, Any] | None
-    record_id: str | None
-    dead_letter: bool
-
-
-@dataclass(frozen=True)
-class PendingCallback:
-    id: str
-    url: str
-    body: dict[str, Any]
-
-
-class JobQueue(abc.ABC):
-    @abc.abstractmethod
-    def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[str, bool]]:
-        """Store the jobs durably (one commit for all); per job (its id, created). An idempotency key
-        already used for the same function gives the existing job's id with created=False."""
-
-    @abc.abstractmethod
-    def claim(
-        self, worker: str, limit: int, lease_s: float, room: Callable[[str], int], exclude: Collection[str] = ()
-    ) -> list[ClaimedJob]:
-        """Up to `limit` due jobs, oldest first, now running under `worker`'s lease: at most
-        `room(function)` of each function, none of the functions in `exclude`."""
-
-    @abc.abstractmethod
-    def renew(self, worker: str, job_ids: Collection[str], lease_s: float) -> None:
-        """Extend the lease of `worker`'s running jobs."""
-
-    @abc.abstractmethod
-    def finish(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        """Final states (one commit for all). Per outcome: False if the job is no longer that claim's
-        (its lease ran out and it was queued again). A job with a callback_url gets callback_status
-        `pending` in the same write."""
-
-    @abc.abstractmethod
-    def retry_at(
-        self,
-        job_id: str,
-        worker: str,
-        run: int,
-        run_at: float,
-        error: dict[str, Any] | None,
-        record_id: str | None,
-        count_attempt: bool = True,
-    ) -> bool:
-        """Back to the queue until `run_at` (count_attempt=False: the attempt never ran: a full pool)."""
-
-    @abc.abstractmethod
-    def release(self, worker: str, job_ids: Collection[str]) -> int:
-        """Give running jobs back (shutdown): queued again, the attempt counted as interrupted."""
-
-    @abc.abstractmethod
-    def recover(self, now: float, worker_prefix: str | None = None) -> int:
-        """Queue again the running jobs whose lease expired, or (at start) those of an earlier run of
-        this node (`worker_prefix`); their attempt counts as interrupted."""
-
-    @abc.abstractmethod
-    def depth(self) -> int:
-        """Jobs waiting (queued, due or not)."""
-
-    @abc.abstractmethod
-    def pending_callbacks(self, limit: int) -> list[PendingCallback]:
-        """Final jobs whose callback was not delivered yet (e.g. the server stopped meanwhile)."""
-
-    @abc.abstractmethod
-    def set_callback(self, job_id: str, status: str, attempts: int) -> None: ...
-
-    @abc.abstractmethod
-    def prune(self, finished_before: float) -> int:
-        """Delete final jobs (and their callback state) that finished before the given time."""
-
-
-def callback_body(
-    job: Job | ClaimedJob, status: str, result: Any, error: dict[str, Any] | None, attempts: int
-) -> dict[str, Any]:
-    return {
-        "invocation_id": job.id,
-        "function": job.function_name,
-        "status": status,
-        "result": result,
-        "error": error,
-        "attempts": attempts,
-    }
 
 
 class SqlJobQueue(JobQueue):
@@ -230,10 +94,7 @@ class SqlJobQueue(JobQueue):
         # This process' writes to the queue go one at a time: threads contending for SQLite's write
         # lock would otherwise wait in its busy handler, which sleeps in steps of milliseconds.
         self._writing = threading.Lock()
-        self._last_function = ""  # round robin: the function the last claim took a job of
-        self._functions: set[str] = set()  # functions that may have due jobs
-        self._functions_at = 0.0
-        self._due_later: dict[str, float] = {}  # function -> earliest retry this process queued
+        self._turns = RoundRobin()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
@@ -267,7 +128,7 @@ class SqlJobQueue(JobQueue):
         try:
             with self._write() as session:
                 session.execute(insert(JOBS), rows)
-            self._functions.update(row["function_name"] for row in rows)
+            self._turns.queued(row["function_name"] for row in rows)
             return [(row["id"], True) for row in rows]
         except IntegrityError:
             if not any(row["idempotency_key"] for row in rows):
@@ -280,7 +141,7 @@ class SqlJobQueue(JobQueue):
             try:
                 with self._write() as session:
                     session.execute(insert(JOBS), [row])
-                self._functions.add(row["function_name"])
+                self._turns.queued([row["function_name"]])
                 return row["id"], True
             except IntegrityError:
                 if row["idempotency_key"] is None:
@@ -301,23 +162,16 @@ class SqlJobQueue(JobQueue):
     ) -> list[ClaimedJob]:
         if limit <= 0:
             return []
-        # Functions take turns (round robin from where the last claim stopped), each oldest job first:
-        # a deep backlog of one function neither delays the jobs of others nor costs a scan per claim
-        # while that function is at its cap. Which functions have queued jobs is known from this
-        # process' enqueues, and looked up in the store (a skip scan) once a second or when nothing
-        # known was claimable: the jobs of other nodes, and retries that came due.
+        # Functions take turns (fairness.RoundRobin); which have queued jobs is looked up in the store
+        # (a skip scan) when the policy's view is stale or when nothing it knew of was claimable.
         now = time.time()
-        for name, due_at in list(self._due_later.items()):
-            if due_at <= now:
-                self._functions.add(name)
-                self._due_later.pop(name, None)
-        refreshed = now - self._functions_at > FUNCTIONS_REFRESH_S
+        refreshed = self._turns.stale(now)
         if refreshed:
             self._refresh_functions(now)
-        rows = self._claim_from(sorted(self._functions), worker, limit, lease_s, room, exclude, now)
+        rows = self._claim_from(self._turns.turn(exclude), worker, limit, lease_s, room, now)
         if not rows and not refreshed:
             self._refresh_functions(now)
-            rows = self._claim_from(sorted(self._functions), worker, limit, lease_s, room, exclude, now)
+            rows = self._claim_from(self._turns.turn(exclude), worker, limit, lease_s, room, now)
         rows.sort(key=lambda r: r.run_at)
         return [
             ClaimedJob(
@@ -335,24 +189,20 @@ class SqlJobQueue(JobQueue):
 
     def _refresh_functions(self, now: float) -> None:
         with self._sessions() as session:
-            self._functions = {name for (name,) in session.execute(QUEUED_FUNCTIONS)}
-        self._functions_at = now
+            self._turns.refresh([name for (name,) in session.execute(QUEUED_FUNCTIONS)], now)
 
     def _claim_from(
         self,
-        functions: list[str],
+        turn: list[str],
         worker: str,
         limit: int,
         lease_s: float,
         room: Callable[[str], int],
-        exclude: Collection[str],
         now: float,
     ) -> list[Any]:
-        start = next((k for k, name in enumerate(functions) if name > self._last_function), 0)
-        turn = [name for name in functions[start:] + functions[:start] if name not in exclude]
         rows: list[Any] = []
         with self._write() as session:
-            for name in turn[:MAX_FUNCTIONS_PER_CLAIM]:
+            for name in turn:
                 want = min(room(name), limit - len(rows))
                 if want <= 0:
                     continue
@@ -363,9 +213,9 @@ class SqlJobQueue(JobQueue):
                 got = session.execute(_CLAIM, params).all()
                 rows.extend(got)
                 if got:
-                    self._last_function = name
-                if len(got) < want:  # nothing more due: known again once it gets jobs (or at the refresh)
-                    self._functions.discard(name)
+                    self._turns.took(name)
+                if len(got) < want:
+                    self._turns.drained(name)
                 if len(rows) >= limit:
                     break
         return rows
@@ -426,7 +276,7 @@ class SqlJobQueue(JobQueue):
             ).scalar()
         if function is None:
             return False
-        self._due_later[function] = min(run_at, self._due_later.get(function, run_at))
+        self._turns.due_at(function, run_at)
         return True
 
     def _requeue_interrupted(self, condition: Any, now: float) -> int:
@@ -447,7 +297,7 @@ class SqlJobQueue(JobQueue):
                 .scalars()
                 .all()
             )
-        self._functions.update(functions)
+        self._turns.queued(functions)
         return len(functions)
 
     def release(self, worker: str, job_ids: Collection[str]) -> int:
@@ -465,9 +315,23 @@ class SqlJobQueue(JobQueue):
         with self._sessions() as session:
             return int(session.scalar(select(func.count()).select_from(JOBS).where(C.status == "queued")) or 0)
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> JobRecord | None:
         with self._sessions() as session:
-            return session.get(Job, job_id)
+            job = session.get(Job, job_id)
+            return None if job is None else record_of(job)
+
+    def list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        statement = select(Job).order_by(Job.created_at.desc()).limit(query.limit)
+        if query.function is not None:
+            statement = statement.where(Job.function_name == query.function)
+        if query.functions is not None:
+            statement = statement.where(Job.function_name.in_(list(query.functions)))
+        if query.status is not None:
+            statement = statement.where(Job.status == query.status)
+        if query.dead_letter is not None:
+            statement = statement.where(Job.dead_letter.is_(query.dead_letter))
+        with self._sessions() as session:
+            return [record_of(job) for job in session.scalars(statement)]
 
     def pending_callbacks(self, limit: int) -> list[PendingCallback]:
         with self._sessions() as session:
@@ -490,7 +354,6 @@ class SqlJobQueue(JobQueue):
             )
 
     def requeue_dead(self, job_id: str) -> bool:
-        """Run a dead-lettered job again, with a fresh set of attempts."""
         with self._write() as session:
             function = session.execute(
                 update(JOBS)
@@ -509,7 +372,7 @@ class SqlJobQueue(JobQueue):
                 .returning(C.function_name)
             ).scalar()
         if function is not None:
-            self._functions.add(function)
+            self._turns.queued([function])
         return function is not None
 
     def prune(self, finished_before: float) -> int:
@@ -523,3 +386,27 @@ class SqlJobQueue(JobQueue):
                     )
                 ).rowcount
             )
+
+
+def record_of(job: Job) -> JobRecord:
+    return JobRecord(
+        id=job.id,
+        function_name=job.function_name,
+        source=job.source,
+        status=job.status,
+        dead_letter=job.dead_letter,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        interruptions=job.interruptions,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        run_at=job.run_at,
+        result=job.result,
+        error=job.error,
+        idempotency_key=job.idempotency_key,
+        callback_url=job.callback_url,
+        callback_status=job.callback_status,
+        callback_attempts=job.callback_attempts,
+        last_record_id=job.last_record_id,
+    )

@@ -12,7 +12,7 @@ import docker
 import docker.errors
 import pytest
 
-from hearth.engine import images
+from hearth.images import catalog, containers, debian
 
 RUN_OPTIONS = {"network_mode": "none", "user": "65534:65534", "read_only": True, "remove": True}
 VERSION_PROGRAMS = {
@@ -44,7 +44,7 @@ def client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="module")
 def refs(client: docker.DockerClient) -> dict[str, str]:
-    return images.ensure_images(client, progress=lambda line: print(line, flush=True))
+    return containers.ensure_images(client, progress=lambda line: print(line, flush=True))
 
 
 def run(client: docker.DockerClient, ref: str, command: list[str]) -> str:
@@ -52,23 +52,23 @@ def run(client: docker.DockerClient, ref: str, command: list[str]) -> str:
 
 
 def test_ensure_images_returns_current_refs(client: docker.DockerClient, refs: dict[str, str]) -> None:
-    assert set(refs) == set(images.RUNTIMES)
+    assert set(refs) == set(catalog.RUNTIMES)
     for runtime, ref in refs.items():
-        assert ref == images.image_ref(runtime)
-        assert images.image_present(client, runtime)
+        assert ref == containers.image_ref(runtime)
+        assert containers.image_present(client, runtime)
         # The second call is served from Docker's cache (no lock, no build).
-        assert images.ensure_image(client, runtime, progress=pytest.fail) == ref
+        assert containers.ensure_image(client, runtime, progress=pytest.fail) == ref
 
 
-@pytest.mark.parametrize("runtime", images.RUNTIMES)
+@pytest.mark.parametrize("runtime", catalog.RUNTIMES)
 def test_runtime_runs_as_nobody_without_network(
     client: docker.DockerClient, refs: dict[str, str], runtime: str
 ) -> None:
-    out = run(client, refs[runtime], VERSION_PROGRAMS[images.language_of(runtime)])
+    out = run(client, refs[runtime], VERSION_PROGRAMS[catalog.language_of(runtime)])
     assert re.match(VERSIONS[runtime], out.strip(), re.S), out
 
 
-@pytest.mark.parametrize("runtime", images.RUNTIMES)
+@pytest.mark.parametrize("runtime", catalog.RUNTIMES)
 def test_image_contents(client: docker.DockerClient, refs: dict[str, str], runtime: str) -> None:
     script = (
         "echo uid=$(id -u) gid=$(id -g); "
@@ -91,19 +91,19 @@ def test_image_contents(client: docker.DockerClient, refs: dict[str, str], runti
 
 
 def test_image_ref_follows_the_recipe() -> None:
-    for runtime in images.RUNTIMES:
-        ref = images.image_ref(runtime)
-        assert ref == images.image_ref(runtime)
+    for runtime in catalog.RUNTIMES:
+        ref = containers.image_ref(runtime)
+        assert ref == containers.image_ref(runtime)
         assert re.fullmatch(rf"hearth-runtime-{runtime}:[0-9a-f]{{12}}", ref)
-        assert ref.endswith(images.tag_for(images.recipe(runtime)))
-    assert images.image_ref("python") != images.image_ref("javascript")
+        assert ref.endswith(containers.tag_for(containers.recipe(runtime)))
+    assert containers.image_ref("python") != containers.image_ref("javascript")
     # A language names its default runtime: the one built from the host's suite.
-    assert images.image_ref("python") == images.image_ref(images.default_runtime("python"))
-    assert images.runtime_image(images.default_runtime("javascript")).suite == images.host_suite()
+    assert containers.image_ref("python") == containers.image_ref(catalog.default_runtime("python"))
+    assert catalog.runtime_image(catalog.default_runtime("javascript")).suite == debian.host_suite()
 
-    base = images.recipe("python")
-    assert images.tag_for(base) == images.tag_for(images.recipe("python"))
-    assert images.tag_for(base) == images.tag_for(dict(reversed(list(base.items()))))  # key order is irrelevant
+    base = containers.recipe("python")
+    assert containers.tag_for(base) == containers.tag_for(containers.recipe("python"))
+    assert containers.tag_for(base) == containers.tag_for(dict(reversed(list(base.items()))))  # key order is irrelevant
     for change in (
         {"packages": [*base["packages"], "python3-yaml"]},
         {"suite": "trixie"},
@@ -111,44 +111,44 @@ def test_image_ref_follows_the_recipe() -> None:
         {"customize": []},
         {"variant": "minbase"},
     ):
-        assert images.tag_for({**base, **change}) != images.tag_for(base), change
+        assert containers.tag_for({**base, **change}) != containers.tag_for(base), change
 
     with pytest.raises(ValueError):
-        images.recipe("cobol")
+        containers.recipe("cobol")
 
 
 def test_image_ref_ignores_agent_code() -> None:
-    recipe_text = repr(images.recipe("python")) + repr(images.recipe("javascript"))
+    recipe_text = repr(containers.recipe("python")) + repr(containers.recipe("javascript"))
     assert "agent" not in recipe_text
 
 
 def test_mmdebstrap_command_reads_the_host() -> None:
-    command = images.mmdebstrap_command(images.recipe("python"))
-    assert command[-3:-1] == [images.host_suite(), "-"]
-    assert command[-1] == str(images.host_sources())
+    command = containers.mmdebstrap_command(containers.recipe("python"))
+    assert command[-3:-1] == [debian.host_suite(), "-"]
+    assert command[-1] == str(debian.host_sources())
     assert "--include=python3,python3-boto3" in command  # Lambda's Python runtimes ship boto3
     # No mirror is ever spelled out: the host's sources file is the mirror argument.
     assert not any("://" in part for part in command)
 
 
 def test_another_suite_gets_sources_derived_from_the_hosts() -> None:
-    other = next(image for image in images.CATALOG.values() if image.suite != images.host_suite())
-    command = images.mmdebstrap_command(images.recipe(other.name))
+    other = next(image for image in catalog.CATALOG.values() if image.suite != debian.host_suite())
+    command = containers.mmdebstrap_command(containers.recipe(other.name))
     assert command[-3:-1] == [other.suite, "-"]
     derived = Path(command[-1]).read_text()
     assert f"Suites: {other.suite}" in derived or f" {other.suite} " in derived
-    assert images.host_suite() not in derived  # no stanza of the host's own release (nor its -security)
+    assert debian.host_suite() not in derived  # no stanza of the host's own release (nor its -security)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mmdebstrap") is None, reason="needs root and mmdebstrap")
 def test_failed_build_raises_and_leaves_no_image(client: docker.DockerClient) -> None:
     # An unknown suite leaves mmdebstrap with no essential set: it fails within seconds (a missing
     # package would fail only after the essential set is installed, ~20 s in).
-    spec = {**images.recipe("python"), "suite": "hearth-no-such-suite"}
-    ref = images.ref_for(spec)
+    spec = {**containers.recipe("python"), "suite": "hearth-no-such-suite"}
+    ref = containers.ref_for(spec)
     lines: list[str] = []
-    with pytest.raises(images.ImageBuildError) as failure:
-        images.build_image(client, "python", progress=lines.append, spec=spec)
+    with pytest.raises(containers.ImageBuildError) as failure:
+        containers.build_image(client, "python", progress=lines.append, spec=spec)
     assert "mmdebstrap exited with" in str(failure.value)
     assert "E: " in str(failure.value)  # the tail of mmdebstrap's output
     assert any("mmdebstrap" in line for line in lines)
@@ -161,15 +161,16 @@ def test_failed_build_raises_and_leaves_no_image(client: docker.DockerClient) ->
 def test_builder_images_hold_the_installer_and_the_runtimes_own_interpreter(
     client: docker.DockerClient, refs: dict[str, str]
 ) -> None:
-    builders = images.ensure_builder_images(client, progress=lambda line: print(line, flush=True))
+    builders = containers.ensure_builder_images(client, progress=lambda line: print(line, flush=True))
     # Every runtime has a builder image but provided, whose functions bring what they run (no dependency build).
-    assert set(builders) == set(images.BUILDER_RUNTIMES) == set(images.RUNTIMES) - {"provided"}
+    assert set(builders) == set(catalog.BUILDER_RUNTIMES) == set(catalog.RUNTIMES) - {"provided"}
     with pytest.raises(ValueError):
-        images.recipe("provided", "builder")
+        containers.recipe("provided", "builder")
     installers = {"python": ["python3", "-m", "pip", "--version"], "javascript": ["npm", "--version"]}
     for runtime, ref in builders.items():
-        assert ref == images.builder_ref(runtime) and ref.startswith(images.BUILDER_PREFIX)
-        assert images.tag_for(images.recipe(runtime, "builder")) != images.tag_for(images.recipe(runtime))
-        command = VERSION_PROGRAMS[images.language_of(runtime)]
+        assert ref == containers.builder_ref(runtime) and ref.startswith(containers.BUILDER_PREFIX)
+        builder_recipe = containers.recipe(runtime, "builder")
+        assert containers.tag_for(builder_recipe) != containers.tag_for(containers.recipe(runtime))
+        command = VERSION_PROGRAMS[catalog.language_of(runtime)]
         assert run(client, ref, command) == run(client, refs[runtime], command)  # wheels and modules match
-        assert run(client, ref, installers[images.language_of(runtime)]).strip()
+        assert run(client, ref, installers[catalog.language_of(runtime)]).strip()
