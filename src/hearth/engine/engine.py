@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hearth.engine.batching import Batcher, BatchPolicy
+from hearth.engine.clock import MONOTONIC, Clock
 from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
 from hearth.engine.records import CallSite, RecordSink, invocation_record
 from hearth.engine.sandbox import (
@@ -81,10 +82,18 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, backends: dict[str, Backend], config: EngineConfig, record: RecordSink | None = None) -> None:
-        """`record` takes the invocation record of every call (hearth.engine.records)."""
+    def __init__(
+        self,
+        backends: dict[str, Backend],
+        config: EngineConfig,
+        record: RecordSink | None = None,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        """`record` takes the invocation record of every call (hearth.engine.records); `clock` times keep-alive,
+        capacity waits and batch windows (hearth.engine.clock: a manual one in unit tests)."""
         self.backends = backends
         self.config = config
+        self.clock = clock
         self.pools: dict[tuple[str, int], VersionPool] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._record = record
@@ -118,7 +127,7 @@ class Engine:
     def pool_for(self, spec: FunctionSpec) -> VersionPool:
         pool = self.pools.get(spec.key)
         if pool is None:
-            pool = VersionPool(spec, self._produce_sandbox, self.config.max_waiting)
+            pool = VersionPool(spec, self._produce_sandbox, self.config.max_waiting, self.clock)
             self.pools[spec.key] = pool
             pool.top_up()
         return pool
@@ -174,7 +183,7 @@ class Engine:
                 log.exception("pool reaper failed")
 
     def reap(self) -> None:
-        now = time.monotonic()
+        now = self.clock.now()
         for key, pool in list(self.pools.items()):
             pool.evict_idle(self.config.keep_alive_s, now)
             if pool.retired and pool.empty:
@@ -213,7 +222,7 @@ class Engine:
         if policy is not None:
             batcher = self.batchers.get(spec.key)
             if batcher is None or batcher.policy != policy:
-                batcher = self.batchers[spec.key] = Batcher(policy, self.dispatch)
+                batcher = self.batchers[spec.key] = Batcher(policy, self.dispatch, self.clock)
             await batcher.submit(res, event, resolve)
         else:
             await self.dispatch(spec, resolve, [(res, event)], batch_handler=False)
