@@ -124,6 +124,12 @@ class VersionPool:
                 if timer is not None:
                     timer.cancel()
             handed = self._withdraw(waiter)
+            if handed is not None and handed is _started(own_start):
+                # With concurrency > 1 the new instance's spare slot went to the oldest waiter: us. Keep the
+                # slot the start reserved for us (a cold start, not a warm hit) and offer the spare again.
+                handed.inflight -= 1
+                self._offer(handed)
+                return handed, handed.start_path
             if handed is not None:
                 self._abandon(own_start)
                 return handed, "warm"
@@ -259,6 +265,12 @@ class VersionPool:
     @property
     def empty(self) -> bool:
         return not self.instances and self.starting == 0 and not self._stopping
+
+
+def _started(start: asyncio.Task[Instance] | None) -> Instance | None:
+    if start is None or not start.done() or start.cancelled() or start.exception() is not None:
+        return None
+    return start.result()
 
 
 def _expire(waiter: asyncio.Future[Instance | None]) -> None:

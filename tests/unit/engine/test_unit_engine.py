@@ -146,7 +146,9 @@ async def test_concurrency_runs_calls_side_by_side_in_one_sandbox(
     await settle()
     assert gate.entered == 3
     gate.open.set()
-    assert [res.result for res in await asyncio.gather(*calls)] == [0, 1, 2]
+    results = await asyncio.gather(*calls)
+    assert [(res.result, res.path) for res in results] == [(0, "cold"), (1, "warm"), (2, "warm")]
+    assert results[0].init_ms is not None
     [sandbox] = fake.sandboxes
     assert sandbox.max_inflight == 3
 
