@@ -197,10 +197,13 @@ def test_logs_of_concurrent_invocations_do_not_mix(hearth: HearthServer, fname: 
 def test_batching_keeps_results_and_errors_per_item(
     hearth: HearthServer, fname: str, language: str, backend: str
 ) -> None:
+    # Each item holds its sandbox 0.2 s: unbatched, eight calls at once would need several sandboxes.
     if language == "python":
         code = (
+            "import time\n"
             "def handler(event, context):\n"
             "    print('item', event['n'])\n"
+            "    time.sleep(0.2)\n"
             "    if event['n'] == 3:\n"
             "        raise ValueError('item 3 is bad')\n"
             "    return event['n'] * 10\n"
@@ -209,12 +212,14 @@ def test_batching_keeps_results_and_errors_per_item(
         code = (
             "exports.handler = async (event) => {\n"
             "  console.log('item', event.n);\n"
+            "  await new Promise((resolve) => setTimeout(resolve, 200));\n"
             "  if (event.n === 3) throw new RangeError('item 3 is bad');\n"
             "  return event.n * 10;\n"
             "};\n"
         )
-    batch = {"max_size": 8, "max_wait_ms": 200}
-    hearth.deploy(fname, code, language=language, batch=batch, max_instances=1, backend=backend)
+    # The window is long and the size is the burst's: the eighth call closes the one batch.
+    batch = {"max_size": 8, "max_wait_ms": 10_000}
+    hearth.deploy(fname, code, language=language, batch=batch, max_instances=8, backend=backend)
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(8)))
     for n, response in enumerate(responses):
@@ -223,6 +228,10 @@ def test_batching_keeps_results_and_errors_per_item(
             assert response.json()["error"]["message"] == "item 3 is bad"
         else:
             assert (response.status_code, response.json()) == (200, n * 10), response.text
+    assert len(set(sandboxes_of(hearth, *responses))) == 1  # one batch: one round trip to one sandbox
+    for n, response in enumerate(responses):  # and each item's own log
+        record = hearth.client.get(f"/api/invocations/{response.headers['X-Hearth-Invocation-Id']}").json()
+        assert f"item {n}\n" in record["stdout"] and f"item {(n + 1) % 8}\n" not in record["stdout"], record
 
 
 def test_batch_handler_receives_the_whole_list(hearth: HearthServer, fname: str) -> None:
