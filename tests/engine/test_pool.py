@@ -248,13 +248,14 @@ def test_updated_function_is_never_served_by_the_old_version(hearth: HearthServe
     hearth.deploy(fname, "def handler(e, c):\n    return 0\n", max_instances=3)
     stop = False
 
-    def hammer() -> int:
-        calls = 0
+    def hammer() -> list[tuple[int, object, int]]:
+        """(status, result, version) of every call, in the order this client made them."""
+        seen: list[tuple[int, object, int]] = []
         with httpx.Client(base_url=hearth.base_url) as client:
             while not stop:
-                client.post(f"/fn/{fname}", json={})
-                calls += 1
-        return calls
+                response = client.post(f"/fn/{fname}", json={})
+                seen.append((response.status_code, response.json(), int(response.headers.get("X-Hearth-Version", 0))))
+        return seen
 
     with ThreadPoolExecutor(2) as pool:
         background = [pool.submit(hammer) for _ in range(2)]
@@ -268,4 +269,11 @@ def test_updated_function_is_never_served_by_the_old_version(hearth: HearthServe
                     assert (response.json(), response.headers["X-Hearth-Version"]) == (version, str(version + 1))
         finally:
             stop = True
-        assert all(f.result() > 0 for f in background)
+        for future in background:
+            seen = future.result()
+            assert seen, "a background client made no call"
+            # every call during the updates answered, by the version its header names, and no client
+            # was ever served by an older version after a newer one had answered it
+            assert all(status == 200 and result == version - 1 for status, result, version in seen), seen
+            versions = [version for _, _, version in seen]
+            assert versions == sorted(versions), versions
