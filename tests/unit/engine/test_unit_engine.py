@@ -237,3 +237,16 @@ async def test_a_ready_stem_cell_serves_the_first_call(
     assert res.sandbox_id in {s.id for s in stems}
     await engine.shutdown()
     assert all(s.stopped for s in fake.sandboxes)
+
+
+async def test_every_call_is_recorded_once_with_its_outcome(
+    fake: FakeBackend, clock: ManualClock, spec: MakeSpec, settle: Settle
+) -> None:
+    records: list[dict[str, Any]] = []
+    engine = Engine({"fake": fake}, EngineConfig(stem_cells_per_runtime=0), records.append, clock=clock)
+    fake.define("f", scripted("fine", ValueError("bad"), CRASH))
+    version = spec("f", timeout_s=2)
+    results = [await invoke(engine, current(version), n) for n in range(3)]
+    assert [(r["id"], r["status"], r["mode"]) for r in records] == [
+        (res.invocation_id, status, "sync") for res, status in zip(results, ["ok", "error", "crashed"], strict=True)
+    ]

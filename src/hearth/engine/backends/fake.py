@@ -8,8 +8,9 @@ test selects it explicitly by handing it to an `Engine`:
     clock = ManualClock()
     fake = FakeBackend(clock)
     fake.define("echo", lambda event: event)
-    engine = Engine({"fake": fake}, EngineConfig(stem_cells_per_runtime=0), clock)
-    result = await engine.invoke(lambda: FunctionSpec("echo", 1, "python", "handler", Path("."), backend="fake"), 1)
+    engine = Engine({"fake": fake}, EngineConfig(stem_cells_per_runtime=0), clock=clock)
+    spec = FunctionSpec("echo", 1, "python", "handler", Path("."), backend="fake")
+    result = await engine.invoke(lambda: spec, 1, call=CallSite("sync"), answer=as_result)
 
 A function's handler takes the event (or, for a batch handler, the list of events) and returns the result,
 raises (the function's error), or returns a scripted outcome: `HANG` (never answers: the call times out and
