@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: up test test-fast venv system images microvm-image lint bench soak clean
+.PHONY: up test test-fast test-unit venv system images microvm-image lint bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ test: venv system images
 # PYTEST_ARGS narrows further, e.g. make test-fast PYTEST_ARGS=tests/api
 test-fast: venv system images
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The unit tier (tests/unit/): the engine against the in-process FakeBackend with a manual clock, the
+# scheduler worker against in-memory doubles; no Docker, no images, seconds.
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: venv
 	$(BIN)/ruff check src tests bench

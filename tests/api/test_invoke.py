@@ -173,6 +173,15 @@ def test_update_serves_the_new_version_at_once(hearth: HearthServer, fname: str)
     assert response.headers["X-Hearth-Version"] == "2"
 
 
+# The one home of the timeout and out-of-memory checks on every backend: the answer, the record's status,
+# the replaced sandbox. (tests/unit/engine/ covers the engine's part without Docker; tests/engine/test_microvm.py
+# the VM backends' own; tests/security/test_hostile_functions.py other hostile shapes that end the same way.)
+def status_of(hearth: HearthServer, response: httpx.Response) -> str:
+    """The status the invocation's record was given."""
+    record = hearth.client.get(f"/api/invocations/{response.headers['X-Hearth-Invocation-Id']}").json()
+    return str(record["status"])
+
+
 def test_timeout_is_504_promptly_and_the_next_call_works(hearth: HearthServer, fname: str, backend: str) -> None:
     code = (
         "def handler(event, context):\n"
@@ -189,6 +198,7 @@ def test_timeout_is_504_promptly_and_the_next_call_works(hearth: HearthServer, f
     assert response.status_code == 504
     assert response.json()["error"]["type"] == "Timeout"
     assert elapsed < 3.0, f"504 came {elapsed:.2f} s after a 1 s timeout"  # a hang, not a speed check
+    assert status_of(hearth, response) == "timeout"
     after = hearth.invoke(fname)
     assert (after.status_code, after.json()) == (200, "fine")
     assert after.headers["X-Hearth-Cold"] == "true"  # the stuck sandbox was replaced
@@ -207,6 +217,7 @@ def test_memory_bomb_is_502_out_of_memory(hearth: HearthServer, fname: str, back
     response = hearth.invoke(fname, {"bomb": True})
     assert response.status_code == 502, response.text
     assert response.json()["error"]["type"] == "OutOfMemory"
+    assert status_of(hearth, response) == "oom"
     assert hearth.invoke(fname).json() == "ok"
 
 

@@ -91,8 +91,13 @@ def test_min_warm_keeps_instances_past_the_keep_alive(
 ) -> None:
     short_lived.deploy(fname, "def handler(e, c):\n    return 1\n", min_warm=1)
     assert wait_until(lambda: len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1)
-    time.sleep(2.5)  # past the 1 s keep-alive
-    assert len(containers_named(docker_client, f"hearth-{fname}-v1-")) == 1
+    [kept] = containers_named(docker_client, f"hearth-{fname}-v1-")
+    # A function without min_warm, used after it: once its instance is evicted, the keep-alive has passed.
+    short_lived.deploy(fname + "-x", "def handler(e, c):\n    return 1\n")
+    assert short_lived.invoke(fname + "-x").json() == 1
+    assert wait_until(lambda: not containers_named(docker_client, f"hearth-{fname}-x-v1-"), timeout_s=15)
+    # the same container, not an evicted one started again
+    assert [c.id for c in containers_named(docker_client, f"hearth-{fname}-v1-")] == [kept.id]  # type: ignore[attr-defined]
     assert short_lived.invoke(fname).headers["X-Hearth-Path"] == "warm"
 
 
@@ -197,10 +202,13 @@ def test_logs_of_concurrent_invocations_do_not_mix(hearth: HearthServer, fname: 
 def test_batching_keeps_results_and_errors_per_item(
     hearth: HearthServer, fname: str, language: str, backend: str
 ) -> None:
+    # Each item holds its sandbox 0.2 s: unbatched, eight calls at once would need several sandboxes.
     if language == "python":
         code = (
+            "import time\n"
             "def handler(event, context):\n"
             "    print('item', event['n'])\n"
+            "    time.sleep(0.2)\n"
             "    if event['n'] == 3:\n"
             "        raise ValueError('item 3 is bad')\n"
             "    return event['n'] * 10\n"
@@ -209,12 +217,14 @@ def test_batching_keeps_results_and_errors_per_item(
         code = (
             "exports.handler = async (event) => {\n"
             "  console.log('item', event.n);\n"
+            "  await new Promise((resolve) => setTimeout(resolve, 200));\n"
             "  if (event.n === 3) throw new RangeError('item 3 is bad');\n"
             "  return event.n * 10;\n"
             "};\n"
         )
-    batch = {"max_size": 8, "max_wait_ms": 200}
-    hearth.deploy(fname, code, language=language, batch=batch, max_instances=1, backend=backend)
+    # The window is long and the size is the burst's: the eighth call closes the one batch.
+    batch = {"max_size": 8, "max_wait_ms": 10_000}
+    hearth.deploy(fname, code, language=language, batch=batch, max_instances=8, backend=backend)
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(8)))
     for n, response in enumerate(responses):
@@ -223,6 +233,10 @@ def test_batching_keeps_results_and_errors_per_item(
             assert response.json()["error"]["message"] == "item 3 is bad"
         else:
             assert (response.status_code, response.json()) == (200, n * 10), response.text
+    assert len(set(sandboxes_of(hearth, *responses))) == 1  # one batch: one round trip to one sandbox
+    for n, response in enumerate(responses):  # and each item's own log
+        record = hearth.client.get(f"/api/invocations/{response.headers['X-Hearth-Invocation-Id']}").json()
+        assert f"item {n}\n" in record["stdout"] and f"item {(n + 1) % 8}\n" not in record["stdout"], record
 
 
 def test_batch_handler_receives_the_whole_list(hearth: HearthServer, fname: str) -> None:
@@ -239,13 +253,14 @@ def test_updated_function_is_never_served_by_the_old_version(hearth: HearthServe
     hearth.deploy(fname, "def handler(e, c):\n    return 0\n", max_instances=3)
     stop = False
 
-    def hammer() -> int:
-        calls = 0
+    def hammer() -> list[tuple[int, object, int]]:
+        """(status, result, version) of every call, in the order this client made them."""
+        seen: list[tuple[int, object, int]] = []
         with httpx.Client(base_url=hearth.base_url) as client:
             while not stop:
-                client.post(f"/fn/{fname}", json={})
-                calls += 1
-        return calls
+                response = client.post(f"/fn/{fname}", json={})
+                seen.append((response.status_code, response.json(), int(response.headers.get("X-Hearth-Version", 0))))
+        return seen
 
     with ThreadPoolExecutor(2) as pool:
         background = [pool.submit(hammer) for _ in range(2)]
@@ -259,4 +274,11 @@ def test_updated_function_is_never_served_by_the_old_version(hearth: HearthServe
                     assert (response.json(), response.headers["X-Hearth-Version"]) == (version, str(version + 1))
         finally:
             stop = True
-        assert all(f.result() > 0 for f in background)
+        for future in background:
+            seen = future.result()
+            assert seen, "a background client made no call"
+            # every call during the updates answered, by the version its header names, and no client
+            # was ever served by an older version after a newer one had answered it
+            assert all(status == 200 and result == version - 1 for status, result, version in seen), seen
+            versions = [version for _, _, version in seen]
+            assert versions == sorted(versions), versions

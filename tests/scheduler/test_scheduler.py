@@ -11,7 +11,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -85,6 +85,21 @@ def wait_final(hearth: HearthServer, job_id: str, timeout_s: float = 30) -> dict
         if job["status"] in FINAL:
             return job
         assert time.monotonic() < deadline, f"job never finished: {job}"
+        time.sleep(0.05)
+
+
+def wait_for(value: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:
+    """Poll until `value()` is truthy; returns it."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := value()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
+
+
+def wait_past(wall_time: float) -> None:
+    """Until the wall clock (which cron ticks follow) has passed `wall_time`."""
+    while time.time() <= wall_time:
         time.sleep(0.05)
 
 
@@ -345,7 +360,7 @@ def test_ticks_missed_while_down_on_a_controlled_clock(tmp_path: Path, catchup: 
             language="python",
             handler="handler",
             code_dir=tmp_path,
-            extra={"schedule": ["* * * * *"]},
+            schedule=("* * * * *",),
         )
     )
     queue = SqlJobQueue(sessions)
@@ -382,7 +397,7 @@ def test_ticks_missed_while_down_on_a_controlled_clock(tmp_path: Path, catchup: 
             language="python",
             handler="handler",
             code_dir=tmp_path,
-            extra={"schedule": ["* * * * *"]},
+            schedule=("* * * * *",),
         )
     )
     assert node_a.run_once(t0 + 1000) == 0
@@ -418,15 +433,18 @@ def test_cron_ticks_then_shutdown_gives_jobs_back_and_missed_ticks_run_once(hear
     assert hearth.client.get(f"/api/functions/{cron}").json()["schedule"] == ["* * * * * */2"]
     hearth.deploy(slow, SLOW)
     assert wait_final(hearth, submit(hearth, slow, {"s": 0})["invocation_id"])["status"] == "succeeded"  # warm
-    time.sleep(5)
-    jobs = hearth.client.get("/api/jobs", params={"function": cron}).json()["jobs"]
-    assert 2 <= len(jobs) <= 4, jobs
+    jobs = wait_for(
+        lambda: (found := hearth.client.get("/api/jobs", params={"function": cron}).json()["jobs"])[1:] and found,
+        "two cron ticks",
+    )
     for job in jobs:
         job = wait_final(hearth, job["id"])
         assert job["source"] == "cron" and job["status"] == "succeeded"
         assert job["result"]["source"] == "hearth.schedule" and int(job["result"]["time"][17:19]) % 2 == 0
         assert "catch_up" not in job["result"]
-    assert len({job["idempotency_key"] for job in jobs}) == len(jobs)
+    assert len({job["idempotency_key"] for job in jobs}) == len(jobs)  # each tick once
+    ticks = sorted(float(job["idempotency_key"].rsplit(":", 1)[1]) for job in jobs)
+    assert all(later - earlier >= 2 for earlier, later in itertools.pairwise(ticks)), ticks  # every 2 s, no oftener
 
     # a callback under way when Hearth stops is delivered after the start
     url = f"http://127.0.0.1:{receiver.server_port}/hook"
@@ -445,19 +463,27 @@ def test_cron_ticks_then_shutdown_gives_jobs_back_and_missed_ticks_run_once(hear
     assert re.search(r"\d+ running job\(s\) given back to the queue", hearth.log_path.read_text())
     assert query(hearth, "SELECT callback_status FROM jobs WHERE id = ?", called_id) == [("pending",)]
     SlowReceiver.release.set()
-    time.sleep(6)  # three ticks pass while Hearth is down
+    first_missed = (int(down_at) // 2 + 1) * 2  # the first even second (a tick of */2) after the stop
+    # Two ticks pass while Hearth is down, both older than the ticker's grace (2 * HEARTH_SCHEDULE_TICK_S + 1 s)
+    # by the time it starts again: missed ticks, not late ones, so `once` has two to choose from.
+    wait_past(first_missed + 2 + 2)
     hearth.start()
     up_at = time.time()
     job = wait_final(hearth, job_id)
     assert job["status"] == "succeeded" and job["attempts"] == 2 and job["interruptions"] == 1
 
-    time.sleep(1)
-    jobs = hearth.client.get("/api/jobs", params={"function": cron, "limit": 100}).json()["jobs"]
-    after = [wait_final(hearth, job["id"]) for job in jobs if job["created_at"] > down_at]
+    def created_since_down() -> list[dict[str, Any]]:
+        jobs = hearth.client.get("/api/jobs", params={"function": cron, "limit": 100}).json()["jobs"]
+        return [job for job in jobs if job["created_at"] > down_at]
+
+    def tick_of(job: dict[str, Any]) -> float:
+        return float(job["idempotency_key"].rsplit(":", 1)[1])
+
+    wait_for(lambda: any(tick_of(job) < up_at for job in created_since_down()), "the catch-up job")
+    after = [wait_final(hearth, job["id"]) for job in created_since_down()]
     catch_ups = [job for job in after if job["result"].get("catch_up")]
     assert len(catch_ups) == 1, after  # HEARTH_SCHEDULE_CATCHUP=once (the default): the missed ticks run once
-    tick = float(catch_ups[0]["idempotency_key"].rsplit(":", 1)[1])
-    assert down_at < tick < up_at
+    assert down_at < tick_of(catch_ups[0]) < up_at
 
     deadline = time.monotonic() + 10
     while (called := job_of(hearth, called_id))["callback_status"] == "pending":
@@ -546,9 +572,9 @@ def test_kill_9_loses_no_job(hearth_a: HearthServer, fname: str) -> None:
     interrupted = [row for row in rows if row[4]]
     assert interrupted, "no job was running at the kill: the test proves nothing"
     # the final attempt of every job that finished after the restart has its record (written behind)
-    time.sleep(1.0)
     after = {row[7] for row in rows if row[6] > restarted_at}
-    recorded = dict(query(hearth, "SELECT id, status FROM invocations WHERE function_name = ?", fname))
-    assert after and all(recorded.get(record_id) == "ok" for record_id in after)
+    assert after
+    for record_id in after:
+        assert record_of(hearth, record_id)["status"] == "ok"
     sample = job_of(hearth, interrupted[0][0])
     assert sample["status"] == "succeeded" and sample["interruptions"] >= 1 and sample["attempts"] >= 2

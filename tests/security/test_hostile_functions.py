@@ -120,11 +120,26 @@ def test_hostile_function_gets_a_clear_error(
 
 
 def test_output_floods_are_capped_and_marked(hearth: HearthServer, bystander: str, fname: str, backend: str) -> None:
+    cap = 64 * 1024  # HEARTH_MAX_LOG_BYTES' default, per stream
     hearth.deploy(fname, STDOUT_FLOOD, backend=backend)
-    assert hearth.invoke(fname).json() == "done"
+    flooded = hearth.invoke(fname)
+    assert flooded.json() == "done"
+    record = record_of(hearth, flooded)
+    assert record["logs_truncated"] is True
+    # 200 MB written to each stream; the record keeps the first `cap` characters of each
+    assert record["stdout"] == ("x" * 1000 + "\n") * (cap // 1001) + "x" * (cap % 1001)
+    assert record["stderr"] == ("y" * 1000 + "\n") * (cap // 1001) + "y" * (cap % 1001)
     hearth.deploy(fname + "-fd", FD_FLOOD, backend=backend)
-    assert hearth.invoke(fname + "-fd").json() == "done"  # straight to fd 1: the container's capped log
+    straight = hearth.invoke(fname + "-fd")
+    assert straight.json() == "done"  # straight to fd 1: the container's capped log, not the record
+    assert len(record_of(hearth, straight)["stdout"]) <= cap
     assert_platform_healthy(hearth, bystander)
+
+
+def record_of(hearth: HearthServer, response: httpx.Response) -> dict[str, object]:
+    invocation_id = response.headers["X-Hearth-Invocation-Id"]
+    record: dict[str, object] = hearth.client.get(f"/api/invocations/{invocation_id}").json()
+    return record
 
 
 def test_filling_tmp_stops_at_its_size(hearth: HearthServer, bystander: str, fname: str, backend: str) -> None:

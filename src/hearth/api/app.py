@@ -29,6 +29,7 @@ from hearth.api.invocations import router as invocations_router
 from hearth.api.invoke import router as invoke_router
 from hearth.api.invoke.fast_path import HttpTriggerFastPath
 from hearth.api.jobs import router as jobs_router
+from hearth.api.jobs.lifecycle import start_scheduler
 from hearth.api.json_bodies import JsonBodies
 from hearth.api.lambda_api import router as lambda_router
 from hearth.api.metrics import router as metrics_router
@@ -50,7 +51,6 @@ from hearth.packaging.deps import LAYERS_DIR
 from hearth.packaging.index_config import read_host_config
 from hearth.packaging.runtime_version import RuntimeVersions
 from hearth.packaging.sandbox import BuildLimits, BuildSandbox, docker_client_factory
-from hearth.scheduler.lifecycle import start_scheduler
 from hearth.store.code import CodeStore
 from hearth.store.db import make_engine, make_sessionmaker, migrate
 from hearth.store.private import secure_data_dir, secure_sqlite
@@ -131,6 +131,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     node = owner_id(data_dir)
     code = CodeStore(data_dir / "code", SharedFiles(sessions) if settings.code_shared else None)
     registry = FunctionRegistry()  # filled from the store by the follower's first sync, below
+    recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
     engine = Engine(
         build_backends(settings, node),
         EngineConfig(
@@ -138,13 +139,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             capacity_wait_s=settings.capacity_wait_s,
             stem_cells_per_runtime=settings.stem_cells,
         ),
+        record=recorder.add,  # every invocation's record, built by the engine
     )
-    recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
-    state = HearthState(settings, api_key, sessions, code, registry, engine, recorder)
-    state.keys = KeyRing(api_key, sessions, load_or_create_dashboard_key(data_dir))
-    state.node = node
-    app.state.hearth = state
-    app.state.functions = FunctionService(state)
     docker_backend = engine.backends.get("docker")
     limits = BuildLimits(
         timeout_s=settings.build_timeout_s,
@@ -163,7 +159,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         read_host_config,
         allow_scripts=settings.build_allow_scripts,
     )
-    state.builds = BuildService(sessions, code, builder, node)
+    state = HearthState(
+        settings,
+        api_key,
+        sessions,
+        code,
+        registry,
+        engine,
+        recorder,
+        builds=BuildService(sessions, code, builder, node),
+        keys=KeyRing(api_key, sessions, load_or_create_dashboard_key(data_dir)),
+        node=node,
+    )
+    app.state.hearth = state
+    app.state.functions = FunctionService(state)
     await state.builds.recover()
     await asyncio.to_thread(builder.sweep)  # its containers go with the Docker backend's sweep in engine.start
     await engine.start()

@@ -6,11 +6,11 @@ import asyncio
 import os
 import shutil
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import ORJSONResponse
 from sqlalchemy import text
 
-from hearth.api.state import HearthState
+from hearth.api.dependencies import State
 
 router = APIRouter(tags=["health"])
 
@@ -21,8 +21,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> ORJSONResponse:
-    state: HearthState = request.app.state.hearth
+async def readyz(state: State) -> ORJSONResponse:
     checks: dict[str, dict[str, object]] = {}
     for name, backend in state.engine.backends.items():
         ok, reason = await asyncio.to_thread(backend.availability)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from hearth.api.auth import require_api_key
+from hearth.api.dependencies import State
 from hearth.api.state import HearthState
 from hearth.images import catalog
 
@@ -41,8 +42,7 @@ def offered(state: HearthState) -> dict[str, list[str]]:
 
 
 @router.get("", response_model=RuntimeList, summary="Every runtime: its Debian build and the backends that run it here")
-async def list_runtimes(request: Request) -> RuntimeList:
-    state: HearthState = request.app.state.hearth
+async def list_runtimes(state: State) -> RuntimeList:
     by_runtime = await asyncio.to_thread(offered, state)
     return RuntimeList(
         runtimes=[

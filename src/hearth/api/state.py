@@ -1,4 +1,9 @@
-"""What the API's handlers share: built once at start by the app's lifespan."""
+"""What the API's handlers share: built once at start by the app's lifespan.
+
+Everything is given at construction except the parts that exist only once started (the metrics
+sampler and registry, the scheduler), which their start-up functions set (hearth.api.metrics.lifecycle,
+hearth.api.jobs.lifecycle). Lower layers never see this object: each is given the parts it uses.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +38,11 @@ class HearthState:
     registry: FunctionRegistry
     engine: Engine
     recorder: InvocationRecorder
-    builds: BuildService = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
-    keys: KeyRing = field(default=None)  # type: ignore[assignment]  # set by the app's lifespan
+    builds: BuildService
+    keys: KeyRing
+    node: str  # this node's id (its sandboxes' `hearth.owner` label)
     rates: RateLimiter = field(default_factory=RateLimiter)
-    node: str = ""  # this node's id (its sandboxes' `hearth.owner` label), set by the app's lifespan
-    # metrics (hearth.metrics): set by the app's lifespan
+    # set once started: metrics (hearth.api.metrics.lifecycle)
     sampler: ResourceSampler | None = None
     prometheus: CollectorRegistry = field(default_factory=CollectorRegistry)
     log_hub: LogHub = field(default_factory=LogHub)

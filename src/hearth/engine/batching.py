@@ -8,11 +8,11 @@ of events at once (for vectorised work) and returns a list of results.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hearth.engine.clock import MONOTONIC, Clock, Timer
 from hearth.engine.sandbox import FunctionSpec
 
 if TYPE_CHECKING:
@@ -40,10 +40,10 @@ class BatchPolicy:
 
     @classmethod
     def of(cls, spec: FunctionSpec) -> BatchPolicy | None:
-        raw = spec.extra.get("batch")
-        if not raw:
+        settings = spec.batch
+        if settings is None:
             return None
-        policy = cls(int(raw.get("max_size", 1)), float(raw.get("max_wait_ms", 0)), bool(raw.get("batch_handler")))
+        policy = cls(settings.max_size, settings.max_wait_ms, settings.batch_handler)
         return policy if policy.max_size > 1 or policy.batch_handler else None
 
 
@@ -58,11 +58,12 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(self, policy: BatchPolicy, dispatch: Dispatch) -> None:
+    def __init__(self, policy: BatchPolicy, dispatch: Dispatch, clock: Clock = MONOTONIC) -> None:
         self.policy = policy
         self._dispatch = dispatch
+        self._clock = clock
         self._pending: list[_Pending] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, res: InvocationResult, event: Any, resolve: Resolve) -> None:
@@ -70,12 +71,12 @@ class Batcher:
         if spec is None:
             raise LookupError("function not found")
         loop = asyncio.get_running_loop()
-        item = _Pending(res, event, resolve, spec, time.perf_counter(), loop.create_future())
+        item = _Pending(res, event, resolve, spec, self._clock.now(), loop.create_future())
         self._pending.append(item)
         if len(self._pending) >= self.policy.max_size:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.policy.max_wait_ms / 1000, self._flush)
+            self._timer = self._clock.call_later(self.policy.max_wait_ms / 1000, self._flush)
         await asyncio.shield(item.done)  # a caller that goes away does not take its batch with it
 
     def _flush(self) -> None:
@@ -90,10 +91,10 @@ class Batcher:
             if len(self._pending) < self.policy.max_size:
                 break
         if self._pending:
-            self._timer = asyncio.get_running_loop().call_later(self.policy.max_wait_ms / 1000, self._flush)
+            self._timer = self._clock.call_later(self.policy.max_wait_ms / 1000, self._flush)
 
     async def _run(self, batch: list[_Pending]) -> None:
-        now = time.perf_counter()
+        now = self._clock.now()
         for item in batch:
             item.res.queue_ms = (now - item.enqueued) * 1000
         newest = batch[-1]

@@ -10,10 +10,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hearth.engine.batching import Batcher, BatchPolicy
+from hearth.engine.clock import MONOTONIC, Clock
 from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
+from hearth.engine.records import CallSite, RecordSink, invocation_record
 from hearth.engine.sandbox import (
     Backend,
     FunctionInitError,
@@ -23,9 +25,11 @@ from hearth.engine.sandbox import (
     SandboxOutOfMemory,
     SandboxTimeout,
 )
+from hearth.engine.snapshot import EngineSnapshot, InstanceCounts
 from hearth.engine.stem_cells import StemCells
 
 log = logging.getLogger(__name__)
+A = TypeVar("A")
 
 # Statuses of an invocation record (docs/api.md): ok, error, timeout, oom, crashed, throttled.
 STATUS_BY_ERROR = {SandboxTimeout: "timeout", SandboxOutOfMemory: "oom"}
@@ -78,12 +82,21 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, backends: dict[str, Backend], config: EngineConfig) -> None:
+    def __init__(
+        self,
+        backends: dict[str, Backend],
+        config: EngineConfig,
+        record: RecordSink | None = None,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        """`record` takes the invocation record of every call (hearth.engine.records); `clock` times keep-alive,
+        capacity waits and batch windows (hearth.engine.clock: a manual one in unit tests)."""
         self.backends = backends
         self.config = config
+        self.clock = clock
         self.pools: dict[tuple[str, int], VersionPool] = {}
         self._reaper: asyncio.Task[None] | None = None
-        self.on_result: list[Callable[[InvocationResult], None]] = []
+        self._record = record
         self.stem_cells = StemCells(backends, config.stem_cells_per_runtime)
         self.batchers: dict[tuple[str, int], Batcher] = {}
 
@@ -114,7 +127,7 @@ class Engine:
     def pool_for(self, spec: FunctionSpec) -> VersionPool:
         pool = self.pools.get(spec.key)
         if pool is None:
-            pool = VersionPool(spec, self._produce_sandbox, self.config.max_waiting)
+            pool = VersionPool(spec, self._produce_sandbox, self.config.max_waiting, self.clock)
             self.pools[spec.key] = pool
             pool.top_up()
         return pool
@@ -134,7 +147,7 @@ class Engine:
         """A sandbox loaded with `spec`: a stem cell if one is ready, else a freshly started one."""
         backend = self.backends[spec.backend]
         started = time.perf_counter()
-        image = spec.extra.get("image_id") or spec.extra.get("image")  # an image function: no stem cell fits
+        image = spec.image  # an image function: no stem cell fits
         sandbox = None if spec.network or image else self.stem_cells.take(spec.backend, spec.sandbox_runtime)
         path = "stem" if sandbox is not None else "cold"
         labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
@@ -170,7 +183,7 @@ class Engine:
                 log.exception("pool reaper failed")
 
     def reap(self) -> None:
-        now = time.monotonic()
+        now = self.clock.now()
         for key, pool in list(self.pools.items()):
             pool.evict_idle(self.config.keep_alive_s, now)
             if pool.retired and pool.empty:
@@ -185,14 +198,20 @@ class Engine:
         resolve: Callable[[], FunctionSpec | None],
         event: Any,
         *,
+        call: CallSite,
+        answer: Callable[[InvocationResult], A],
         invocation_id: str | None = None,
         client_context: Any = None,
-    ) -> InvocationResult:
+    ) -> A:
         """Run one invocation of the function `resolve()` names; raises LookupError if there is none.
 
         `resolve` is called again if the version it gave is retired while we wait, so a caller is
         never served by a version that an update has already replaced. Functions with batching
         enabled go through their batcher, which groups calls into one round trip.
+
+        Returns `answer(result)`: the caller's reading of the result (an HTTP response, a job's
+        outcome), which may still change it (a trigger's malformed response is the call's error).
+        Then, whatever the outcome, the call is recorded here, once (`call` says how it arrived).
         """
         spec = resolve()
         if spec is None:
@@ -203,16 +222,23 @@ class Engine:
         if policy is not None:
             batcher = self.batchers.get(spec.key)
             if batcher is None or batcher.policy != policy:
-                batcher = self.batchers[spec.key] = Batcher(policy, self.dispatch)
+                batcher = self.batchers[spec.key] = Batcher(policy, self.dispatch, self.clock)
             await batcher.submit(res, event, resolve)
         else:
             await self.dispatch(spec, resolve, [(res, event)], batch_handler=False)
-        for hook in self.on_result:
-            try:
-                hook(res)
-            except Exception:
-                log.exception("invocation hook failed")
-        return res
+        try:
+            return answer(res)
+        finally:
+            self._on_result(res, call)
+
+    def _on_result(self, res: InvocationResult, call: CallSite) -> None:
+        """The one place an invocation is recorded."""
+        if self._record is None:
+            return
+        try:
+            self._record(invocation_record(res, call))
+        except Exception:
+            log.exception("recording invocation %s failed", res.invocation_id)
 
     async def dispatch(
         self,
@@ -300,6 +326,41 @@ class Engine:
                 spec = fresh
 
     # ----- introspection
+    def snapshot(self) -> EngineSnapshot:
+        """Counts of instances, waiting calls and stem cells, as plain data (metrics read this)."""
+        functions: dict[str, InstanceCounts] = {}
+        warm = busy = starting = waiting = 0
+        for (function, _), pool in self.pools.items():
+            pool_busy = sum(1 for instance in pool.instances if instance.inflight)
+            pool_warm = len(pool.instances) - pool_busy
+            warm, busy, starting, waiting = (
+                warm + pool_warm,
+                busy + pool_busy,
+                starting + pool.starting,
+                waiting + pool.waiting,
+            )
+            counts = functions.get(function, InstanceCounts())
+            if not pool.retired:
+                counts = InstanceCounts(
+                    counts.warm + pool_warm, counts.busy + pool_busy, counts.starting + pool.starting
+                )
+            functions[function] = counts
+        return EngineSnapshot(
+            functions=functions,
+            total=InstanceCounts(warm, busy, starting),
+            waiting_calls=waiting,
+            stem_cells=self.stem_cells.counts(),
+            stem_cells_ready=self.stem_cells.count(),
+        )
+
+    def live_sandboxes(self) -> list[tuple[str | None, Sandbox]]:
+        """(function, sandbox) of every sandbox running now; a stem cell is no function's yet (None)."""
+        found: list[tuple[str | None, Sandbox]] = [
+            (instance.spec.name, instance.sandbox) for pool in self.pools.values() for instance in pool.instances
+        ]
+        found += [(None, sandbox) for cells in self.stem_cells.ready.values() for sandbox in cells]
+        return found
+
     def instances_of(self, name: str) -> dict[str, int]:
         counts = {"warm": 0, "busy": 0, "starting": 0}
         for (function, _), pool in self.pools.items():

@@ -15,7 +15,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
+from hearth.engine.clock import MONOTONIC, Clock
 from hearth.engine.sandbox import FunctionInitError, FunctionSpec, Sandbox
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,13 @@ class Instance:
     init_ms: float
     inflight: int = 0
     served: int = 0
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)  # on the pool's clock
 
 
 class VersionPool:
-    def __init__(self, spec: FunctionSpec, factory: SandboxFactory, max_waiting: int) -> None:
+    def __init__(self, spec: FunctionSpec, factory: SandboxFactory, max_waiting: int, clock: Clock = MONOTONIC) -> None:
         self.spec = spec
+        self.clock = clock
         self.instances: list[Instance] = []
         self.starting = 0
         self.retired = False
@@ -77,7 +80,7 @@ class VersionPool:
         directly, so a newly arriving call cannot take it first and starve those already queued.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
+        deadline = self.clock.now() + wait_s
         own_start: asyncio.Task[Instance] | None = None
         while True:
             if self.retired:
@@ -94,12 +97,12 @@ class VersionPool:
             if own_start is None:
                 if len(self._waiters) >= self._max_waiting:
                     raise CapacityError(f"{self.spec.name}: {len(self._waiters)} requests already waiting")
-                timeout = deadline - loop.time()
+                timeout = deadline - self.clock.now()
                 if timeout <= 0:
                     raise CapacityError(f"{self.spec.name}: no instance became free within {wait_s:g} s")
             waiter: asyncio.Future[Instance | None] = loop.create_future()
             self._waiters.append(waiter)
-            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
+            timer = self.clock.call_later(timeout, partial(_expire, waiter)) if timeout is not None else None
             try:
                 if own_start is None:
                     await waiter  # a timer, not asyncio.wait_for: no task per waiting call
@@ -121,6 +124,12 @@ class VersionPool:
                 if timer is not None:
                     timer.cancel()
             handed = self._withdraw(waiter)
+            if handed is not None and handed is _started(own_start):
+                # With concurrency > 1 the new instance's spare slot went to the oldest waiter: us. Keep the
+                # slot the start reserved for us (a cold start, not a warm hit) and offer the spare again.
+                handed.inflight -= 1
+                self._offer(handed)
+                return handed, handed.start_path
             if handed is not None:
                 self._abandon(own_start)
                 return handed, "warm"
@@ -166,7 +175,9 @@ class VersionPool:
 
     async def _start(self, *, reserved: bool) -> Instance:
         sandbox, path, init_ms = await self._factory(self.spec)
-        instance = Instance(sandbox, self.spec, path, init_ms, inflight=1 if reserved else 0)
+        instance = Instance(
+            sandbox, self.spec, path, init_ms, inflight=1 if reserved else 0, last_used=self.clock.now()
+        )
         if self.retired and not reserved:
             self._stop_later(instance)
             return instance
@@ -177,7 +188,7 @@ class VersionPool:
     def release(self, instance: Instance) -> None:
         instance.inflight -= 1
         instance.served += 1
-        instance.last_used = time.monotonic()
+        instance.last_used = self.clock.now()
         if not instance.sandbox.healthy or (self.retired and instance.inflight == 0):
             self.discard(instance)
         else:
@@ -254,6 +265,12 @@ class VersionPool:
     @property
     def empty(self) -> bool:
         return not self.instances and self.starting == 0 and not self._stopping
+
+
+def _started(start: asyncio.Task[Instance] | None) -> Instance | None:
+    if start is None or not start.done() or start.cancelled() or start.exception() is not None:
+        return None
+    return start.result()
 
 
 def _expire(waiter: asyncio.Future[Instance | None]) -> None:

@@ -1,48 +1,14 @@
 """The deployed functions as the engine serves them: name and route to the current version's spec.
 
 Kept in memory so the invocation path never reads the database; the function service updates it
-on every create, update and delete, and the follower (hearth.api.functions.follow) loads it from
-the store at start and brings in changes made on other nodes.
+on every create, update and delete (with specs built by hearth.api.functions.specs), and the
+follower (hearth.api.functions.follow) loads it from the store at start and brings in changes made
+on other nodes.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hearth.engine.sandbox import FunctionSpec
-from hearth.packaging.deps import LAYER_SUBDIR, LAYERS_DIR
-from hearth.store.models import FunctionVersion
-
-
-def spec_from_version(row: FunctionVersion, name: str, code_root: Path) -> FunctionSpec:
-    return FunctionSpec(
-        name=name,
-        version=row.version,
-        language=row.language,  # type: ignore[arg-type]
-        handler=row.handler,
-        code_dir=code_root / row.code_path,
-        timeout_s=row.timeout_s,
-        memory_mb=row.memory_mb,
-        cpus=row.cpus,
-        env=dict(row.env or {}),
-        backend=row.backend,
-        min_warm=row.min_warm,
-        max_instances=row.max_instances,
-        concurrency=row.concurrency,
-        network=row.network,
-        route=row.route,
-        auth=row.auth,
-        extra=dict(row.extra or {}),
-        layer_dir=layer_dir(code_root, row.language, (row.extra or {}).get("layer")),
-        runtime=str((row.extra or {}).get("runtime") or ""),
-    )
-
-
-def layer_dir(code_root: Path, language: str, layer: str | None) -> Path | None:
-    """A version's dependency layer: `<code root>/layers/<key>/<python|node_modules>` (see hearth.packaging)."""
-    if not layer:
-        return None
-    return code_root / LAYERS_DIR / layer / LAYER_SUBDIR[language]
 
 
 class FunctionRegistry:

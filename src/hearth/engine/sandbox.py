@@ -23,6 +23,15 @@ Language = Literal["python", "javascript", "provided"]
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """A version's request batching (its `batch` setting): at most `max_size` calls per round trip."""
+
+    max_size: int = 1
+    max_wait_ms: float = 0.0
+    batch_handler: bool = False  # the handler takes the list of events in one call
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """Everything the engine needs to run one immutable version of a function."""
 
@@ -42,9 +51,13 @@ class FunctionSpec:
     network: bool = False
     route: str = ""
     auth: str = "public"
-    extra: dict[str, Any] = field(default_factory=dict)
     layer_dir: Path | None = None  # installed dependencies (site-packages / node_modules), read-only
     runtime: str = ""  # `python3.13`, `nodejs20.x`; empty: the language's default runtime
+    image: str | None = None  # an image function's image: its id when deployed, else the reference given
+    batch: BatchSettings | None = None
+    retries: int | None = None  # async: retries after a failure; None: the configured default
+    schedule: tuple[str, ...] = ()  # cron expressions
+    http_payload_format: str = "2.0"  # the HTTP trigger's event format: "2.0" (function URL) or "1.0"
 
     @property
     def key(self) -> tuple[str, int]:

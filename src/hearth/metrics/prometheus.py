@@ -106,16 +106,17 @@ class PlatformCollector(Collector):
         sandboxes = GaugeMetricFamily(
             "hearth_sandboxes", "Live sandboxes by function and state", labels=["function", "state"]
         )
-        for name in sorted({function for function, _ in self.engine.pools}):
-            for state, count in self.engine.instances_of(name).items():
+        snapshot = self.engine.snapshot()
+        for name, counts in sorted(snapshot.functions.items()):
+            for state, count in counts.as_dict().items():
                 sandboxes.add_metric([name, state], count)
         yield sandboxes
         stems = GaugeMetricFamily("hearth_stem_cells", "Ready stem cells", labels=["backend", "runtime"])
-        for key, count in self.engine.stem_cells.counts().items():
+        for key, count in snapshot.stem_cells.items():
             backend, runtime = key.split("/", 1)
             stems.add_metric([backend, runtime], count)
         yield stems
-        waiting = sum(pool.waiting for pool in self.engine.pools.values())
+        waiting = snapshot.waiting_calls
         yield GaugeMetricFamily("hearth_waiting_calls", "Calls waiting for a free instance", value=waiting)
         queued = self.queue_depth() if self.queue_depth is not None else 0
         yield GaugeMetricFamily("hearth_queue_depth", "Async invocations queued, not yet running", value=queued)

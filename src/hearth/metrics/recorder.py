@@ -1,4 +1,5 @@
-"""Write-behind recording of invocations: the invocation path appends, a background task writes batches.
+"""Write-behind recording of invocations: the engine appends each record (hearth.engine.records), a
+background task writes batches.
 
 The loss window on a crash is at most one flush interval (default 0.5 s) of records; a clean
 shutdown flushes everything.
@@ -14,38 +15,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hearth.engine.engine import InvocationResult
 from hearth.metrics.aggregate import upsert_rollups
 from hearth.store.models import Invocation
 
 log = logging.getLogger(__name__)
-
-
-def record_row(res: InvocationResult, mode: str, request_bytes: int, response_bytes: int) -> dict[str, Any]:
-    error = res.error or {}
-    return {
-        "id": res.invocation_id,
-        "function_name": res.function,
-        "version": res.version,
-        "mode": mode,
-        "started_at": res.started_at,
-        "duration_ms": res.duration_ms,
-        "queue_ms": res.queue_ms,
-        "status": res.status,
-        "path": res.path,
-        "backend": res.backend,
-        "sandbox_id": res.sandbox_id,
-        "error_type": error.get("type"),
-        "error_message": (str(error.get("message")) if error else None),
-        "stdout": res.stdout,
-        "stderr": res.stderr,
-        "logs_truncated": res.logs_truncated,
-        "request_bytes": request_bytes,
-        "response_bytes": response_bytes,
-        "init_ms": res.init_ms,
-        "cpu_ms": res.cpu_ms,
-        "memory_peak_bytes": res.memory_peak_bytes,
-    }
 
 
 class InvocationRecorder:

@@ -74,13 +74,7 @@ class ResourceSampler(Periodic):
         return self.interval_s
 
     def live_sandboxes(self) -> list[tuple[str, Sandbox]]:
-        found = [
-            (instance.spec.name, instance.sandbox)
-            for pool in self._engine.pools.values()
-            for instance in pool.instances
-        ]
-        found += [(STEM, sandbox) for cells in self._engine.stem_cells.ready.values() for sandbox in cells]
-        return found
+        return [(function or STEM, sandbox) for function, sandbox in self._engine.live_sandboxes()]
 
     async def sample_once(self) -> list[dict[str, Any]]:
         sandboxes = self.live_sandboxes()  # taken on the loop; the file reads happen in a thread

@@ -91,11 +91,7 @@ class CronTicker(Periodic):
 
     def run_once(self, now: float) -> int:
         """Enqueue every due tick of every schedule; returns how many jobs were created."""
-        schedules = {
-            (spec.name, expression): spec
-            for spec in self.registry.all()
-            for expression in (spec.extra.get("schedule") or [])
-        }
+        schedules = {(spec.name, expression): spec for spec in self.registry.all() for expression in spec.schedule}
         with self.sessions() as session:
             known = {(t.function_name, t.expression): t.last_tick for t in session.scalars(select(ScheduleTick))}
         jobs: list[NewJob] = []
@@ -118,7 +114,7 @@ class CronTicker(Periodic):
                     NewJob(
                         function_name=spec.name,
                         event=event,
-                        max_attempts=max_attempts(spec.extra, self.default_retries),
+                        max_attempts=max_attempts(spec.retries, self.default_retries),
                         source="cron",
                         idempotency_key=f"cron:{key[1]}:{tick:.0f}",
                     )

@@ -1,27 +1,27 @@
 """Submitting async invocations: validate, store durably, wake the scheduler. Shared by every entry
-point (the API's invoke with ?mode=async, the HTTP trigger's async header, Lambda Event calls)."""
+point (the API's invoke with ?mode=async, the HTTP trigger's async header, Lambda Event calls,
+through hearth.api.jobs.submit, which maps the refusals to HTTP)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hearth.api.errors import ApiError, field_error, not_found
-from hearth.api.state import HearthState
 from hearth.scheduler.callbacks import check_callback_url
+from hearth.scheduler.errors import FunctionNotFound, InvalidJob
 from hearth.scheduler.queue import NewJob
+from hearth.scheduler.worker import Scheduler
 
 MAX_IDEMPOTENCY_KEY = 255
 # Request headers an HTTP-trigger event keeps out of the store: the caller's key, and Hearth's own.
 UNSTORED_HEADERS = ("authorization", "cookie", "x-hearth-")
 
 
-def max_attempts(extra: dict[str, Any], default_retries: int) -> int:
-    retries = extra.get("retries")
+def max_attempts(retries: int | None, default_retries: int) -> int:
     return (default_retries if retries is None else int(retries)) + 1
 
 
 async def submit(
-    state: HearthState,
+    scheduler: Scheduler,
     name: str,
     event: Any,
     *,
@@ -29,29 +29,28 @@ async def submit(
     idempotency_key: str | None = None,
     callback_url: str | None = None,
 ) -> tuple[str, bool]:
-    """(invocation id, created). Returns once the job is committed to the store."""
-    spec = state.registry.get(name)
+    """(invocation id, created). Returns once the job is committed to the store; raises
+    FunctionNotFound or InvalidJob (hearth.scheduler.errors) for a job it does not take."""
+    spec = scheduler.registry.get(name)
     if spec is None:
-        raise not_found(name)
-    if state.scheduler is None:
-        raise ApiError(503, "Unavailable", "the async queue is not running")
+        raise FunctionNotFound(name)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-        raise field_error("idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+        raise InvalidJob("idempotency_key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")
     if callback_url is not None:
-        problem = await check_callback_url(callback_url, state.settings.callback_allow_private)
+        problem = await check_callback_url(callback_url, scheduler.settings.callback_allow_private)
         if problem:
-            raise field_error("callback_url", problem)
+            raise InvalidJob("callback_url", problem)
     job = NewJob(
         function_name=name,
         event=event,
-        max_attempts=max_attempts(spec.extra, state.settings.async_default_retries),
+        max_attempts=max_attempts(spec.retries, scheduler.settings.default_retries),
         source=source,
         idempotency_key=idempotency_key,
         callback_url=callback_url,
     )
-    job_id, created = await state.scheduler.enqueue(job)  # committed (with others arriving meanwhile)
+    job_id, created = await scheduler.enqueue(job)  # committed (with others arriving meanwhile)
     if created:
-        state.scheduler.notify(function=name)
+        scheduler.notify(function=name)
     return job_id, created
 
 

@@ -1,11 +1,15 @@
 """The scheduler: claims due async jobs from the queue and runs them through the engine.
 
-Async work goes through `Engine.invoke`, the path sync calls take, so it shares their pools and
-limits. It cannot starve sync traffic: at most `async_max_concurrency` jobs run at once on this
-node, and at most `async_share` of a function's instance slots (max_instances x concurrency, at
-least one) serve async jobs at a time; the other slots stay free for sync calls. A job that meets a
-full pool waits in the pool's queue like a sync call, and if no slot frees up within the capacity
-wait it goes back to the queue without using up an attempt (back-pressure, not failure).
+Async work goes through the invoker (`Engine.invoke`), the path sync calls take, so it shares their
+pools and limits, and is recorded there like any call. It cannot starve sync traffic: at most
+`max_concurrency` jobs run at once on this node, and at most `share` of a function's instance slots
+(max_instances x concurrency, at least one) serve async jobs at a time; the other slots stay free for
+sync calls. A job that meets a full pool waits in the pool's queue like a sync call, and if no slot
+frees up within the capacity wait it goes back to the queue without using up an attempt
+(back-pressure, not failure).
+
+The worker is built from explicit parts (a queue, an invoker, the registry, its settings, a clock),
+so it runs as well against an in-memory queue and a fake invoker (tests/unit/scheduler).
 """
 
 from __future__ import annotations
@@ -20,43 +24,76 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from hearth.api.invoke.responses import dumps
-from hearth.api.state import HearthState
-from hearth.metrics.recorder import record_row
+from hearth.engine.encoding import dumps
+from hearth.engine.engine import InvocationResult
+from hearth.engine.records import CallSite, as_result
+from hearth.engine.registry import FunctionRegistry
+from hearth.engine.sandbox import FunctionSpec
 from hearth.scheduler.callback_transport import callback_client
 from hearth.scheduler.callbacks import deliver_callback
 from hearth.scheduler.group_commit import GroupCommit
 from hearth.scheduler.queue import ClaimedJob, JobQueue, NewJob, Outcome, callback_body
+from hearth.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
 FINAL_STATUS = {"ok": "succeeded", "timeout": "timed_out"}  # every other outcome: failed
 HOUSEKEEPING_S = 60.0
 INTERNAL_RETRY_S = 5.0
 R = TypeVar("R")
+A = TypeVar("A")
+Clock = Callable[[], float]  # wall-clock seconds (time.time): when a retry is due
+Jitter = Callable[[float, float], float]  # a number between its two bounds (random.uniform)
 
 
-def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+class Invoker(Protocol):
+    """What runs a job: `Engine.invoke`."""
+
+    def invoke(
+        self,
+        resolve: Callable[[], FunctionSpec | None],
+        event: Any,
+        *,
+        call: CallSite,
+        answer: Callable[[InvocationResult], A],
+        invocation_id: str | None = None,
+    ) -> Awaitable[A]: ...
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, jitter: Jitter = random.uniform) -> float:
     """Exponential backoff with jitter: base x 2^(attempt-1), capped, times a random 0.5-1.5."""
-    return min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+    return min(cap_s, base_s * 2 ** (attempt - 1)) * jitter(0.5, 1.5)
 
 
 class Scheduler:
-    def __init__(self, state: HearthState, queue: JobQueue, node: str) -> None:
-        self.state = state
+    def __init__(
+        self,
+        queue: JobQueue,
+        invoker: Invoker,
+        registry: FunctionRegistry,
+        settings: SchedulerSettings,
+        node: str,
+        *,
+        clock: Clock = time.time,
+        jitter: Jitter = random.uniform,
+    ) -> None:
         self.queue = queue
-        settings = state.settings
+        self.invoker = invoker
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        self.jitter = jitter
         self.node = node  # stable across restarts of this data dir: its leftovers are recovered at start
         self.worker = f"{node}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.max_concurrency = settings.async_max_concurrency
-        self.share = settings.async_share
-        self.lease_s = settings.async_lease_s
-        self.poll_s = settings.async_poll_s
+        self.max_concurrency = settings.max_concurrency
+        self.share = settings.share
+        self.lease_s = settings.lease_s
+        self.poll_s = settings.poll_s
         self.inflight: dict[str, asyncio.Task[None]] = {}  # by attempt record id (`<job id>.<run>`)
         self.by_function: Counter[str] = Counter()
         self.depth = 0  # queued jobs, refreshed about once a second
@@ -79,11 +116,11 @@ class Scheduler:
 
     # ----- lifecycle
     async def start(self) -> None:
-        recovered = await self.db(self.queue.recover, time.time(), self.node + "-")
+        recovered = await self.db(self.queue.recover, self.clock(), self.node + "-")
         if recovered:
             log.info("scheduler: %d job(s) left running by an earlier run queued again", recovered)
         self.depth = await self.db(self.queue.depth)
-        self._http = callback_client(self.state.settings.callback_allow_private)
+        self._http = callback_client(self.settings.callback_allow_private)
         self._tasks = [
             asyncio.create_task(self._run()),
             asyncio.create_task(self._heartbeat()),
@@ -130,7 +167,7 @@ class Scheduler:
     # ----- fairness
     def cap(self, function: str) -> int:
         """How many async jobs of `function` may run at once on this node."""
-        spec = self.state.registry.get(function)
+        spec = self.registry.get(function)
         if spec is None:
             return 1  # it was deleted: its jobs still need one slot to reach their final state
         return max(1, math.floor(spec.max_instances * spec.concurrency * self.share))
@@ -176,18 +213,18 @@ class Scheduler:
                 running = [record_id.rsplit(".", 1)[0] for record_id in self.inflight]
                 await self.db(self.queue.renew, self.worker, running, self.lease_s)
                 # another node's (or a hung worker's) expired leases
-                await self.db(self.queue.recover, time.time())
+                await self.db(self.queue.recover, self.clock())
             except Exception:
                 log.exception("scheduler: renewing leases failed")
 
     async def _housekeeping(self) -> None:
-        settings = self.state.settings
+        settings = self.settings
         while True:
             try:
                 for pending in await self.db(self.queue.pending_callbacks, 500):
                     if pending.id not in self._callbacks:
                         self._callback(pending.id, pending.url, pending.body)
-                pruned = await self.db(self.queue.prune, time.time() - settings.async_retention_s)
+                pruned = await self.db(self.queue.prune, self.clock() - settings.retention_s)
                 if pruned:
                     log.info("scheduler: %d final job(s) past retention deleted", pruned)
             except Exception:
@@ -204,7 +241,7 @@ class Scheduler:
             log.exception("scheduler: job %s failed inside Hearth; it will be tried again", job.id)
             error = {"type": "InternalError", "message": "Hearth failed while running the job"}
             with contextlib.suppress(Exception):
-                again = time.time() + INTERNAL_RETRY_S
+                again = self.clock() + INTERNAL_RETRY_S
                 await self.db(self.queue.retry_at, job.id, self.worker, job.run, again, error, None, False)
         finally:
             self.inflight.pop(job.record_id, None)
@@ -214,22 +251,24 @@ class Scheduler:
             self._wake.set()  # a slot is free
 
     async def _attempt(self, job: ClaimedJob) -> None:
-        settings = self.state.settings
-        registry = self.state.registry
+        settings = self.settings
+        registry = self.registry
         try:
-            res = await self.state.engine.invoke(
-                lambda: registry.get(job.function_name), job.event, invocation_id=job.record_id
+            res = await self.invoker.invoke(
+                lambda: registry.get(job.function_name),
+                job.event,
+                call=CallSite("async", len(dumps(job.event))),
+                answer=as_result,
+                invocation_id=job.record_id,
             )
         except LookupError:
             error = {"type": "NotFound", "message": f"function {job.function_name!r} no longer exists"}
             await self._final(job, "failed", None, error, None, dead_letter=True)
             return
-        result_bytes = len(dumps(res.result)) if res.status == "ok" else 0
-        self.state.recorder.add(record_row(res, "async", len(dumps(job.event)), result_bytes))
         if res.status == "throttled":  # back-pressure: wait for capacity; the attempt does not count
-            delay = max(res.retry_after_s or 1.0, 0.5) * random.uniform(1.0, 1.5)
+            delay = max(res.retry_after_s or 1.0, 0.5) * self.jitter(1.0, 1.5)
             await self.db(
-                self.queue.retry_at, job.id, self.worker, job.run, time.time() + delay, None, job.record_id, False
+                self.queue.retry_at, job.id, self.worker, job.run, self.clock() + delay, None, job.record_id, False
             )
             return
         if res.status == "ok":
@@ -238,8 +277,8 @@ class Scheduler:
         error = dict(res.error or {"type": "Error", "message": res.status})
         error["status"] = res.status
         if not job.last_allowed:
-            delay = backoff_s(job.attempt - job.interruptions, settings.async_retry_base_s, settings.async_retry_max_s)
-            await self.db(self.queue.retry_at, job.id, self.worker, job.run, time.time() + delay, error, job.record_id)
+            delay = backoff_s(job.attempt - job.interruptions, settings.retry_base_s, settings.retry_max_s, self.jitter)
+            await self.db(self.queue.retry_at, job.id, self.worker, job.run, self.clock() + delay, error, job.record_id)
             return
         status = FINAL_STATUS.get(res.status, "failed")
         await self._final(job, status, None, error, job.record_id, dead_letter=True)
@@ -262,7 +301,7 @@ class Scheduler:
             self._callback(job.id, job.callback_url, callback_body(job, status, result, error, job.attempt))
 
     def _callback(self, job_id: str, url: str, body: dict[str, Any]) -> None:
-        settings = self.state.settings
+        settings = self.settings
         assert self._http is not None
 
         async def deliver() -> None:

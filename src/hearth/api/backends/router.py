@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from hearth.api.auth import require_api_key
 from hearth.api.backends.schemas import BackendList, BackendOut, RuntimeStartCost, StartCost
+from hearth.api.dependencies import State
 from hearth.api.errors import ApiError
 from hearth.api.state import HearthState
 from hearth.engine.sandbox import Backend
@@ -43,13 +44,8 @@ def describe(state: HearthState, backend: Backend) -> BackendOut:
     )
 
 
-def state_of(request: Request) -> HearthState:
-    return request.app.state.hearth  # type: ignore[no-any-return]
-
-
 @router.get("", response_model=BackendList, summary="Every isolation backend: available or why not, start cost")
-async def list_backends(request: Request) -> BackendList:
-    state = state_of(request)
+async def list_backends(state: State, request: Request) -> BackendList:
     backends = await asyncio.gather(
         *(asyncio.to_thread(describe, state, backend) for backend in state.engine.backends.values())
     )
@@ -58,8 +54,7 @@ async def list_backends(request: Request) -> BackendList:
 
 # The path parameter is not called `name`: the auth layer reads `name` as a function's (ownership check).
 @router.get("/{backend}", response_model=BackendOut, summary="One isolation backend")
-async def get_backend(backend: str, request: Request) -> BackendOut:
-    state = state_of(request)
+async def get_backend(state: State, backend: str, request: Request) -> BackendOut:
     found = state.engine.backends.get(backend)
     if found is None:
         known = ", ".join(sorted(state.engine.backends))

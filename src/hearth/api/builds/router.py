@@ -11,13 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 
 from hearth.api.auth import principal_of, require_api_key
+from hearth.api.bodies import read_capped_body
 from hearth.api.builds.schemas import BuildList, BuildOut
-from hearth.api.builds.service import BuildService
+from hearth.api.dependencies import Builds, Functions, State
 from hearth.api.errors import ApiError, field_error, not_found
 from hearth.api.functions.schemas import FunctionCreate, FunctionOut, FunctionPatch
-from hearth.api.functions.service import FunctionService
 from hearth.api.namespaces import split_key
-from hearth.api.state import HearthState
 from hearth.packaging.bundle import pack_files
 
 router = APIRouter(prefix="/api/functions", tags=["builds"], dependencies=[Depends(require_api_key)])
@@ -43,18 +42,6 @@ ZIP_UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-def builds(request: Request) -> BuildService:
-    return request.app.state.hearth.builds  # type: ignore[no-any-return]
-
-
-def functions(request: Request) -> FunctionService:
-    return request.app.state.functions  # type: ignore[no-any-return]
-
-
-Builds = Annotated[BuildService, Depends(builds)]
-Functions = Annotated[FunctionService, Depends(functions)]
-
-
 @router.get("/{name}/builds", response_model=BuildList)
 async def list_builds(name: str, svc: Builds, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> BuildList:
     """The function's dependency builds, newest first (without their logs)."""
@@ -72,8 +59,7 @@ async def get_build(name: str, build_id: str, svc: Builds, log_offset: Annotated
     response_class=Response,
     responses={200: {"content": {"application/zip": {}}, "description": "the current version's files as a zip"}},
 )
-async def download_code(name: str, request: Request) -> Response:
-    state: HearthState = request.app.state.hearth
+async def download_code(name: str, request: Request, state: State) -> Response:
     spec = state.registry.get(name)
     if spec is None:
         raise not_found(name)
@@ -93,9 +79,8 @@ async def download_code(name: str, request: Request) -> Response:
     openapi_extra=ZIP_UPLOAD_BODY,
     responses={201: {"model": FunctionOut, "description": "created"}, 404: {"description": "no such function"}},
 )
-async def upload_code(name: str, request: Request, response: Response, svc: Functions) -> FunctionOut:
+async def upload_code(name: str, request: Request, response: Response, svc: Functions, state: State) -> FunctionOut:
     """A new version with this bundle (other settings kept); creates the function if `settings` has `language`."""
-    state: HearthState = request.app.state.hearth
     data, settings = await read_upload(request, state.settings.max_zip_bytes)
     body = {**settings, "zip_base64": base64.b64encode(data).decode("ascii")}
     if state.registry.get(name) is None and "language" in settings:
@@ -154,11 +139,6 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, dict[str, An
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "PayloadTooLarge", f"the zip is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped_body(
+        request, limit, lambda: ApiError(413, "PayloadTooLarge", f"the zip is over the limit of {limit} bytes")
+    )

@@ -24,6 +24,7 @@ from hearth.api.functions.schemas import (
     FunctionSettings,
     FunctionVersionOut,
 )
+from hearth.api.functions.specs import spec_from_version
 from hearth.api.namespaces import (
     ADMIN,
     default_route,
@@ -34,7 +35,6 @@ from hearth.api.namespaces import (
     split_key,
 )
 from hearth.api.state import HearthState
-from hearth.engine.registry import spec_from_version
 from hearth.engine.sandbox import Backend
 from hearth.images import catalog
 from hearth.store.models import Function, FunctionVersion, User

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from hearth.api.auth import principal_of, require_api_key
+from hearth.api.dependencies import State, hearth_state
 from hearth.api.errors import ApiError, not_found
 from hearth.api.metrics.service import run_query, since_of
 from hearth.api.namespaces import resolve
 from hearth.api.server import SHUTTING_DOWN
-from hearth.api.state import HearthState
 from hearth.metrics.queries import format_cursor, parse_cursor
 from hearth.store.models import Invocation
 
@@ -24,16 +24,12 @@ STATUSES = ("ok", "error", "timeout", "oom", "crashed", "throttled")
 HEARTBEAT_S = 15.0
 
 
-def state_of(request: Request) -> HearthState:
-    return request.app.state.hearth  # type: ignore[no-any-return]
-
-
 def visible_functions(request: Request) -> set[str] | None:
     """None for an admin; else the caller's functions (records of deleted ones are admin-only)."""
     principal = principal_of(request)
     if principal.is_admin:
         return None
-    registry = state_of(request).registry
+    registry = hearth_state(request).registry
     return {spec.name for spec in registry.all() if registry.owner_of(spec.name) == principal.user}
 
 
@@ -65,6 +61,7 @@ def record_out(record: Invocation, *, logs: bool) -> dict[str, Any]:
 
 @router.get("/invocations", summary="Invocation records, newest first, paged with next_cursor")
 async def list_invocations(
+    state: State,
     request: Request,
     function: str | None = None,
     status: str | None = Query(None, description="ok, error, timeout, oom, crashed or throttled"),
@@ -89,7 +86,6 @@ async def list_invocations(
             fields=[{"field": "cursor", "message": "invalid"}],
         ) from None
     start = since_of(since)
-    state = state_of(request)
     only = visible_functions(request)
     if function is not None:
         function = resolve(principal_of(request).user, function)
@@ -101,8 +97,7 @@ async def list_invocations(
 
 
 @router.get("/invocations/{invocation_id}", summary="One invocation record with its logs")
-async def get_invocation(request: Request, invocation_id: str) -> dict[str, Any]:
-    state = state_of(request)
+async def get_invocation(state: State, request: Request, invocation_id: str) -> dict[str, Any]:
     record = await run_query(state, lambda q: q.invocation(invocation_id))
     if record is None:
         await state.recorder.flush()  # it may still sit in the write-behind buffer
@@ -115,12 +110,12 @@ async def get_invocation(request: Request, invocation_id: str) -> dict[str, Any]
 
 @router.get("/functions/{name}/logs", summary="The function's recent log lines, oldest first")
 async def function_logs(
+    state: State,
     request: Request,
     name: str,
     since: str | None = Query(None, description="15m, an ISO time or unix seconds"),
     limit: int = Query(100, ge=1, le=10000),
 ) -> dict[str, Any]:
-    state = state_of(request)
     if state.registry.get(name) is None:
         raise not_found(name)
     start = since_of(since)
@@ -129,8 +124,7 @@ async def function_logs(
 
 
 @router.get("/functions/{name}/logs/stream", summary="New log lines as Server-Sent Events (event: log)")
-async def stream_logs(request: Request, name: str) -> StreamingResponse:
-    state = state_of(request)
+async def stream_logs(state: State, request: Request, name: str) -> StreamingResponse:
     if state.registry.get(name) is None:
         raise not_found(name)
     hub = state.log_hub

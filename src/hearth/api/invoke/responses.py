@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import orjson
 from fastapi.responses import Response
 
+from hearth.engine.encoding import dumps
 from hearth.engine.engine import InvocationResult
 
 STATUS_HTTP = {"ok": 200, "error": 500, "timeout": 504, "oom": 502, "crashed": 502, "throttled": 429}
-
-
-def dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # integers beyond 64 bits, which Python's json (the agents) allows
-        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def hearth_headers(res: InvocationResult) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -9,14 +10,17 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from hearth.api.auth import bearer_token, check_api_key, require_api_key
+from hearth.api.bodies import read_capped_body
+from hearth.api.dependencies import State
 from hearth.api.errors import ApiError, not_found
-from hearth.api.invoke.events import DEFAULT_PAYLOAD_FORMAT, http_event, request_parts
+from hearth.api.invoke.events import http_event, request_parts
 from hearth.api.invoke.proxy import trigger_response
 from hearth.api.invoke.responses import dumps, result_response
+from hearth.api.jobs.submit import submit_job
 from hearth.api.state import HearthState
 from hearth.engine.engine import InvocationResult, new_invocation_id
-from hearth.metrics.recorder import record_row
-from hearth.scheduler.submit import accepted_body, submit, without_credentials
+from hearth.engine.records import CallSite
+from hearth.scheduler.submit import accepted_body, without_credentials
 
 router = APIRouter(tags=["invoke"])
 
@@ -31,17 +35,9 @@ TRIGGER_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped_body(
+        request, limit, lambda: ApiError(413, "PayloadTooLarge", f"request body over the limit of {limit} bytes")
+    )
 
 
 def parse_event(body: bytes) -> Any:
@@ -53,9 +49,18 @@ def parse_event(body: bytes) -> Any:
         raise ApiError(422, "InvalidJSON", f"the request body is not valid JSON: {exc}") from None
 
 
-async def invoke(state: HearthState, name: str, event: Any, invocation_id: str | None = None) -> InvocationResult:
+async def invoke(
+    state: HearthState,
+    name: str,
+    event: Any,
+    call: CallSite,
+    answer: Callable[[InvocationResult], Response],
+    invocation_id: str | None = None,
+) -> Response:
     try:
-        return await state.engine.invoke(lambda: state.registry.get(name), event, invocation_id=invocation_id)
+        return await state.engine.invoke(
+            lambda: state.registry.get(name), event, call=call, answer=answer, invocation_id=invocation_id
+        )
     except LookupError:
         raise not_found(name) from None
 
@@ -72,20 +77,17 @@ async def invoke(state: HearthState, name: str, event: Any, invocation_id: str |
 async def invoke_function(
     name: str,
     request: Request,
+    state: State,
     mode: Literal["sync", "async"] = Query("sync", description="async: answer 202 once the job is stored"),
     idempotency_key: str | None = Query(None, description="async: a repeated key returns the first job"),
     callback_url: str | None = Query(None, description="async: POST the outcome here when final"),
 ) -> Response:
-    state: HearthState = request.app.state.hearth
     if state.registry.get(name) is None:
         raise not_found(name)
     body = await read_body(request, state.settings.max_request_bytes)
     if mode == "async" or request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "async":
         return await enqueue(state, request, name, parse_event(body), "api", idempotency_key, callback_url)
-    res = await invoke(state, name, parse_event(body))
-    response = result_response(res)
-    state.recorder.add(record_row(res, "sync", len(body), len(response.body)))
-    return response
+    return await invoke(state, name, parse_event(body), CallSite("sync", len(body)), result_response)
 
 
 async def enqueue(
@@ -99,7 +101,7 @@ async def enqueue(
 ) -> Response:
     key = idempotency_key or request.headers.get("x-hearth-idempotency-key")
     url = callback_url or request.headers.get("x-hearth-callback-url")
-    job_id, created = await submit(state, name, event, source=source, idempotency_key=key, callback_url=url)
+    job_id, created = await submit_job(state, name, event, source=source, idempotency_key=key, callback_url=url)
     return Response(
         dumps(accepted_body(job_id, created)),
         status_code=202,
@@ -124,14 +126,16 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
     parts = request_parts(
         request, spec.route, request_id=invocation_id, api_id=spec.name, account_id=state.settings.lambda_account_id
     )
-    payload_format = str(spec.extra.get("http_payload_format") or DEFAULT_PAYLOAD_FORMAT)
+    payload_format = spec.http_payload_format
     event = http_event(replace(parts, body=body), payload_format)
     if request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "async":
         return await enqueue(state, request, spec.name, without_credentials(event), "http")
-    res = await invoke(state, spec.name, event, invocation_id)
-    response = trigger_response(res, payload_format, public=spec.auth != "key")
-    state.recorder.add(record_row(res, "http", len(body), len(response.body)))
-    return response
+    public = spec.auth != "key"
+
+    def answer(res: InvocationResult) -> Response:  # the payload format's rules: a malformed response is an error
+        return trigger_response(res, payload_format, public=public)
+
+    return await invoke(state, spec.name, event, CallSite("http", len(body)), answer, invocation_id)
 
 
 TRIGGER_BODY: dict[str, Any] = {

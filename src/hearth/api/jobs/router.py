@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from hearth.api.auth import principal_of, require_api_key
+from hearth.api.dependencies import State, hearth_state
 from hearth.api.errors import ApiError
 from hearth.api.namespaces import resolve
 from hearth.api.state import HearthState
@@ -65,10 +66,6 @@ def job_out(job: JobRecord) -> dict[str, Any]:
     }
 
 
-def state_of(request: Request) -> HearthState:
-    return request.app.state.hearth  # type: ignore[no-any-return]
-
-
 def queue_of(state: HearthState) -> JobQueue:
     if state.scheduler is None:
         raise ApiError(503, "Unavailable", "the async queue is not running")
@@ -78,12 +75,12 @@ def queue_of(state: HearthState) -> JobQueue:
 def visible(request: Request, function: str) -> bool:
     """Admins see every job; a user the jobs of the functions they own (deleted functions: admins)."""
     principal = principal_of(request)
-    owner = state_of(request).registry.owner_of(function)
+    owner = hearth_state(request).registry.owner_of(function)
     return principal.is_admin or (owner is not None and owner == principal.user)
 
 
 async def load_visible(request: Request, job_id: str) -> JobRecord:
-    job = await asyncio.to_thread(queue_of(state_of(request)).get, job_id)
+    job = await asyncio.to_thread(queue_of(hearth_state(request)).get, job_id)
     if job is None or not visible(request, job.function_name):
         raise ApiError(404, "NotFound", f"invocation {job_id!r} does not exist")
     return job
@@ -100,6 +97,7 @@ async def get_job(invocation_id: str, request: Request) -> dict[str, Any]:
 
 @router.get("/jobs", summary="Async invocations, newest first (dead_letter=true: the dead-letter queue)")
 async def list_jobs(
+    state: State,
     request: Request,
     function: str | None = None,
     status: str | None = Query(None, description="queued, running, succeeded, failed or timed_out"),
@@ -113,7 +111,6 @@ async def list_jobs(
             f"status: must be one of {', '.join(JOB_STATUSES)}",
             fields=[{"field": "status", "message": "unknown status"}],
         )
-    state = state_of(request)
     queue = queue_of(state)
     principal = principal_of(request)
     owned = (
@@ -136,8 +133,7 @@ async def list_jobs(
 @router.post(
     "/jobs/{job_id}/retry", status_code=202, summary="Run a dead-lettered job again, with a fresh set of attempts"
 )
-async def retry_job(job_id: str, request: Request) -> dict[str, Any]:
-    state = state_of(request)
+async def retry_job(state: State, job_id: str, request: Request) -> dict[str, Any]:
     job = await load_visible(request, job_id)
     if not await asyncio.to_thread(queue_of(state).requeue_dead, job_id):
         raise ApiError(409, "Conflict", f"job {job_id!r} is {job.status}, not dead-lettered")

@@ -9,10 +9,12 @@ Any other id (`hearth`, say) signs with the admin key itself. Only signatures tr
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from fastapi import Request
 
 from hearth.api.auth import ADMIN_PRINCIPAL, USER_KEY_ID, Principal, bearer_token
+from hearth.api.bodies import read_capped_body
 from hearth.api.lambda_api.errors import LambdaError
 from hearth.api.lambda_api.sigv4 import SignatureError, parse_authorization, verify
 from hearth.api.rate_limits import check_rate
@@ -42,7 +44,8 @@ async def require_aws_auth(request: Request) -> None:
     header = request.headers.get("authorization", "")
     if not header:
         raise LambdaError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-    body = await read_capped_body(request, body_limit(request))
+    limit = body_limit(request)
+    body = await read_capped_body(request, limit, too_large(limit))
     keys = request.app.state.hearth.keys
     if header.lower().startswith("bearer "):
         await keys.prefetch(bearer_token(request) or "")  # a key row is loaded off the event loop
@@ -93,18 +96,5 @@ def body_limit(request: Request) -> int:
     return max(settings.max_request_bytes, settings.max_zip_bytes * 4 // 3 + 64 * 1024)
 
 
-async def read_capped_body(request: Request, limit: int) -> bytes:
-    """The body, read at most once and kept for the route (Starlette caches it in `_body`)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise LambdaError(413, "RequestTooLargeException", f"Request must be smaller than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LambdaError(413, "RequestTooLargeException", f"Request must be smaller than {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # what request.body() returns from now on
-    return body
+def too_large(limit: int) -> Callable[[], LambdaError]:
+    return lambda: LambdaError(413, "RequestTooLargeException", f"Request must be smaller than {limit} bytes")

@@ -17,12 +17,12 @@ from fastapi import Request, Response
 
 from hearth.api.invoke.responses import dumps
 from hearth.api.invoke.router import parse_event
+from hearth.api.jobs.submit import submit_job
 from hearth.api.lambda_api.errors import LambdaError, invalid
 from hearth.api.lambda_api.mapping import LATEST
 from hearth.api.state import HearthState
 from hearth.engine.engine import InvocationResult, new_invocation_id
-from hearth.metrics.recorder import record_row
-from hearth.scheduler.submit import submit
+from hearth.engine.records import CallSite, as_result
 
 log = logging.getLogger(__name__)
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
@@ -50,13 +50,15 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
     if invocation_type == "Event":  # the durable async queue, with the function's retries
         if state.registry.get(name) is None:
             raise LambdaError(404, "ResourceNotFoundException", f"Function not found: {name}")
-        job_id, _ = await submit(state, name, event, source="lambda")
+        job_id, _ = await submit_job(state, name, event, source="lambda")
         headers["x-amzn-RequestId"] = job_id
         return Response(status_code=202, headers=headers)
     try:
         res = await state.engine.invoke(
             lambda: state.registry.get(name),
             event,
+            call=CallSite("sync", len(body)),
+            answer=as_result,
             invocation_id=invocation_id,
             client_context=client_context(request.headers.get("x-amz-client-context")),
         )
@@ -65,7 +67,6 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
     headers["X-Amz-Executed-Version"] = str(res.version)
     if res.status == "throttled":
         retry = max(1, math.ceil(res.retry_after_s or 1))
-        state.recorder.add(record_row(res, "sync", len(body), 0))
         raise LambdaError(
             429,
             "TooManyRequestsException",
@@ -81,7 +82,6 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
         headers["X-Amz-Function-Error"] = "Unhandled"
     if log_type == "Tail":
         headers["X-Amz-Log-Result"] = log_tail(res, state)
-    state.recorder.add(record_row(res, "sync", len(body), len(payload)))
     return Response(payload, status_code=200, headers=headers, media_type="application/json")
 
 

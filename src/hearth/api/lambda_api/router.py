@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException
 
 from hearth.api.auth import Principal
 from hearth.api.builds.service import collect_files
+from hearth.api.dependencies import State, function_service, hearth_state
 from hearth.api.errors import ApiError
 from hearth.api.functions.schemas import FunctionCreate, FunctionOut, FunctionPatch
-from hearth.api.functions.service import FunctionService
 from hearth.api.lambda_api import invoke as lambda_invoke
 from hearth.api.lambda_api.auth import require_aws_auth
 from hearth.api.lambda_api.errors import LambdaError, error_response, from_api_error, invalid, not_found
@@ -40,7 +40,6 @@ from hearth.api.lambda_api.mapping import (
 )
 from hearth.api.lambda_api.unsupported import API_VERSIONS, unsupported
 from hearth.api.namespaces import resolve, split_key
-from hearth.api.state import HearthState
 
 log = logging.getLogger(__name__)
 PREFIX = "/2015-03-31/functions"
@@ -132,14 +131,6 @@ class UpdateConfigurationInput(_Loose):
 
 
 # ----- helpers
-def state_of(request: Request) -> HearthState:
-    return request.app.state.hearth  # type: ignore[no-any-return]
-
-
-def service_of(request: Request) -> FunctionService:
-    return request.app.state.functions  # type: ignore[no-any-return]
-
-
 def body_of(request: Request, model: type[BaseModel]) -> Any:
     raw = getattr(request, "_body", b"") or b"{}"
     try:
@@ -174,12 +165,12 @@ def region(request: Request) -> str:
 
 
 def account(request: Request) -> str:
-    return state_of(request).settings.lambda_account_id
+    return hearth_state(request).settings.lambda_account_id
 
 
 async def available_runtimes(request: Request) -> list[str]:
     """The runtimes functions created through this API can run on: those of the default backend, here and now."""
-    state = state_of(request)
+    state = hearth_state(request)
     backend = state.engine.backends.get(state.settings.default_backend)
     if backend is None:
         return []
@@ -195,7 +186,7 @@ async def config_of(request: Request, fn: FunctionOut, version: str | None = Non
 
 async def load(request: Request, ref: FunctionRef) -> FunctionOut:
     try:
-        fn = await service_of(request).get(key_of(request, ref.name), with_code=False)
+        fn = await function_service(request).get(key_of(request, ref.name), with_code=False)
     except ApiError as exc:
         if exc.status == 404:
             raise not_found(ref.name, arn(region(request), account(request), ref.name, ref.qualifier)) from None
@@ -271,7 +262,7 @@ async def create_function(request: Request) -> Response:
     }
     if body.Description and has_field(FunctionCreate, "description"):
         settings["description"] = body.Description
-    fn = await service_of(request).create(FunctionCreate.model_validate(settings), caller=caller(request))
+    fn = await function_service(request).create(FunctionCreate.model_validate(settings), caller=caller(request))
     return json_response(await config_of(request, fn, str(fn.version) if body.Publish else None), 201)
 
 
@@ -283,7 +274,7 @@ async def list_functions(
     max_items: Annotated[int, Query(alias="MaxItems", ge=1, le=10000)] = 50,
 ) -> Response:
     who = caller(request)
-    owned = await service_of(request).list(None if who.is_admin else who.user)
+    owned = await function_service(request).list(None if who.is_admin else who.user)
     named = sorted((shown_name(request, fn.name), fn) for fn in owned)
     if marker:
         named = [(name, fn) for name, fn in named if name > marker]
@@ -329,13 +320,13 @@ async def update_function_code(function_name: str, request: Request) -> Response
     check_revision(fn, body.RevisionId, await config_of(request, fn))
     if fn.image is not None:  # an Image package: a new image, checked as at create
         patch = FunctionPatch.model_validate({"image": image_of(body)})
-        updated = fn if body.DryRun else await service_of(request).patch(fn.name, patch)
+        updated = fn if body.DryRun else await function_service(request).patch(fn.name, patch)
         return json_response(await config_of(request, updated, str(updated.version) if body.Publish else None))
     patch = FunctionPatch.model_validate({"zip_base64": zip_of(body)})
     if body.DryRun:  # check the bundle, change nothing
-        collect_files(fn.language, fn.handler, None, patch.zip_base64, state_of(request).settings)
+        collect_files(fn.language, fn.handler, None, patch.zip_base64, hearth_state(request).settings)
         return json_response(await config_of(request, fn))
-    updated = await service_of(request).patch(fn.name, patch, caller=caller(request))
+    updated = await function_service(request).patch(fn.name, patch, caller=caller(request))
     return json_response(await config_of(request, updated, str(updated.version) if body.Publish else None))
 
 
@@ -362,7 +353,7 @@ async def update_function_configuration(function_name: str, request: Request) ->
     if body.Description is not None and has_field(FunctionPatch, "description"):
         changes["description"] = body.Description
     patch = FunctionPatch.model_validate(changes)
-    updated = await service_of(request).patch(fn.name, patch, caller=caller(request)) if changes else fn
+    updated = await function_service(request).patch(fn.name, patch, caller=caller(request)) if changes else fn
     return json_response(await config_of(request, updated))
 
 
@@ -374,16 +365,18 @@ async def delete_function(
     if ref.qualifier not in (None, LATEST):
         raise invalid("Hearth deletes whole functions only: leave out the qualifier")
     fn = await load(request, ref)
-    await service_of(request).delete(fn.name)
+    await function_service(request).delete(fn.name)
     return Response(status_code=204)
 
 
 @router.post(PREFIX + "/{function_name}/invocations")
 async def invoke_function(
-    function_name: str, request: Request, qualifier: Annotated[str | None, Query(alias="Qualifier")] = None
+    state: State,
+    function_name: str,
+    request: Request,
+    qualifier: Annotated[str | None, Query(alias="Qualifier")] = None,
 ) -> Response:
     ref = parse_function_name(function_name, qualifier)
-    state = state_of(request)
     spec = state.registry.get(key_of(request, ref.name))
     if spec is None:
         raise not_found(ref.name, arn(region(request), account(request), ref.name, ref.qualifier))

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hearth.api.auth import ADMIN, principal_of, require_api_key
+from hearth.api.dependencies import State
 from hearth.api.errors import ApiError, not_found
 from hearth.api.metrics.service import now, platform_of, run_query, window_of
-from hearth.api.state import HearthState
 from hearth.metrics.queries import MAX_BUCKETS
 
 router = APIRouter(tags=["metrics"])
@@ -20,13 +20,8 @@ WINDOW = Query("1h", description="how far back: 5m, 1h, 24h, 7d, or seconds")
 STEP = Query("1m", description="bucket width: 10s, 1m, 5m, 1h, or seconds (at most 1440 buckets)")
 
 
-def state_of(request: Request) -> HearthState:
-    return request.app.state.hearth  # type: ignore[no-any-return]
-
-
 @api.get("/metrics/summary", summary="Per-function and platform totals over a window")
-async def summary(request: Request, window: str = WINDOW) -> dict[str, object]:
-    state = state_of(request)
+async def summary(state: State, request: Request, window: str = WINDOW) -> dict[str, object]:
     window_s, at = window_of(window), now()
     principal = principal_of(request)
     names = [spec.name for spec in state.registry.all() if principal.sees(state.registry.owner_of(spec.name) or ADMIN)]
@@ -54,8 +49,9 @@ def steps_of(window: str, step: str) -> tuple[float, float]:
 
 
 @api.get("/functions/{name}/metrics", summary="Time series of one function, for charts")
-async def function_metrics(request: Request, name: str, window: str = WINDOW, step: str = STEP) -> dict[str, object]:
-    state = state_of(request)
+async def function_metrics(
+    state: State, request: Request, name: str, window: str = WINDOW, step: str = STEP
+) -> dict[str, object]:
     if state.registry.get(name) is None:
         raise not_found(name)
     window_s, step_s = steps_of(window, step)
@@ -64,8 +60,7 @@ async def function_metrics(request: Request, name: str, window: str = WINDOW, st
 
 
 @api.get("/metrics/series", summary="Time series of all functions together, with host CPU and memory")
-async def platform_series(request: Request, window: str = WINDOW, step: str = STEP) -> dict[str, object]:
-    state = state_of(request)
+async def platform_series(state: State, request: Request, window: str = WINDOW, step: str = STEP) -> dict[str, object]:
     if not principal_of(request).allows("metrics"):
         raise ApiError(
             403,
@@ -78,6 +73,5 @@ async def platform_series(request: Request, window: str = WINDOW, step: str = ST
 
 
 @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
-async def prometheus(request: Request) -> Response:
-    state = state_of(request)
+async def prometheus(state: State, request: Request) -> Response:
     return Response(generate_latest(state.prometheus), media_type=CONTENT_TYPE_LATEST)

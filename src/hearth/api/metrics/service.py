@@ -54,26 +54,18 @@ def since_of(value: str | None) -> float | None:
 
 
 def platform_of(state: HearthState) -> dict[str, Any]:
-    engine = state.engine
-    warm = busy = starting = 0
-    for pool in engine.pools.values():
-        starting += pool.starting
-        for instance in pool.instances:
-            if instance.inflight:
-                busy += 1
-            else:
-                warm += 1
+    engine = state.engine.snapshot()
     host = state.sampler.latest.get("", {}) if state.sampler is not None else {}
     sandbox_memory = sum(
         row["memory_bytes"] for name, row in (state.sampler.latest if state.sampler else {}).items() if name
     )
     return {
         "functions": len(state.registry.all()),
-        "warm_sandboxes": warm,
-        "busy_sandboxes": busy,
-        "starting_sandboxes": starting,
-        "stem_cells": engine.stem_cells.count(),
-        "waiting_calls": sum(pool.waiting for pool in engine.pools.values()),
+        "warm_sandboxes": engine.total.warm,
+        "busy_sandboxes": engine.total.busy,
+        "starting_sandboxes": engine.total.starting,
+        "stem_cells": engine.stem_cells_ready,
+        "waiting_calls": engine.waiting_calls,
         "queue_depth": state.queue_depth() if state.queue_depth is not None else 0,
         "host_cpu_percent": host.get("cpu_percent", 0.0),
         "host_memory_bytes": host.get("memory_bytes", 0),

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from hearth.api.state import HearthState
 from hearth.scheduler.cron import CronTicker
 from hearth.scheduler.queue import SqlJobQueue
+from hearth.scheduler.settings import SchedulerSettings
 from hearth.scheduler.worker import Scheduler
 
 
@@ -17,7 +18,9 @@ async def start_scheduler(state: HearthState, node: str) -> Callable[[], Awaitab
     are queued again at once instead of after their lease."""
     settings = state.settings
     node = hashlib.sha256(f"{socket.gethostname()}:{node}".encode()).hexdigest()[:12]  # one per host and data dir
-    scheduler = Scheduler(state, SqlJobQueue(state.sessions), node)
+    scheduler = Scheduler(
+        SqlJobQueue(state.sessions), state.engine, state.registry, SchedulerSettings.from_settings(settings), node
+    )
     state.scheduler = scheduler
     state.queue_depth = lambda: scheduler.depth
     await scheduler.start()

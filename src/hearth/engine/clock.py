@@ -1,0 +1,95 @@
+"""The time source of the pool and the batcher: the real monotonic clock, or a manual one in tests.
+
+Keep-alive, capacity waits and batch windows read the time and set timers only through a `Clock`, so
+unit tests (tests/unit/) move time forward explicitly instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic scale (only differences mean anything)."""
+        ...
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback` on the event loop once `delay_s` seconds have passed."""
+        ...
+
+    async def sleep(self, delay_s: float) -> None: ...
+
+
+class MonotonicClock:
+    """The real clock: `time.monotonic` and the running event loop's timers."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay_s, callback)
+
+    async def sleep(self, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+
+
+MONOTONIC = MonotonicClock()
+
+
+class ManualClock:
+    """A clock that moves only when told (`advance`), firing the timers that fall due: for tests."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._timers: list[tuple[float, int, _ManualTimer]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        timer = _ManualTimer(callback)
+        heapq.heappush(self._timers, (self._now + max(0.0, delay_s), next(self._order), timer))
+        return timer
+
+    async def sleep(self, delay_s: float) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer = self.call_later(delay_s, lambda: done.done() or done.set_result(None))
+        try:
+            await done
+        finally:
+            timer.cancel()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and run every timer due by then, in due order (callbacks run synchronously)."""
+        target = self._now + seconds
+        while self._timers and self._timers[0][0] <= target:
+            due, _, timer = heapq.heappop(self._timers)
+            self._now = max(self._now, due)
+            if not timer.cancelled:
+                timer.callback()
+        self._now = target
+
+    @property
+    def pending(self) -> int:
+        """Timers set and neither fired nor cancelled."""
+        return sum(1 for _, _, timer in self._timers if not timer.cancelled)
+
+
+class _ManualTimer:
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
