@@ -29,6 +29,7 @@ import docker
 import httpx
 
 from bench.harness import free_port, hearth_server, summary_ms, wrk
+from hearth.api.app import owner_id
 from hearth.engine import provided
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -145,6 +146,25 @@ def rie_cold(image: str, trials: int) -> dict[str, float]:
     return summary_ms(latencies)
 
 
+def container_cpu_us(ids: list[str]) -> float:
+    """CPU time the containers used so far (cgroup v1 cpuacct, as Hearth's docker backend runs them), in µs."""
+    total = 0
+    for container_id in ids:
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage").read_text())
+    return total / 1000
+
+
+def wrk_with_cpu(url: str, seconds: float, ids: list[str]) -> dict[str, Any]:
+    """wrk at 1 connection, and the CPU the sandboxes in `ids` spent per request meanwhile (sandbox CPU is
+    what the function's CPU quota caps; unlike latency it barely moves with the neighbours' load)."""
+    before = container_cpu_us(ids)
+    result = wrk(url, 1, seconds)
+    requests = result["rps"] * max(1, round(seconds))
+    result["sandbox_cpu_us_per_request"] = round((container_cpu_us(ids) - before) / requests, 1) if requests else None
+    return result
+
+
 def parallel_wrk(urls: list[str], seconds: float) -> dict[str, Any]:
     """One wrk with one connection per URL, at the same time; rps summed, latencies of the first."""
     results: list[dict[str, Any]] = [{} for _ in urls]
@@ -193,10 +213,12 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
             "/api/functions", json={"name": "noop-ric", "language": "provided", "image": image, "max_instances": 4}
         )
         assert created.status_code == 201, created.text
+        owner = {"label": f"hearth.owner={owner_id(server.data_dir)}"}
         for label, name in (("python", "noop-py"), ("provided_go", "noop-go"), ("image_awslambdaric", "noop-ric")):
             url = f"{server.base_url}/fn/{name}"
             wrk(url, 4, 2)  # four warm instances
-            out["warm"][label] = {"c1": wrk(url, 1, seconds), "c4": wrk(url, 4, seconds)}
+            ids = [c.id for c in client.containers.list(filters=owner)]  # the others idle meanwhile
+            out["warm"][label] = {"c1": wrk_with_cpu(url, seconds, ids), "c4": wrk(url, 4, seconds)}
         for label, language_settings in (
             ("provided_go", {"language": "provided", "zip_base64": zip_of(bootstrap)}),
             ("image_awslambdaric", {"language": "provided", "image": image}),
@@ -217,13 +239,18 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
         server.stop()
     with rie_containers(image, 4) as urls:
         wrk(urls[0], 1, 1)
-        out["warm"]["rie_awslambdaric"] = {"c1": wrk(urls[0], 1, seconds), "c4": parallel_wrk(urls, seconds)}
+        ids = [c.id for c in client.containers.list(filters={"name": "hearth-bench-rie-"})]
+        c1 = wrk_with_cpu(urls[0], seconds, ids)
+        out["warm"]["rie_awslambdaric"] = {"c1": c1, "c4": parallel_wrk(urls, seconds)}
     out["cold"]["rie_awslambdaric"] = rie_cold(image, trials)
     python = out["warm"]["python"]["c1"]["p50_ms"]
     rie = out["warm"]["rie_awslambdaric"]
     for label in ("provided_go", "image_awslambdaric"):
         row = out["warm"][label]
         row["p50_ratio_to_python"] = round(row["c1"]["p50_ms"] / python, 2)
+        row["cpu_ratio_to_python"] = round(
+            row["c1"]["sandbox_cpu_us_per_request"] / out["warm"]["python"]["c1"]["sandbox_cpu_us_per_request"], 2
+        )
         row["rps_c1_ratio_to_rie"] = round(row["c1"]["rps"] / rie["c1"]["rps"], 2)
         row["rps_c4_ratio_to_rie"] = round(row["c4"]["rps"] / rie["c4"]["rps"], 2)
     return out
@@ -232,10 +259,12 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     if "warm" not in result:
         return str(result)
-    lines = [f"{'':22} {'p50 c1 ms':>10} {'rps c1':>8} {'rps c4':>8} {'cold p50 ms':>12}"]
+    lines = [f"{'':22} {'p50 c1 ms':>10} {'rps c1':>8} {'rps c4':>8} {'cpu us/req':>11} {'cold p50 ms':>12}"]
     for label, row in result["warm"].items():
         cold = result["cold"].get(label, {}).get("p50_ms", float("nan"))
+        cpu = row["c1"].get("sandbox_cpu_us_per_request") or float("nan")
         lines.append(
-            f"{label:22} {row['c1']['p50_ms']:>10.3f} {row['c1']['rps']:>8.0f} {row['c4']['rps']:>8.0f} {cold:>12.1f}"
+            f"{label:22} {row['c1']['p50_ms']:>10.3f} {row['c1']['rps']:>8.0f} {row['c4']['rps']:>8.0f} {cpu:>11.1f}"
+            f" {cold:>12.1f}"
         )
     return "\n".join(lines)
