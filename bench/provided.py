@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,22 +146,30 @@ def rie_cold(image: str, trials: int) -> dict[str, float]:
     return summary_ms(latencies)
 
 
-def container_cpu_us(ids: list[str]) -> float:
-    """CPU time the containers used so far (cgroup v1 cpuacct, as Hearth's docker backend runs them), in µs."""
-    total = 0
+def container_cpu_us(ids: list[str]) -> dict[str, float]:
+    """CPU time each container used so far (cgroup v1 cpuacct, as Hearth's docker backend runs them), in µs."""
+    used = {}
     for container_id in ids:
         with contextlib.suppress(OSError):
-            total += int(Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage").read_text())
-    return total / 1000
+            cpuacct = Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage")
+            used[container_id] = int(cpuacct.read_text()) / 1000
+    return used
 
 
-def wrk_with_cpu(url: str, seconds: float, ids: list[str]) -> dict[str, Any]:
-    """wrk at 1 connection, and the CPU the sandboxes in `ids` spent per request meanwhile (sandbox CPU is
-    what the function's CPU quota caps; unlike latency it barely moves with the neighbours' load)."""
-    before = container_cpu_us(ids)
+def container_ids(client: docker.DockerClient, filters: dict[str, str]) -> Callable[[], list[str]]:
+    return lambda: [container.id for container in client.containers.list(filters=filters)]
+
+
+def wrk_with_cpu(url: str, seconds: float, containers: Callable[[], list[str]]) -> dict[str, Any]:
+    """wrk at 1 connection, and the CPU the sandboxes (`containers()`: their ids) spent per request meanwhile
+    (sandbox CPU is what the function's CPU quota caps; unlike latency it barely moves with the neighbours'
+    load). A container that appears during the run (a replaced sandbox) counts from its start."""
+    before = container_cpu_us(containers())
     result = wrk(url, 1, seconds)
+    after = container_cpu_us(containers())
     requests = result["rps"] * max(1, round(seconds))
-    result["sandbox_cpu_us_per_request"] = round((container_cpu_us(ids) - before) / requests, 1) if requests else None
+    spent = sum(used - before.get(container_id, 0.0) for container_id, used in after.items())
+    result["sandbox_cpu_us_per_request"] = round(spent / requests, 1) if requests else None
     return result
 
 
@@ -217,7 +225,7 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
         for label, name in (("python", "noop-py"), ("provided_go", "noop-go"), ("image_awslambdaric", "noop-ric")):
             url = f"{server.base_url}/fn/{name}"
             wrk(url, 4, 2)  # four warm instances
-            ids = [c.id for c in client.containers.list(filters=owner)]  # the others idle meanwhile
+            ids = container_ids(client, owner)  # this server's sandboxes: the other functions' idle meanwhile
             out["warm"][label] = {"c1": wrk_with_cpu(url, seconds, ids), "c4": wrk(url, 4, seconds)}
         for label, language_settings in (
             ("provided_go", {"language": "provided", "zip_base64": zip_of(bootstrap)}),
@@ -239,8 +247,7 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
         server.stop()
     with rie_containers(image, 4) as urls:
         wrk(urls[0], 1, 1)
-        ids = [c.id for c in client.containers.list(filters={"name": "hearth-bench-rie-"})]
-        c1 = wrk_with_cpu(urls[0], seconds, ids)
+        c1 = wrk_with_cpu(urls[0], seconds, container_ids(client, {"name": "hearth-bench-rie-"}))
         out["warm"]["rie_awslambdaric"] = {"c1": c1, "c4": parallel_wrk(urls, seconds)}
     out["cold"]["rie_awslambdaric"] = rie_cold(image, trials)
     python = out["warm"]["python"]["c1"]["p50_ms"]
