@@ -39,7 +39,6 @@ RIE_INVOKE = "/2015-03-31/functions/function/invocations"
 CACHE = provided.relay_cache_root().parent / "bench"
 
 
-
 def start_rie(rie: Path, image: str, name: str, port: int, api_port: int) -> None:
     """The awslambdaric image under AWS's emulator, with the limits and user Hearth gives a sandbox."""
     subprocess.run(
@@ -50,6 +49,7 @@ def start_rie(rie: Path, image: str, name: str, port: int, api_port: int) -> Non
          "--runtime-api-address", f"127.0.0.1:{api_port}", "python3", "-m", "awslambdaric", "app.handler"],
         check=True, capture_output=True,
     )  # fmt: skip
+
 
 def go_noop() -> bytes:
     out = CACHE / "noop-bootstrap"

@@ -166,9 +166,7 @@ def test_go_runtime_headers_env_logs_and_errors(hearth: HearthServer, fname: str
     assert again.json()["pid"] == body["pid"]
 
 
-def test_go_runtime_large_chunked_and_too_large_responses(
-    hearth: HearthServer, fname: str, go_runtime: bytes
-) -> None:
+def test_go_runtime_large_chunked_and_too_large_responses(hearth: HearthServer, fname: str, go_runtime: bytes) -> None:
     deploy_go(hearth, fname, go_runtime)
     big = hearth.invoke(fname, {"big": 5 * 1024 * 1024})
     assert big.status_code == 200 and big.json() == "x" * (5 * 1024 * 1024)
