@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import docker
 import httpx
 
 from bench.harness import free_port, hearth_server, summary_ms, wrk
+from hearth.api.app import owner_id
 from hearth.engine import provided
 from hearth.images import provided as provided_images
 
@@ -37,7 +38,6 @@ NOOP_PY = "def handler(event, context):\n    return 1\n"
 NOOP_RIC = "def handler(event, context):\n    return 1\n"
 RIE_INVOKE = "/2015-03-31/functions/function/invocations"
 CACHE = provided.relay_cache_root().parent / "bench"
-
 
 
 def start_rie(rie: Path, image: str, name: str, port: int, api_port: int) -> None:
@@ -50,6 +50,7 @@ def start_rie(rie: Path, image: str, name: str, port: int, api_port: int) -> Non
          "--runtime-api-address", f"127.0.0.1:{api_port}", "python3", "-m", "awslambdaric", "app.handler"],
         check=True, capture_output=True,
     )  # fmt: skip
+
 
 def go_noop() -> bytes:
     out = CACHE / "noop-bootstrap"
@@ -146,6 +147,33 @@ def rie_cold(image: str, trials: int) -> dict[str, float]:
     return summary_ms(latencies)
 
 
+def container_cpu_us(ids: list[str]) -> dict[str, float]:
+    """CPU time each container used so far (cgroup v1 cpuacct, as Hearth's docker backend runs them), in µs."""
+    used = {}
+    for container_id in ids:
+        with contextlib.suppress(OSError):
+            cpuacct = Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage")
+            used[container_id] = int(cpuacct.read_text()) / 1000
+    return used
+
+
+def container_ids(client: docker.DockerClient, filters: dict[str, str]) -> Callable[[], list[str]]:
+    return lambda: [container.id for container in client.containers.list(filters=filters)]
+
+
+def wrk_with_cpu(url: str, seconds: float, containers: Callable[[], list[str]]) -> dict[str, Any]:
+    """wrk at 1 connection, and the CPU the sandboxes (`containers()`: their ids) spent per request meanwhile
+    (sandbox CPU is what the function's CPU quota caps; unlike latency it barely moves with the neighbours'
+    load). A container that appears during the run (a replaced sandbox) counts from its start."""
+    before = container_cpu_us(containers())
+    result = wrk(url, 1, seconds)
+    after = container_cpu_us(containers())
+    requests = result["rps"] * max(1, round(seconds))
+    spent = sum(used - before.get(container_id, 0.0) for container_id, used in after.items())
+    result["sandbox_cpu_us_per_request"] = round(spent / requests, 1) if requests else None
+    return result
+
+
 def parallel_wrk(urls: list[str], seconds: float) -> dict[str, Any]:
     """One wrk with one connection per URL, at the same time; rps summed, latencies of the first."""
     results: list[dict[str, Any]] = [{} for _ in urls]
@@ -194,10 +222,12 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
             "/api/functions", json={"name": "noop-ric", "language": "provided", "image": image, "max_instances": 4}
         )
         assert created.status_code == 201, created.text
+        owner = {"label": f"hearth.owner={owner_id(server.data_dir)}"}
         for label, name in (("python", "noop-py"), ("provided_go", "noop-go"), ("image_awslambdaric", "noop-ric")):
             url = f"{server.base_url}/fn/{name}"
             wrk(url, 4, 2)  # four warm instances
-            out["warm"][label] = {"c1": wrk(url, 1, seconds), "c4": wrk(url, 4, seconds)}
+            ids = container_ids(client, owner)  # this server's sandboxes: the other functions' idle meanwhile
+            out["warm"][label] = {"c1": wrk_with_cpu(url, seconds, ids), "c4": wrk(url, 4, seconds)}
         for label, language_settings in (
             ("provided_go", {"language": "provided", "zip_base64": zip_of(bootstrap)}),
             ("image_awslambdaric", {"language": "provided", "image": image}),
@@ -218,13 +248,17 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
         server.stop()
     with rie_containers(image, 4) as urls:
         wrk(urls[0], 1, 1)
-        out["warm"]["rie_awslambdaric"] = {"c1": wrk(urls[0], 1, seconds), "c4": parallel_wrk(urls, seconds)}
+        c1 = wrk_with_cpu(urls[0], seconds, container_ids(client, {"name": "hearth-bench-rie-"}))
+        out["warm"]["rie_awslambdaric"] = {"c1": c1, "c4": parallel_wrk(urls, seconds)}
     out["cold"]["rie_awslambdaric"] = rie_cold(image, trials)
     python = out["warm"]["python"]["c1"]["p50_ms"]
     rie = out["warm"]["rie_awslambdaric"]
     for label in ("provided_go", "image_awslambdaric"):
         row = out["warm"][label]
         row["p50_ratio_to_python"] = round(row["c1"]["p50_ms"] / python, 2)
+        row["cpu_ratio_to_python"] = round(
+            row["c1"]["sandbox_cpu_us_per_request"] / out["warm"]["python"]["c1"]["sandbox_cpu_us_per_request"], 2
+        )
         row["rps_c1_ratio_to_rie"] = round(row["c1"]["rps"] / rie["c1"]["rps"], 2)
         row["rps_c4_ratio_to_rie"] = round(row["c4"]["rps"] / rie["c4"]["rps"], 2)
     return out
@@ -233,10 +267,12 @@ def bench_provided(seconds: float, trials: int) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     if "warm" not in result:
         return str(result)
-    lines = [f"{'':22} {'p50 c1 ms':>10} {'rps c1':>8} {'rps c4':>8} {'cold p50 ms':>12}"]
+    lines = [f"{'':22} {'p50 c1 ms':>10} {'rps c1':>8} {'rps c4':>8} {'cpu us/req':>11} {'cold p50 ms':>12}"]
     for label, row in result["warm"].items():
         cold = result["cold"].get(label, {}).get("p50_ms", float("nan"))
+        cpu = row["c1"].get("sandbox_cpu_us_per_request") or float("nan")
         lines.append(
-            f"{label:22} {row['c1']['p50_ms']:>10.3f} {row['c1']['rps']:>8.0f} {row['c4']['rps']:>8.0f} {cold:>12.1f}"
+            f"{label:22} {row['c1']['p50_ms']:>10.3f} {row['c1']['rps']:>8.0f} {row['c4']['rps']:>8.0f} {cpu:>11.1f}"
+            f" {cold:>12.1f}"
         )
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -158,6 +159,48 @@ def test_provided_scaffold_deploys_and_runs(hearth: HearthServer, tmp_path: Path
     assert json.loads(invoked.stdout) == {"message": "hello, world!", "function": fname}
 
 
+needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Debian's golang-go is not installed (Go bootstraps)")
+
+
+@needs_go
+def test_provided_go_scaffold_builds_in_a_sandbox_deploys_and_runs(
+    hearth: HearthServer, tmp_path: Path, fname: str
+) -> None:
+    """`hearth init -l provided --template go`: Go source that `hearth deploy` compiles into `bootstrap`."""
+    created = hearth_cli(hearth, "init", fname, "-l", "provided", "--template", "go", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert {p.name for p in (tmp_path / fname).iterdir()} == {"hearth.toml", "go.mod", "main.go"}
+    deployed = hearth_cli(hearth, "deploy", fname, cwd=tmp_path)
+    assert deployed.returncode == 0, deployed.stderr
+    assert "sandboxed, no network" in deployed.stderr
+    assert not (tmp_path / fname / "bootstrap").exists()  # built into the bundle, not into the directory
+    invoked = hearth_cli(hearth, "invoke", fname, "-d", '{"who": "go"}', cwd=tmp_path)
+    assert invoked.returncode == 0, invoked.stderr
+    assert json.loads(invoked.stdout) == {"message": "hello, go!", "function": fname}
+    failed = hearth.invoke(fname, {"fail": True})
+    assert failed.status_code == 500
+    assert failed.json()["error"]["type"] == "HandlerError", failed.text
+
+
+@needs_go
+def test_provided_go_build_sees_only_its_directory(hearth: HearthServer, tmp_path: Path, fname: str) -> None:
+    """The Go build runs in a container that holds the function's directory and the toolchain, nothing
+    else of the host: a module replaced by a host path next to it is not there (on the host it would build)."""
+    assert hearth_cli(hearth, "init", fname, "-l", "provided", "--template", "go", cwd=tmp_path).returncode == 0
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "go.mod").write_text("module example.com/outside\n\ngo 1.19\n")
+    (outside / "outside.go").write_text('package outside\n\nconst Secret = "host"\n')
+    directory = tmp_path / fname
+    with (directory / "go.mod").open("a") as mod:
+        mod.write("\nrequire example.com/outside v0.0.0\n\nreplace example.com/outside => ../outside\n")
+    (directory / "uses.go").write_text('package main\n\nimport "example.com/outside"\n\nvar _ = outside.Secret\n')
+    deployed = hearth_cli(hearth, "deploy", fname, cwd=tmp_path)
+    assert deployed.returncode == 2, deployed.stderr
+    assert "go build of" in deployed.stderr and "failed" in deployed.stderr
+    assert hearth.client.get(f"/api/functions/{fname}").status_code == 404
+
+
 def test_usage_errors_exit_2(hearth: HearthServer, tmp_path: Path, fname: str) -> None:
     no_manifest = hearth_cli(hearth, "deploy", str(tmp_path), cwd=tmp_path)
     assert no_manifest.returncode == 2 and "no hearth.toml" in no_manifest.stderr
@@ -171,6 +214,7 @@ def test_usage_errors_exit_2(hearth: HearthServer, tmp_path: Path, fname: str) -
     assert hearth_cli(hearth, "invoke", cwd=tmp_path).returncode == 2  # missing argument
     assert hearth_cli(hearth, "init", "Bad_Name", "-l", "python", cwd=tmp_path).returncode == 2
     assert hearth_cli(hearth, "init", "x", "-l", "cobol", cwd=tmp_path).returncode == 2
+    assert hearth_cli(hearth, "init", "x", "-l", "python", "--template", "go", cwd=tmp_path).returncode == 2
 
 
 def test_api_errors_exit_1_with_a_clear_message(hearth: HearthServer, tmp_path: Path) -> None:

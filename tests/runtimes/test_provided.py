@@ -116,6 +116,22 @@ def test_no_dependency_build_for_provided(hearth: HearthServer, fname: str) -> N
     assert reply.status_code == 200 and reply.json() == "Echoing request: '{\"n\":1}'", reply.text
 
 
+def test_gomaxprocs_follows_the_cpu_quota_unless_the_function_sets_it(hearth: HearthServer, fname: str) -> None:
+    """Go runtimes size themselves by the host's cores; Hearth sets GOMAXPROCS to the sandbox's CPUs,
+    rounded up, and the function's own `env` wins."""
+    files = {"bootstrap": TUTORIAL_BOOTSTRAP, "function.sh": 'function handler () {\n  echo "$GOMAXPROCS"\n}\n'}
+    for name, settings, expected in (
+        (fname, {"cpus": 0.5}, 1),
+        (f"{fname}-2", {"cpus": 1.5}, 2),
+        (f"{fname}-3", {"cpus": 0.5, "env": {"GOMAXPROCS": "4"}}, 4),
+    ):
+        body = {"name": name, "language": "provided", "handler": "function.handler", "zip_base64": b64_zip(files)}
+        response = hearth.client.post("/api/functions", json={**body, **settings})
+        assert response.status_code == 201, response.text
+        reply = hearth.invoke(name, {})
+        assert reply.status_code == 200 and reply.json() == expected, reply.text  # `echo 1`: the JSON 1
+
+
 @pytest.mark.parametrize("backend", ["docker", MICROVM], indirect=True)
 def test_go_runtime_headers_env_logs_and_errors(
     hearth: HearthServer, fname: str, go_runtime: bytes, backend: str

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from hearth.client import HearthClient, HearthError
 from hearth.commands.common import UsageError, client, err, handle_errors, human_bytes, out
+from hearth.commands.go_build import build_go_bootstrap, needs_go_build
 from hearth.commands.image_build import build_function_image, has_dockerfile
 from hearth.commands.manifest import load_manifest
 from hearth.packaging.bundle import DEFAULT_EXCLUDES, BundleError, pack_files, read_directory
@@ -41,6 +42,8 @@ def deploy(
         settings = {**manifest.settings, "image": build_function_image(directory, name, files, quiet)}
         err.print(f"Deploying [bold]{escape(name)}[/bold]: image {escape(settings['image'])}")
     else:
+        if needs_go_build(manifest.settings, files):  # Go source (go.mod, no bootstrap): compiled in a sandbox
+            files = {**files, "bootstrap": build_go_bootstrap(directory, quiet)}
         bundle = pack_files(files)
         settings = {**manifest.settings, "zip_base64": base64.b64encode(bundle).decode("ascii")}
         err.print(f"Deploying [bold]{escape(name)}[/bold]: {len(files)} files, {human_bytes(len(bundle))} zipped")

@@ -1,4 +1,5 @@
-"""`hearth init NAME --language python|javascript|provided`: a new function's directory, ready to deploy."""
+"""`hearth init NAME --language python|javascript|provided [--template sh|go]`: a new function's directory,
+ready to deploy."""
 
 from __future__ import annotations
 
@@ -92,6 +93,89 @@ handler () {
 """,
     },
 }
+# `--template go` for `provided`: a Go program (standard library only) looping over the Runtime API;
+# `hearth deploy` compiles it into `bootstrap` in a sandbox (hearth.commands.go_build).
+GO_FILES: dict[str, str] = {
+    "go.mod": "module %s\n\ngo 1.19\n",
+    "main.go": """\
+// A custom runtime in Go, standard library only: ask the Lambda Runtime API for an event, handle it,
+// post the answer (docs/runtimes.md). `hearth deploy` builds it into the bundle's `bootstrap`.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+type event struct {
+	Who  string `json:"who"`
+	Fail bool   `json:"fail"`
+}
+
+// handler is called with each event's raw JSON; what it returns is the JSON answer.
+func handler(raw []byte) (interface{}, error) {
+	var e event
+	_ = json.Unmarshal(raw, &e)                  // any JSON is an event; fields it lacks stay empty
+	fmt.Fprintln(os.Stderr, "got:", string(raw)) // stdout and stderr are this invocation's logs
+	if e.Fail {
+		return nil, errors.New("asked to fail")
+	}
+	who, greeting := e.Who, os.Getenv("GREETING")
+	if who == "" {
+		who = "world"
+	}
+	if greeting == "" {
+		greeting = "hello"
+	}
+	name := os.Getenv("AWS_LAMBDA_FUNCTION_NAME")
+	return map[string]string{"message": greeting + ", " + who + "!", "function": name}, nil
+}
+
+func main() {
+	api := "http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + "/2018-06-01/runtime/invocation/"
+	for {
+		next, err := http.Get(api + "next")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "the Runtime API is gone:", err)
+			os.Exit(1)
+		}
+		raw, _ := io.ReadAll(next.Body)
+		next.Body.Close()
+		id := next.Header.Get("Lambda-Runtime-Aws-Request-Id")
+		result, err := handler(raw)
+		if err != nil {
+			body, _ := json.Marshal(map[string]string{"errorMessage": err.Error(), "errorType": "HandlerError"})
+			post(api+id+"/error", body)
+			continue
+		}
+		body, _ := json.Marshal(result)
+		post(api+id+"/response", body)
+	}
+}
+
+func post(url string, body []byte) {
+	answer, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "the Runtime API is gone:", err)
+		os.Exit(1)
+	}
+	io.Copy(io.Discard, answer.Body) // read to the end: the connection is kept for the next call
+	answer.Body.Close()
+}
+""",
+}
+
+
+class Template(enum.StrEnum):
+    sh = "sh"
+    go = "go"
+
+
 HANDLERS = {
     Language.python: "main.handler",
     Language.javascript: "index.handler",
@@ -104,20 +188,27 @@ def init(
     name: Annotated[str, typer.Argument(help="function name: lowercase letters, digits and '-'")],
     language: Annotated[Language, typer.Option("--language", "-l", help="python, javascript, provided")],
     directory: Annotated[Path | None, typer.Option("--dir", help="where to create it (default ./NAME)")] = None,
+    template: Annotated[
+        Template | None, typer.Option("--template", "-t", help="provided only: sh (default, a curl loop) or go")
+    ] = None,
 ) -> None:
     """Create a function directory with hearth.toml and a handler to start from."""
     if not re.match(NAME_PATTERN, name):
         raise UsageError(f"{name!r} is not a valid function name (lowercase letters, digits and '-', 1-63 chars)")
+    if template is not None and language != Language.provided:
+        raise UsageError("--template is for -l provided (sh or go)")
+    go = template == Template.go
     target = directory or Path(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         fail(f"{target} already exists and is not empty")
     target.mkdir(parents=True, exist_ok=True)
-    manifest = MANIFEST.format(
-        name=name, language=language.value, handler=HANDLERS[language], runtime=LATEST_RUNTIME[language]
-    )
+    handler = "bootstrap" if go else HANDLERS[language]  # a Go bootstrap reads no handler name
+    manifest = MANIFEST.format(name=name, language=language.value, handler=handler, runtime=LATEST_RUNTIME[language])
     (target / "hearth.toml").write_text(manifest)
-    for filename, content in FILES[language].items():
-        (target / filename).write_text(content.replace("%s", name) if filename == "package.json" else content)
+    for filename, content in (GO_FILES if go else FILES[language]).items():
+        named = filename in ("package.json", "go.mod")  # they carry the function's name
+        (target / filename).write_text(content.replace("%s", name) if named else content)
         if filename == "bootstrap":
             (target / filename).chmod(0o755)
-    out.print(f"created [bold]{escape(str(target))}[/bold] ({language.value}); deploy it with: hearth deploy {target}")
+    kind = f"{language.value}, Go" if go else language.value
+    out.print(f"created [bold]{escape(str(target))}[/bold] ({kind}); deploy it with: hearth deploy {target}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import subprocess
@@ -195,10 +196,17 @@ def image_refusal(config: ImageConfig) -> str | None:
 ENV_DEFAULTS: dict[str, str] = {"LANG": "C.UTF-8", "HOME": "/tmp"}
 
 
+def gomaxprocs(cpus: float) -> str:
+    """GOMAXPROCS for a Go runtime in a sandbox of `cpus` CPUs: the quota, rounded up. Go (before 1.25) sizes
+    itself by the host's cores, and its extra threads only trade the HTTP client's goroutine hand-offs for
+    futex wake-ups inside the same quota (measured: 5.8 -> 3.2 context switches per call for a Go bootstrap)."""
+    return str(max(1, math.ceil(cpus)))
+
+
 def init_fields(spec: Any, frame: Mapping[str, Any], image: ImageConfig | None) -> dict[str, Any]:
     """What the relay needs in the init frame beyond the common fields (`frame`, hearth.engine.lambda_env's
     init_frame, whose `env` already holds Lambda's variables): what to start, and how."""
-    env = {**ENV_DEFAULTS, **frame["env"]}
+    env = {**ENV_DEFAULTS, "GOMAXPROCS": gomaxprocs(spec.cpus), **frame["env"]}
     if image is None:
         command: list[str] = [f"{CODE_DIR}/{BOOTSTRAP}"]
         working_dir = CODE_DIR

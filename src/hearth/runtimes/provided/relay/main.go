@@ -123,6 +123,7 @@ type relay struct {
 	current  *invocation
 	initLog  capture
 	pipes    []*logPipe
+	drainBuf []byte // drainLocked's buffer, reused: a fresh 64 KiB one per call cost a clear and GC work per invocation
 	exitText string
 
 	nextCh    chan *invocation
@@ -429,7 +430,10 @@ func (r *relay) pump(pipe *logPipe) {
 }
 
 func (r *relay) drainLocked() {
-	buf := make([]byte, 64<<10)
+	if r.drainBuf == nil {
+		r.drainBuf = make([]byte, 64<<10)
+	}
+	buf := r.drainBuf
 	for _, pipe := range r.pipes {
 		_ = pipe.raw.Control(func(fd uintptr) {
 			for {
