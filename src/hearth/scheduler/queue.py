@@ -116,6 +116,7 @@ class ClaimedJob:
     max_attempts: int
     run: int  # this claim's number: the attempt record is `<id>.<run>`
     callback_url: str | None
+    event_bytes: int = 0  # the event's size as stored (JSON)
 
     @property
     def record_id(self) -> str:
@@ -329,6 +330,7 @@ class SqlJobQueue(JobQueue):
                 r.max_attempts,
                 r.runs,
                 r.callback_url,
+                len(r.event),
             )
             for r in rows
         ]

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 
-from hearth.api.invoke.responses import dumps
 from hearth.api.state import HearthState
 from hearth.metrics.recorder import record_row
 from hearth.scheduler.callback_transport import callback_client
@@ -224,8 +224,8 @@ class Scheduler:
             error = {"type": "NotFound", "message": f"function {job.function_name!r} no longer exists"}
             await self._final(job, "failed", None, error, None, dead_letter=True)
             return
-        result_bytes = len(dumps(res.result)) if res.status == "ok" else 0
-        self.state.recorder.add(record_row(res, "async", len(dumps(job.event)), result_bytes))
+        result = res.result_json if res.status == "ok" else None
+        self.state.recorder.add(record_row(res, "async", job.event_bytes, len(result or b"")))
         if res.status == "throttled":  # back-pressure: wait for capacity; the attempt does not count
             delay = max(res.retry_after_s or 1.0, 0.5) * random.uniform(1.0, 1.5)
             await self.db(
@@ -233,7 +233,9 @@ class Scheduler:
             )
             return
         if res.status == "ok":
-            await self._final(job, "succeeded", res.result, None, job.record_id)
+            # The result as the agent encoded it, stored and sent on as it is (a handler's None stays NULL).
+            fragment = None if result in (None, b"null") else orjson.Fragment(result)
+            await self._final(job, "succeeded", fragment, None, job.record_id)
             return
         error = dict(res.error or {"type": "Error", "message": res.status})
         error["status"] = res.status
