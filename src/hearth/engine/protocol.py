@@ -91,12 +91,13 @@ def replies_of(frame: dict[str, Any], payload: bytes | None) -> list[Reply]:
     An ok item's result is its share of the payload (`result_bytes` of it, in order; a lone result
     frame's is the whole payload), or, from an agent that sends no payload, its inline `result`.
     """
-    if frame.get("type") == "batch_result":
-        items = frame.get("results")
-        if not isinstance(items, list):
-            raise ProtocolError("batch_result without a list of results")
-    else:
-        items = [frame]
+    if frame.get("type") != "batch_result":  # one call's result: all of the payload
+        if not frame.get("ok"):
+            return [_reply(frame, None)]
+        return [_reply(frame, payload if payload is not None else encode_json(frame.get("result")))]
+    items = frame.get("results")
+    if not isinstance(items, list):
+        raise ProtocolError("batch_result without a list of results")
     replies = []
     offset = 0
     for item in items:
@@ -105,7 +106,7 @@ def replies_of(frame: dict[str, Any], payload: bytes | None) -> list[Reply]:
         result: bytes | None = None
         if item.get("ok"):
             if payload is not None:
-                size = item.get("result_bytes", len(payload) if len(items) == 1 else None)
+                size = item.get("result_bytes")
                 if not isinstance(size, int) or size < 0 or offset + size > len(payload):
                     raise ProtocolError("a result whose size does not fit the frame's payload")
                 result = payload[offset : offset + size]

@@ -97,7 +97,7 @@ class Purpose:
         return cls(function=spec.name, version=spec.version, image=image)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One invocation for a sandbox to run: its id (the handler's request id), event and Lambda client context."""
 
@@ -106,7 +106,7 @@ class Call:
     client_context: Any = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     """A sandbox's answer to one call. `result`: the JSON the handler returned, encoded, as the agent sent it."""
 
