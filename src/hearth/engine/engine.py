@@ -15,7 +15,7 @@ from typing import Any
 from hearth.engine.batch_handler import batch_call, split_reply
 from hearth.engine.batching import Batcher, BatchPolicy
 from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
-from hearth.engine.protocol import decode_json, encode_json
+from hearth.engine.protocol import decode_json
 from hearth.engine.sandbox import (
     Backend,
     Call,
@@ -77,10 +77,6 @@ class InvocationResult:
     def result(self) -> Any:
         """The result as a value: parsed from `result_json` (None when there is none)."""
         return None if self.result_json is None else decode_json(self.result_json)
-
-    @result.setter
-    def result(self, value: Any) -> None:
-        self.result_json = encode_json(value)
 
 
 @dataclass(frozen=True)
