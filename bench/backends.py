@@ -18,7 +18,7 @@ from typing import Any
 import docker
 
 from bench.harness import hearth_server, summary_ms, wrk
-from hearth.engine.sandbox import FunctionSpec
+from hearth.engine.sandbox import Call, FunctionSpec, Purpose
 from hearth.images import catalog, containers
 
 NOOP_PY = "def handler(event, context):\n    return 1\n"
@@ -79,16 +79,17 @@ def sandbox_round_trip(name: str, calls: int) -> dict[str, float]:
         assert limits is not None
         code = Path(tempfile.mkdtemp(prefix="hearth-bench-rtt-"))
         (code / "main.py").write_text(NOOP_PY)
-        sandbox = await backend.create("python", limits, {"hearth.function": "rtt", "hearth.version": "1"})
+        spec = FunctionSpec(name="rtt", version=1, language="python", handler="handler", code_dir=code)
+        sandbox = await backend.create("python", limits, Purpose.serve(spec))
         try:
-            await sandbox.load(FunctionSpec(name="rtt", version=1, language="python", handler="handler", code_dir=code))
+            await sandbox.load(spec)
             times = []
             for i in range(calls + 200):
                 started = time.perf_counter()
-                reply = await sandbox.invoke({"type": "invoke", "id": str(i), "event": {}, "timeout_ms": 5000}, 5)
+                (reply,) = await sandbox.invoke([Call(str(i), {})], 5)
                 if i >= 200:  # the first calls warm up the agent and the channel
                     times.append((time.perf_counter() - started) * 1000)
-                assert reply.get("ok"), reply
+                assert reply.ok, reply
             return times
         finally:
             await sandbox.stop()

@@ -34,7 +34,7 @@ from bench.backends import NOOP_PY, docker_run, first_calls, idle_memory, sandbo
 from bench.harness import hearth_server, summary_ms, wrk
 from bench.provided import go_noop, zip_of
 from hearth.engine.backends.microvm import MicroVMBackend
-from hearth.engine.sandbox import Limits, Runtime
+from hearth.engine.sandbox import Limits, Purpose, Runtime
 from hearth.images import catalog
 
 NOOP_JS = "exports.handler = async () => 1;\n"
@@ -49,11 +49,11 @@ def vm_starts(runtime: Runtime, trials: int, snapshots: bool) -> dict[str, Any]:
         )
         limits = Limits(128, 1.0, backend.pids_limit, backend.tmpfs_mb)
         if snapshots:  # make sure the shape's snapshot exists: not part of the figure
-            await (await backend.create(runtime, limits, {})).stop()
+            await (await backend.create(runtime, limits, Purpose.probe())).stop()
         times = []
         for _ in range(trials):
             started = time.perf_counter()
-            sandbox = await backend.create(runtime, limits, {})
+            sandbox = await backend.create(runtime, limits, Purpose.probe())
             times.append((time.perf_counter() - started) * 1000)
             await sandbox.stop()
         return times

@@ -26,6 +26,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 NOOP_PY = "def handler(event, context):\n    return 1\n"
 NOOP_JS = "exports.handler = async () => 1;\n"
 SMALL_PY = "def handler(event, context):\n    return sum(event.get('xs', []))\n"
+LARGE_PY = (  # ~12 KB of JSON: 200 small objects (bench/baseline_app.py's /large sends the same bytes)
+    "ITEMS = [{'id': i, 'name': f'item {i}', 'tags': ['a', 'b'], 'price': i * 1.5} for i in range(200)]\n"
+    "def handler(event, context):\n    return {'items': ITEMS}\n"
+)
 
 
 def machine() -> dict[str, Any]:
@@ -57,6 +61,28 @@ def bench_warm(seconds: float) -> dict[str, Any]:
             row["ratio_to_baseline_rps"] = round(row["rps"] / base["rps"], 2)
             row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
     return out
+
+
+def bench_large_result(seconds: float) -> dict[str, Any]:
+    """Warm throughput at 16 connections when the result is ~12 KB of JSON, vs the bare app sending those bytes.
+
+    Where the host parses and re-encodes results, this is where it shows (docs/protocol.md: results pass through).
+    """
+    server = hearth_server({"HEARTH_KEEP_ALIVE_S": "600"})
+    try:
+        server.deploy("large-py", LARGE_PY, max_instances=4)
+        url = f"{server.base_url}/fn/large-py"
+        assert len(server.client.post("/api/functions/large-py/invoke").content) > 10_000
+        wrk(url, 64, 3)
+        hearth = wrk(url, 16, seconds)
+    finally:
+        server.stop()
+    with BaselineServer() as baseline:
+        url = baseline.url.replace("/hello", "/large")
+        wrk(url, 16, 2)
+        base = wrk(url, 16, seconds)
+    hearth["ratio_to_baseline_rps"] = round(hearth["rps"] / base["rps"], 2)
+    return {"python": hearth, "baseline": base}
 
 
 def bench_cold(trials: int) -> dict[str, Any]:
@@ -169,7 +195,7 @@ def bench_density(sandboxes: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="warm,front,cold,batching,density,backends,microvm,provided")
+    parser.add_argument("--only", default="warm,large,front,cold,batching,density,backends,microvm,provided")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
     parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
     parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
@@ -180,6 +206,9 @@ def main() -> None:
     if "warm" in only:
         results["warm"] = bench_warm(args.seconds)
         print(json.dumps({"warm": results["warm"]}, indent=1), flush=True)
+    if "large" in only:  # a ~12 KB result: what parsing and re-encoding results on the host would cost
+        results["large"] = bench_large_result(args.seconds)
+        print(json.dumps({"large": results["large"]}, indent=1), flush=True)
     if "front" in only:  # the HTTP front's bounds on vs off, same function, alternating rounds
         from bench import http_front
 

@@ -1,42 +1,24 @@
-"""The host side of the agent protocol (docs/protocol.md): length-prefixed JSON frames over a stream."""
+"""Frames over one agent stream (docs/protocol.md): the handshake, then requests multiplexed by `id`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from typing import Any
 
-import orjson
-
+from hearth.engine.protocol import HEADER, MAX_FRAME_BYTES, ProtocolError, decode_body, encode_frame
 from hearth.engine.sandbox import FunctionInitError, SandboxCrashed
 
-HEADER = struct.Struct(">I")
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+Frame = tuple[dict[str, Any], bytes | None]  # a frame's JSON object and its payload
+__all__ = ["AgentChannel", "Frame", "ProtocolError", "encode_frame", "read_frame"]
 
 
-class ProtocolError(SandboxCrashed):
-    pass
-
-
-def encode_frame(frame: dict[str, Any]) -> bytes:
-    body = orjson.dumps(frame)
-    return HEADER.pack(len(body)) + body
-
-
-async def read_frame(reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
+async def read_frame(reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BYTES) -> Frame:
     header = await reader.readexactly(HEADER.size)
     (length,) = HEADER.unpack(header)
     if length > max_bytes:
         raise ProtocolError(f"agent sent a frame of {length} bytes (limit {max_bytes})")
-    body = await reader.readexactly(length)
-    try:
-        frame = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"agent sent a frame that is not JSON: {exc}") from None
-    if not isinstance(frame, dict):
-        raise ProtocolError("agent sent a frame that is not a JSON object")
-    return frame
+    return decode_body(await reader.readexactly(length))
 
 
 class AgentChannel:
@@ -45,7 +27,7 @@ class AgentChannel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, asyncio.Future[Frame]] = {}
         self._reader_task: asyncio.Task[None] | None = None
         self.closed = False
         self.close_reason: str | None = None
@@ -55,7 +37,8 @@ class AgentChannel:
     async def _next_frame(self, timeout_s: float) -> dict[str, Any]:
         """The next frame before multiplexing starts; a broken stream is a crashed sandbox."""
         try:
-            return await asyncio.wait_for(read_frame(self._reader), timeout_s)
+            frame, _ = await asyncio.wait_for(read_frame(self._reader), timeout_s)
+            return frame
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             self._fail(f"agent connection lost: {exc or type(exc).__name__}")
             raise SandboxCrashed(self.close_reason or "agent connection lost") from None
@@ -84,12 +67,12 @@ class AgentChannel:
         self._reader_task = asyncio.create_task(self._read_loop())
         return float(reply.get("init_ms", 0.0))
 
-    async def request(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send a frame, wait for the answer with the same id; TimeoutError after `timeout_s`."""
+    async def request(self, frame: dict[str, Any], timeout_s: float) -> Frame:
+        """Send a frame, wait for the answer with the same id (and its payload); TimeoutError after `timeout_s`."""
         if self.closed:
             raise SandboxCrashed(self.close_reason or "agent connection closed")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        future: asyncio.Future[Frame] = loop.create_future()
         request_id = frame["id"]
         self._pending[request_id] = future
         # A timer instead of asyncio.wait_for: no extra task per request on the hot path.
@@ -114,7 +97,7 @@ class AgentChannel:
         try:
             while True:
                 frame = await read_frame(self._reader)
-                future = self._pending.get(str(frame.get("id")))
+                future = self._pending.get(str(frame[0].get("id")))
                 if future is not None and not future.done():
                     future.set_result(frame)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -144,6 +127,6 @@ class AgentChannel:
                 await self._reader_task
 
 
-def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+def _expire(future: asyncio.Future[Frame]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())

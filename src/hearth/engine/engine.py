@@ -12,14 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from hearth.engine.batch_handler import batch_call, split_reply
 from hearth.engine.batching import Batcher, BatchPolicy
 from hearth.engine.clock import MONOTONIC, Clock
 from hearth.engine.pool import CapacityError, Instance, PoolRetired, VersionPool
+from hearth.engine.protocol import decode_json
 from hearth.engine.records import CallSite, RecordSink, invocation_record
 from hearth.engine.sandbox import (
     Backend,
+    Call,
     FunctionInitError,
     FunctionSpec,
+    Purpose,
+    Reply,
     Sandbox,
     SandboxError,
     SandboxOutOfMemory,
@@ -51,7 +56,8 @@ class InvocationResult:
     version: int
     status: str
     backend: str
-    result: Any = None
+    # The handler's result as the agent encoded it (JSON): handed on as it is, parsed only when asked (`result`).
+    result_json: bytes | None = None
     error: dict[str, Any] | None = None
     stdout: str = ""
     stderr: str = ""
@@ -70,6 +76,11 @@ class InvocationResult:
     @property
     def cold(self) -> bool:
         return self.path in ("cold", "stem")
+
+    @property
+    def result(self) -> Any:
+        """The result as a value: parsed from `result_json` (None when there is none)."""
+        return None if self.result_json is None else decode_json(self.result_json)
 
 
 @dataclass(frozen=True)
@@ -150,11 +161,9 @@ class Engine:
         image = spec.image  # an image function: no stem cell fits
         sandbox = None if spec.network or image else self.stem_cells.take(spec.backend, spec.sandbox_runtime)
         path = "stem" if sandbox is not None else "cold"
-        labels = {"hearth.function": spec.name, "hearth.version": str(spec.version)}
-        if image:
-            labels["hearth.image"] = str(image)
+        purpose = Purpose.serve(spec, str(image) if image else None)
         if sandbox is None:
-            sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), labels)
+            sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), purpose)
         try:
             await sandbox.load(spec)
         except SandboxError:
@@ -163,7 +172,7 @@ class Engine:
                 raise
             # The stem cell died while it waited (e.g. dockerd restarted): start one for this call instead.
             path = "cold"
-            sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), labels)
+            sandbox = await backend.create(spec.sandbox_runtime, backend.limits_for(spec), purpose)
             try:
                 await sandbox.load(spec)
             except BaseException:
@@ -275,39 +284,27 @@ class Engine:
         for res in results:
             res.version, res.path, res.sandbox_id, res.init_ms = spec.version, path, instance.sandbox.id, init_ms
             res.queue_ms += max(0.0, waited_ms - (init_ms or 0.0))
-        timeout_ms = int(spec.timeout_s * 1000)
-        if len(items) == 1 and not batch_handler:
-            res, event = items[0]
-            frame = {"type": "invoke", "id": res.invocation_id, "event": event, "timeout_ms": timeout_ms}
-            if res.client_context is not None:
-                frame["client_context"] = res.client_context
-        else:
-            frame = {
-                "type": "batch",
-                "id": results[0].invocation_id + "-batch",
-                "items": [_item(res, event) for res, event in items],
-                "timeout_ms": timeout_ms,
-                "batch_handler": batch_handler,
-            }
+        calls = [Call(res.invocation_id, event, res.client_context) for res, event in items]
+        batched = len(calls) > 1 or batch_handler
         t1 = time.perf_counter()
         try:
-            reply = await instance.sandbox.invoke(frame, spec.timeout_s)
+            if batch_handler:
+                answer = await instance.sandbox.invoke([batch_call(calls)], spec.timeout_s)
+                replies = split_reply(answer[0], calls) if answer else []
+            else:
+                replies = await instance.sandbox.invoke(calls, spec.timeout_s)
         except SandboxTimeout:
             error = _error("Timeout", f"the function did not finish within its timeout of {spec.timeout_s:g} s")
             _fail_all(results, "timeout", error, t1)
         except SandboxError as exc:
             _fail_all(results, STATUS_BY_ERROR.get(type(exc), "crashed"), _error(exc.error_type, str(exc)), t1)
         else:
-            batched = frame["type"] == "batch"
-            replies = reply.get("results") if batched else [reply]
-            by_id = {str(r.get("id")): r for r in replies or [] if isinstance(r, dict)}
+            by_id = {reply.id: reply for reply in replies}
             elapsed_ms = (time.perf_counter() - t1) * 1000
             for res in results:
                 _apply_reply(res, by_id.get(res.invocation_id), elapsed_ms, batched)
-            channel = getattr(instance.sandbox, "channel", None)
-            if path != "warm" and channel is not None and channel.init_log:  # as Lambda's log: init output first
-                results[0].stdout = channel.init_log + results[0].stdout
-                channel.init_log = ""
+            if path != "warm" and (init_log := instance.sandbox.take_init_log()):  # as Lambda's log: init output first
+                results[0].stdout = init_log + results[0].stdout
         finally:
             pool.release(instance)
 
@@ -372,13 +369,6 @@ class Engine:
         return counts
 
 
-def _item(res: InvocationResult, event: Any) -> dict[str, Any]:
-    item = {"id": res.invocation_id, "event": event}
-    if res.client_context is not None:
-        item["client_context"] = res.client_context
-    return item
-
-
 def _error(error_type: str, message: str) -> dict[str, Any]:
     return {"type": error_type, "message": message}
 
@@ -395,21 +385,20 @@ def _fail_all(
         res.status, res.error, res.duration_ms, res.retry_after_s = status, dict(error), duration_ms, retry_after_s
 
 
-def _apply_reply(res: InvocationResult, reply: dict[str, Any] | None, elapsed_ms: float, batched: bool) -> None:
+def _apply_reply(res: InvocationResult, reply: Reply | None, elapsed_ms: float, batched: bool) -> None:
     res.duration_ms = elapsed_ms
     if reply is None:
         res.status, res.error = "crashed", _error("ProtocolError", "the agent's answer had no result for this call")
         return
     if batched:  # items of a batch run one after another: each one's own time is the agent's measurement
-        res.duration_ms = float(reply.get("duration_ms") or 0.0)
-    res.stdout = reply.get("stdout") or ""
-    res.stderr = reply.get("stderr") or ""
-    res.logs_truncated = bool(reply.get("logs_truncated"))
-    cpu_ms, max_rss_kb = reply.get("cpu_ms"), reply.get("max_rss_kb")
-    res.cpu_ms = float(cpu_ms) if isinstance(cpu_ms, int | float) else None
-    res.memory_peak_bytes = int(max_rss_kb) * 1024 if isinstance(max_rss_kb, int | float) else None
-    if reply.get("ok"):
-        res.result = reply.get("result")
+        res.duration_ms = reply.duration_ms
+    res.stdout = reply.stdout
+    res.stderr = reply.stderr
+    res.logs_truncated = reply.logs_truncated
+    res.cpu_ms = reply.cpu_ms
+    res.memory_peak_bytes = reply.max_rss_kb * 1024 if reply.max_rss_kb is not None else None
+    if reply.ok:
+        res.result_json = reply.result
     else:
         res.status = "error"
-        res.error = reply.get("error") or _error("HandlerError", "the handler failed")
+        res.error = reply.error or _error("HandlerError", "the handler failed")

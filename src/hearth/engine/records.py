@@ -11,8 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from hearth.engine.encoding import dumps
-
 if TYPE_CHECKING:
     from hearth.engine.engine import InvocationResult
 
@@ -38,7 +36,7 @@ def as_result(res: InvocationResult) -> InvocationResult:
 
 def result_bytes(res: InvocationResult) -> int:
     """The size of the function's answer: its result as JSON, or 0 when the call failed."""
-    return len(dumps(res.result)) if res.status == "ok" else 0
+    return len(res.result_json or b"") if res.status == "ok" else 0
 
 
 def invocation_record(res: InvocationResult, call: CallSite) -> InvocationRecord:

@@ -11,7 +11,7 @@ import abc
 import statistics
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +89,53 @@ class LambdaIdentity:
 
 
 @dataclass(frozen=True)
+class Purpose:
+    """What a sandbox is started for: one function version, a stem cell, or a start-cost probe."""
+
+    function: str | None = None  # None: not bound to a function yet (a stem cell or a probe)
+    version: int | None = None
+    image: str | None = None  # an image function's image (language provided)
+    stem: bool = False  # a stem cell: kept ready for any function of its runtime
+
+    @classmethod
+    def stem_cell(cls) -> Purpose:
+        return cls(stem=True)
+
+    @classmethod
+    def probe(cls) -> Purpose:
+        return cls()
+
+    @classmethod
+    def serve(cls, spec: FunctionSpec, image: str | None = None) -> Purpose:
+        return cls(function=spec.name, version=spec.version, image=image)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One invocation for a sandbox to run: its id (the handler's request id), event and Lambda client context."""
+
+    id: str
+    event: Any
+    client_context: Any = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """A sandbox's answer to one call. `result`: the JSON the handler returned, encoded, as the agent sent it."""
+
+    id: str
+    ok: bool
+    result: bytes | None = None
+    error: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    logs_truncated: bool = False
+    duration_ms: float = 0.0
+    cpu_ms: float | None = None
+    max_rss_kb: int | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     memory_mb: int
     cpus: float
@@ -146,12 +193,16 @@ class Sandbox(abc.ABC):
         """Bind this sandbox to one function version (code, env, limits); returns init ms."""
 
     @abc.abstractmethod
-    async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send an invoke (or batch) frame and return the agent's result frame.
+    async def invoke(self, calls: Sequence[Call], timeout_s: float) -> list[Reply]:
+        """Run `calls` (one after another when several) and return a reply for each, matched by id.
 
         Raises SandboxTimeout when no answer came in time (the sandbox is then unusable) and
         SandboxCrashed / SandboxOutOfMemory when the sandbox died.
         """
+
+    def take_init_log(self) -> str:
+        """What the function's code wrote while it loaded, once (it leads the first call's log)."""
+        return ""
 
     @abc.abstractmethod
     async def stop(self) -> None:
@@ -223,6 +274,10 @@ class Backend(abc.ABC):
     pids_limit: int = 128
     tmpfs_mb: int = 64
     stem_memory_mb: int = 128
+    # What every agent of this backend is told (the init frame) and how long it may take to connect and load.
+    max_log_bytes: int = 64 * 1024
+    max_result_bytes: int = 6 * 1024 * 1024
+    start_timeout_s: float = 30.0
 
     def limits_for(self, spec: FunctionSpec) -> Limits:
         return Limits(
@@ -238,7 +293,7 @@ class Backend(abc.ABC):
         return Limits(memory_mb=self.stem_memory_mb, cpus=1.0, pids=self.pids_limit, tmpfs_mb=self.tmpfs_mb)
 
     @abc.abstractmethod
-    async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
+    async def create(self, runtime: Runtime, limits: Limits, purpose: Purpose) -> Sandbox:
         """Start a generic sandbox for `runtime` whose agent is connected and waiting for `init`."""
 
     @abc.abstractmethod

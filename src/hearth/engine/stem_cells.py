@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from hearth.engine.sandbox import Backend, Runtime, Sandbox
+from hearth.engine.sandbox import Backend, Purpose, Runtime, Sandbox
 from hearth.images.catalog import LANGUAGES, default_runtime, runtime_image
 
 PROBE_SETTLE_S = 10.0  # a start-cost probe waits (at most this long) for the boot's own sandbox starts to finish
@@ -90,7 +90,7 @@ class StemCells:
         limits = backend.stem_limits(key[1])
         try:
             assert limits is not None
-            sandbox = await backend.create(key[1], limits, {"hearth.function": "", "hearth.stem": "true"})
+            sandbox = await backend.create(key[1], limits, Purpose.stem_cell())
         except Exception as exc:
             log.warning("could not start a %s stem cell on %s: %s", key[1], key[0], exc)
             return
@@ -111,7 +111,7 @@ class StemCells:
         if self._closed or limits is None or name not in self.standby_backends:
             return
         try:
-            sandbox = await backend.create(RUNTIMES[0], limits, {"hearth.function": "", "hearth.probe": "true"})
+            sandbox = await backend.create(RUNTIMES[0], limits, Purpose.probe())
         except Exception as exc:  # recorded in the backend's start costs by its create
             log.warning("start-cost probe of the %s backend failed: %s", name, exc)
             return

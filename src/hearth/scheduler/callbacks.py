@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from hearth.scheduler.callback_transport import CallbackRefused, Resolver, checked_addresses, system_resolver
 from hearth.scheduler.queue import JobQueue
@@ -80,7 +81,9 @@ async def deliver_callback(
             status = f"refused: {problem}"
             break
         try:
-            response = await client.post(url, json=body, headers={"X-Hearth-Invocation-Id": job_id})
+            # orjson: the result may be an orjson.Fragment (the agent's encoding, passed through).
+            headers = {"X-Hearth-Invocation-Id": job_id, "Content-Type": "application/json"}
+            response = await client.post(url, content=orjson.dumps(body), headers=headers)
             if response.status_code < 300:
                 status = "delivered"
                 break

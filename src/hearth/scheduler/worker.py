@@ -29,8 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import orjson
 
-from hearth.engine.encoding import dumps
 from hearth.engine.engine import InvocationResult
 from hearth.engine.records import CallSite, as_result
 from hearth.engine.registry import FunctionRegistry
@@ -257,7 +257,7 @@ class Scheduler:
             res = await self.invoker.invoke(
                 lambda: registry.get(job.function_name),
                 job.event,
-                call=CallSite("async", len(dumps(job.event))),
+                call=CallSite("async", job.event_bytes),
                 answer=as_result,
                 invocation_id=job.record_id,
             )
@@ -265,6 +265,7 @@ class Scheduler:
             error = {"type": "NotFound", "message": f"function {job.function_name!r} no longer exists"}
             await self._final(job, "failed", None, error, None, dead_letter=True)
             return
+        result = res.result_json if res.status == "ok" else None
         if res.status == "throttled":  # back-pressure: wait for capacity; the attempt does not count
             delay = max(res.retry_after_s or 1.0, 0.5) * self.jitter(1.0, 1.5)
             await self.db(
@@ -272,7 +273,9 @@ class Scheduler:
             )
             return
         if res.status == "ok":
-            await self._final(job, "succeeded", res.result, None, job.record_id)
+            # The result as the agent encoded it, stored and sent on as it is (a handler's None stays NULL).
+            fragment = None if result in (None, b"null") else orjson.Fragment(result)
+            await self._final(job, "succeeded", fragment, None, job.record_id)
             return
         error = dict(res.error or {"type": "Error", "message": res.status})
         error["status"] = res.status

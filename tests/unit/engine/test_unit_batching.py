@@ -39,7 +39,7 @@ def submit(engine: Engine, version: FunctionSpec, events: list[Any]) -> list[asy
 
 
 def batch_sizes(fake: FakeBackend) -> list[int]:
-    return [len(frame["items"]) if frame["type"] == "batch" else 1 for frame in fake.frames()]
+    return [len(calls) for calls in fake.runs()]
 
 
 async def test_a_full_batch_goes_at_once_in_one_frame(
@@ -49,9 +49,9 @@ async def test_a_full_batch_goes_at_once_in_one_frame(
     calls = submit(engine, batched(spec, 4, 60_000), [1, 2, 3, 4])
     await settle()  # no time passes: the size closed the batch
     assert [res.result for res in await asyncio.gather(*calls)] == [10, 20, 30, 40]
-    [frame] = fake.frames()
-    assert frame["type"] == "batch" and [item["event"] for item in frame["items"]] == [1, 2, 3, 4]
-    assert [item["id"] for item in frame["items"]] == [res.invocation_id for res in (c.result() for c in calls)]
+    [run] = fake.runs()
+    assert [call.event for call in run] == [1, 2, 3, 4]
+    assert [call.id for call in run] == [res.invocation_id for res in (c.result() for c in calls)]
 
 
 async def test_a_partial_batch_waits_for_its_window(
@@ -62,7 +62,7 @@ async def test_a_partial_batch_waits_for_its_window(
     await settle()
     clock.advance(0.199)
     await settle()
-    assert fake.frames() == [] and not any(call.done() for call in calls)
+    assert fake.runs() == [] and not any(call.done() for call in calls)
     clock.advance(0.002)
     results = await asyncio.gather(*calls)
     assert batch_sizes(fake) == [3]
@@ -108,8 +108,8 @@ async def test_a_batch_handler_gets_the_list_and_returns_one_result_per_item(
     fake.define("f", lambda events: [{"n": e, "batch": len(events)} for e in events])
     results = await asyncio.gather(*submit(engine, batched(spec, 3, 1000, batch_handler=True), [7, 8, 9]))
     assert [res.result for res in results] == [{"n": n, "batch": 3} for n in (7, 8, 9)]
-    [frame] = fake.frames()
-    assert frame["batch_handler"] is True
+    [[call]] = fake.runs()  # one call whose event is the batch's list (hearth.engine.batch_handler)
+    assert call.event == [7, 8, 9]
 
 
 async def test_a_batch_handler_returning_the_wrong_count_fails_every_item(
@@ -129,4 +129,4 @@ async def test_a_sandbox_crash_fails_every_item_of_its_batch(engine: Engine, fak
 async def test_without_batching_every_call_is_its_own_frame(engine: Engine, fake: FakeBackend, spec: MakeSpec) -> None:
     fake.define("f", lambda event: event)
     await asyncio.gather(*submit(engine, spec("f", max_instances=1), [1, 2, 3]))
-    assert batch_sizes(fake) == [1, 1, 1] and {frame["type"] for frame in fake.frames()} == {"invoke"}
+    assert batch_sizes(fake) == [1, 1, 1]

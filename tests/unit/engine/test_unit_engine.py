@@ -13,7 +13,7 @@ from hearth.engine.backends.fake import CRASH, HANG, OUT_OF_MEMORY, FakeBackend,
 from hearth.engine.clock import ManualClock
 from hearth.engine.engine import Engine, EngineConfig, InvocationResult
 from hearth.engine.records import CallSite, as_result
-from hearth.engine.sandbox import FunctionSpec
+from hearth.engine.sandbox import Call, FunctionSpec, Purpose
 
 Settle = Callable[[], Awaitable[None]]
 MakeSpec = Callable[..., FunctionSpec]
@@ -59,10 +59,10 @@ async def test_a_call_runs_cold_then_warm_with_the_functions_limits_and_labels(
     assert (second.status, second.result, second.path) == ("ok", {"got": {"n": 2}}, "warm")
     assert first.sandbox_id == second.sandbox_id
     [request] = fake.create_requests
-    assert request.labels == {"hearth.function": "echo", "hearth.version": "3"}
+    assert request.purpose == Purpose(function="echo", version=3)
     assert request.limits.memory_mb == 256
-    [frame, _] = fake.frames()
-    assert frame == {"type": "invoke", "id": first.invocation_id, "event": {"n": 1}, "timeout_ms": 30000}
+    [[call], _] = fake.runs()
+    assert call == Call(first.invocation_id, {"n": 1})
 
 
 async def test_a_handler_error_is_the_calls_error_and_the_instance_stays(
@@ -230,7 +230,7 @@ async def test_a_ready_stem_cell_serves_the_first_call(
     await engine.start()
     await settle()
     stems = list(fake.sandboxes)
-    assert stems and all(s.labels.get("hearth.stem") == "true" for s in stems)
+    assert stems and all(s.purpose == Purpose.stem_cell() for s in stems)
     fake.define("f", lambda event: event)
     res = await invoke(engine, current(spec("f")), "hi")
     assert (res.result, res.path) == ("hi", "stem")

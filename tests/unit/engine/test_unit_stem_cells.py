@@ -8,6 +8,7 @@ import pytest
 
 from hearth.engine.backends.fake import FakeBackend
 from hearth.engine.clock import ManualClock
+from hearth.engine.sandbox import Purpose
 from hearth.engine.stem_cells import RUNTIMES, StemCells
 
 Settle = Callable[[], Awaitable[None]]
@@ -20,7 +21,7 @@ async def test_each_default_runtime_gets_its_cells_and_a_take_refills(fake: Fake
     cells.enable("fake")
     await settle()
     assert sorted(r.runtime for r in fake.create_requests) == sorted(RUNTIMES)
-    assert all(r.labels == {"hearth.function": "", "hearth.stem": "true"} for r in fake.create_requests)
+    assert all(r.purpose == Purpose.stem_cell() for r in fake.create_requests)
     assert cells.counts() == {f"fake/{runtime}": 1 for runtime in RUNTIMES}
     taken = cells.take("fake", RUNTIMES[0])
     assert taken is not None and taken.runtime == RUNTIMES[0]

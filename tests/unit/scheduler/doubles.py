@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from hearth.engine.encoding import dumps
 from hearth.engine.engine import InvocationResult
 from hearth.engine.records import CallSite
@@ -148,6 +150,7 @@ class MemoryJobQueue(JobQueue):
                         job.max_attempts,
                         job.runs,
                         job.callback_url,
+                        len(dumps(job.event)),  # the event's size as stored
                     )
                 )
         return claimed
@@ -167,7 +170,9 @@ class MemoryJobQueue(JobQueue):
                 if job is None or (job.worker, job.runs, job.status) != (o.worker, o.run, "running"):
                     done.append(False)
                     continue
-                job.status, job.result, job.error = o.status, o.result, o.error
+                # As stored and read back by the SQL queue (the worker hands the agent's bytes as a Fragment).
+                result = orjson.loads(orjson.dumps(o.result))
+                job.status, job.result, job.error = o.status, result, o.error
                 job.finished_at, job.lease_until = self.clock(), None
                 job.last_record_id, job.dead_letter = o.record_id, o.dead_letter
                 job.callback_status = "pending" if job.callback_url is not None else None
@@ -354,7 +359,8 @@ class ScriptedInvoker:
             self.running[spec.name] -= 1
         scripted = self.script(event)
         res = InvocationResult(invocation_id or "inv", spec.name, spec.version, scripted.status, spec.backend)
-        res.result, res.error, res.retry_after_s = scripted.result, scripted.error, scripted.retry_after_s
+        res.result_json = dumps(scripted.result) if scripted.status == "ok" else None  # as an agent encodes it
+        res.error, res.retry_after_s = scripted.error, scripted.retry_after_s
         return answer(res)
 
     async def wait_running(self, count: int, timeout_s: float = 5.0) -> None:

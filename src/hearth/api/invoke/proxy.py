@@ -31,6 +31,7 @@ PUBLIC_FAILURES: dict[str, tuple[int, str]] = {
 PUBLIC_FAILURE = (502, "Internal Server Error")
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field names
 FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # visible Latin-1, spaces and tabs: no line breaks
+JSON_OBJECT = re.compile(rb"[ \t\r\n]*\{")  # a JSON text that is an object
 # Set by Hearth's server from the body it sends, never taken from the function's headers.
 FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 
@@ -64,13 +65,15 @@ def public_failure(res: InvocationResult) -> Response:
 
 
 def http_response(res: InvocationResult, payload_format: str) -> Response:
-    result = res.result
+    raw = res.result_json or b"null"
+    # Only an object can be a response to unpack; any other result passes through as the agent encoded it.
+    result = res.result if JSON_OBJECT.match(raw) else None
     is_response = isinstance(result, dict) and "statusCode" in result
     if payload_format == "1.0" and not is_response:
         raise MalformedResponse("payload format 1.0 needs a result with statusCode (and headers, body)")
     headers = hearth_headers(res)
     if not is_response:  # 2.0: any JSON value is the body of a 200
-        return Response(dumps(result), headers=headers, media_type="application/json")
+        return Response(raw, headers=headers, media_type="application/json")
     assert isinstance(result, dict)
     status = result.get("statusCode")
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:

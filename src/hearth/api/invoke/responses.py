@@ -37,4 +37,5 @@ def error_response(res: InvocationResult) -> Response:
 def result_response(res: InvocationResult) -> Response:
     if res.status != "ok":
         return error_response(res)
-    return Response(dumps(res.result), headers=hearth_headers(res), media_type="application/json")
+    # The agent's encoding of the result, as it is.
+    return Response(res.result_json or b"null", headers=hearth_headers(res), media_type="application/json")

@@ -76,7 +76,7 @@ async def invoke(state: HearthState, request: Request, name: str) -> Response:
             retryAfterSeconds=str(retry),
         )
     if res.status == "ok":
-        payload = dumps(res.result)
+        payload = res.result_json or b"null"  # the agent's encoding, as it is
     else:
         payload = dumps(error_payload(res))
         headers["X-Amz-Function-Error"] = "Unhandled"

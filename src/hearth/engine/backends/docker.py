@@ -22,19 +22,19 @@ import docker.errors
 from docker.types import LogConfig
 
 from hearth.engine import provided
+from hearth.engine.agent_sandbox import AgentSandbox, SandboxHost
 from hearth.engine.channel import AgentChannel
-from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
     Backend,
     FunctionSpec,
     Limits,
+    Purpose,
     Runtime,
     Sandbox,
     SandboxCrashed,
     SandboxOutOfMemory,
     SandboxStartError,
     SandboxStats,
-    SandboxTimeout,
 )
 from hearth.images import aws_sdk, catalog, containers
 
@@ -99,6 +99,20 @@ def _write_cgroup_limits(container_id: str, limits: Limits) -> None:
     quota.write_text(str(int(limits.cpus * CPU_PERIOD_US)))
 
 
+def container_labels(purpose: Purpose) -> dict[str, str]:
+    """What `docker ps` shows about a sandbox's purpose (Hearth itself reads only hearth.owner and hearth.backend)."""
+    labels = {"hearth.function": purpose.function or ""}
+    if purpose.version is not None:
+        labels["hearth.version"] = str(purpose.version)
+    if purpose.image:
+        labels["hearth.image"] = purpose.image
+    if purpose.stem:
+        labels["hearth.stem"] = "true"
+    elif purpose.function is None:
+        labels["hearth.probe"] = "true"
+    return labels
+
+
 def container_name(function: str | None, version: object, sandbox_id: str) -> str:
     return f"hearth-{function}-v{version}-{sandbox_id}" if function else f"hearth-stem-{sandbox_id}"
 
@@ -130,35 +144,22 @@ def materialize_code(source: Path, target: Path, executable: bool = False) -> No
         del dirs  # walked by os.walk itself
 
 
-class DockerSandbox(Sandbox):
-    def __init__(
-        self,
-        backend: DockerBackend,
-        sandbox_id: str,
-        runtime: Runtime,
-        container_id: str,
-        directory: Path,
-        channel: AgentChannel,
-        limits: Limits,
-    ) -> None:
-        self.id = sandbox_id
-        self.backend = backend.name
-        self.runtime = runtime
+class DockerHost(SandboxHost):
+    """One container: its host directory (code, agent socket) and cgroup."""
+
+    def __init__(self, backend: DockerBackend, sandbox_id: str, container_id: str, directory: Path) -> None:
+        self.sandbox_id = sandbox_id
         self.container_id = container_id
         self.directory = directory
-        self.channel = channel
-        self.limits = limits
         self._backend = backend
-        self._poisoned = False
-        self._stopped = False
-        self.generic = False
+        self.generic = False  # a stem cell: renamed after its function once loaded
         self.image: provided.ImageConfig | None = None  # an image function's image (language provided)
 
-    @property
-    def healthy(self) -> bool:
-        return not (self._poisoned or self._stopped or self.channel.closed)
+    async def apply_limits(self, current: Limits, wanted: Limits) -> None:
+        if wanted != current:
+            await self._backend.update_limits(self.container_id, wanted)
 
-    async def load(self, spec: FunctionSpec) -> float:
+    async def place(self, spec: FunctionSpec, frame: dict[str, Any]) -> None:
         language = catalog.language_of(spec.sandbox_runtime)
         # A custom runtime's `bootstrap` and what it runs are executables.
         materialize_code(spec.code_dir, self.directory / "code", executable=language == provided.LANGUAGE)
@@ -167,60 +168,28 @@ class DockerSandbox(Sandbox):
         deps = "node_modules" if language == "javascript" else "deps"
         if spec.layer_dir is not None:
             await asyncio.to_thread(materialize_code, spec.layer_dir, self.directory / deps)
-        wanted = self._backend.limits_for(spec)
-        if wanted != self.limits:
-            await self._backend.update_limits(self.container_id, wanted)
-            self.limits = wanted
-        frame = init_frame(
-            spec,
-            self._backend.identity,
-            self.id,
-            max_log_bytes=self._backend.max_log_bytes,
-            max_result_bytes=self._backend.max_result_bytes,
-            deps_dir=f"/hearth/{deps}",
-        )
+            frame["paths"] = [f"/hearth/{deps}"]
         if language == provided.LANGUAGE:  # the relay starts the bootstrap / the image's entrypoint
             frame.update(provided.init_fields(spec, frame, self.image))
-        try:
-            init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
-        except TimeoutError:
-            self._poisoned = True
-            raise SandboxStartError(f"function code did not load within {self._backend.start_timeout_s} s") from None
-        except SandboxCrashed as exc:
-            self._poisoned = True
-            raise await self._explain_crash(str(exc)) from None
+
+    async def loaded(self, spec: FunctionSpec) -> None:
         if self.generic:  # a stem cell: name it after its function for `docker ps`, off the request path
             self.generic = False
-            self._backend.rename_later(self.container_id, container_name(spec.name, spec.version, self.id))
-        return init_ms
+            self._backend.rename_later(self.container_id, container_name(spec.name, spec.version, self.sandbox_id))
 
-    async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        try:
-            return await self.channel.request(frame, timeout_s)
-        except TimeoutError:
-            self._poisoned = True
-            raise SandboxTimeout(f"no answer within {timeout_s:g} s") from None
-        except SandboxCrashed as exc:
-            self._poisoned = True
-            raise await self._explain_crash(str(exc)) from None
-
-    async def _explain_crash(self, reason: str) -> SandboxCrashed:
+    async def explain_crash(self, reason: str, limits: Limits) -> SandboxCrashed:
         # The cgroup's own count first: while the container is still dying (slowly under load, more so under
         # runsc) Docker does not yet say OOMKilled, and waiting for it has a limit.
         if oom_kills(self.container_id):
-            return SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
+            return SandboxOutOfMemory(f"the function exceeded its memory limit of {limits.memory_mb} MB")
         state = await asyncio.to_thread(self._backend.exit_state, self.container_id)
         if state.get("OOMKilled"):
-            return SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
+            return SandboxOutOfMemory(f"the function exceeded its memory limit of {limits.memory_mb} MB")
         exit_code = state.get("ExitCode")
         detail = f" (exit code {exit_code})" if exit_code not in (None, 0) or not state.get("Running") else ""
         return SandboxCrashed(f"{reason}{detail}")
 
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await self.channel.close()
+    async def destroy(self) -> None:
         await asyncio.to_thread(self._backend.remove_container, self.container_id)
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -312,17 +281,17 @@ class DockerBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"runtime": self.docker_runtime or "runc"}
 
-    async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
+    async def create(self, runtime: Runtime, limits: Limits, purpose: Purpose) -> Sandbox:
         started = time.perf_counter()
         try:
-            sandbox = await self._create(runtime, limits, labels)
+            sandbox = await self._create(runtime, limits, purpose)
         except Exception as exc:
             self.start_costs.record_failure(f"{type(exc).__name__}: {exc}")
             raise
         self.start_costs.record(catalog.runtime_image(runtime).name, (time.perf_counter() - started) * 1000)
         return sandbox
 
-    async def _create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
+    async def _create(self, runtime: Runtime, limits: Limits, purpose: Purpose) -> Sandbox:
         sandbox_id = secrets.token_hex(6)
         directory = self.run_dir / sandbox_id
         sandbox_only_directory(directory)
@@ -343,7 +312,7 @@ class DockerBackend(Backend):
         os.chmod(socket_path, 0o666)
         container_id: str | None = None
         try:
-            container_id = await asyncio.to_thread(self._run_container, sandbox_id, runtime, limits, labels, directory)
+            container_id = await asyncio.to_thread(self._run_container, sandbox_id, runtime, limits, purpose, directory)
             try:
                 reader, writer = await asyncio.wait_for(connected, self.start_timeout_s)
             except TimeoutError:
@@ -360,10 +329,11 @@ class DockerBackend(Backend):
         server.close()
         socket_path.unlink(missing_ok=True)
         channel = AgentChannel(reader, writer)
-        sandbox = DockerSandbox(self, sandbox_id, runtime, container_id, directory, channel, limits)
-        if labels.get("hearth.image"):
-            sandbox.image = self.image_configs.get(labels["hearth.image"])
-        sandbox.generic = not labels.get("hearth.function")
+        host = DockerHost(self, sandbox_id, container_id, directory)
+        if purpose.image:
+            host.image = self.image_configs.get(purpose.image)
+        host.generic = purpose.function is None
+        sandbox = AgentSandbox(self, sandbox_id, runtime, channel, host, limits)
         try:
             await channel.handshake(self.start_timeout_s)
         except BaseException:
@@ -372,7 +342,7 @@ class DockerBackend(Backend):
         return sandbox
 
     def _run_container(
-        self, sandbox_id: str, runtime: str, limits: Limits, labels: dict[str, str], directory: Path
+        self, sandbox_id: str, runtime: str, limits: Limits, purpose: Purpose, directory: Path
     ) -> str:
         """Create and start the container: two Docker API calls (the SDK's high-level create adds an inspect)."""
         memory = limits.memory_mb * 1024 * 1024
@@ -388,9 +358,9 @@ class DockerBackend(Backend):
         if entry.language == provided.LANGUAGE:  # the relay serves the Runtime API (hearth.engine.provided)
             try:
                 binds[str(provided.ensure_relay())] = {"bind": provided.RELAY_MOUNT, "mode": "ro"}
-                if labels.get("hearth.image"):  # an image function: its own image, its entrypoint run by the relay
+                if purpose.image:  # an image function: its own image, its entrypoint run by the relay
                     # A version pins its image by id, so an id's configuration never changes: inspected once.
-                    ref = labels["hearth.image"]
+                    ref = purpose.image
                     config = self.image_configs.get(ref) or provided.inspect_image(self.client, ref)
                     self.image_configs[config.ref] = config
                     image, entrypoint, command = config.image_id, provided.RELAY_COMMAND, []
@@ -418,7 +388,7 @@ class DockerBackend(Backend):
                 image,
                 command=command,
                 entrypoint=entrypoint,
-                name=container_name(labels.get("hearth.function"), labels.get("hearth.version"), sandbox_id),
+                name=container_name(purpose.function, purpose.version, sandbox_id),
                 user=f"{SANDBOX_UID}:{SANDBOX_GID}",
                 working_dir="/tmp",
                 environment={
@@ -428,7 +398,12 @@ class DockerBackend(Backend):
                     "PYTHONUNBUFFERED": "1",
                     "NODE_ENV": "production",
                 },
-                labels={**labels, "hearth.owner": self.owner, "hearth.runtime": runtime, "hearth.backend": self.name},
+                labels={
+                    **container_labels(purpose),
+                    "hearth.owner": self.owner,
+                    "hearth.runtime": runtime,
+                    "hearth.backend": self.name,
+                },
                 host_config=host_config,
             )
             api.start(created["Id"])

@@ -17,7 +17,8 @@ raises (the function's error), or returns a scripted outcome: `HANG` (never answ
 the sandbox is poisoned), `CRASH`, `OUT_OF_MEMORY`, or `Output` (a result with logs). `scripted(...)` gives
 a handler that plays outcomes in order. Slow starts, failed starts and failed loads are set on the backend
 (`start_s`, `fail_starts`) and on the function (`init_s`, `init_error`). Everything asked of the backend is
-recorded: `create_requests`, and per sandbox its `spec`, `frames`, concurrency and whether it was stopped.
+recorded: `create_requests` (with each start's `Purpose`), and per sandbox its `spec`, `runs` (the calls of
+each invoke), concurrency and whether it was stopped.
 Time passes on the backend's clock: with a `ManualClock` a slow start or a hang lasts until the test advances it.
 """
 
@@ -26,16 +27,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.engine.clock import MONOTONIC, Clock
+from hearth.engine.encoding import dumps
 from hearth.engine.sandbox import (
     Backend,
+    Call,
     FunctionInitError,
     FunctionSpec,
     Limits,
+    Purpose,
+    Reply,
     Runtime,
     Sandbox,
     SandboxCrashed,
@@ -113,7 +118,7 @@ class FakeFunction:
 class CreateRequest:
     runtime: Runtime
     limits: Limits
-    labels: dict[str, str]
+    purpose: Purpose
 
 
 class FakeBackend(Backend):
@@ -144,15 +149,15 @@ class FakeBackend(Backend):
         function = self.functions[name] = FakeFunction(handler, init_s, init_error)
         return function
 
-    async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> FakeSandbox:
-        self.create_requests.append(CreateRequest(runtime, limits, dict(labels)))
+    async def create(self, runtime: Runtime, limits: Limits, purpose: Purpose) -> FakeSandbox:
+        self.create_requests.append(CreateRequest(runtime, limits, purpose))
         if self.start_s:
             await self.clock.sleep(self.start_s)
         if self.fail_starts > 0:
             self.fail_starts -= 1
             self.start_costs.record_failure("scripted start failure")
             raise SandboxStartError("the fake backend was told to fail this start")
-        sandbox = FakeSandbox(self, f"fake-{next(self._ids)}", runtime, limits, labels)
+        sandbox = FakeSandbox(self, f"fake-{next(self._ids)}", runtime, limits, purpose)
         self.sandboxes.append(sandbox)
         self.start_costs.record(runtime, self.start_s * 1000)
         return sandbox
@@ -165,9 +170,9 @@ class FakeBackend(Backend):
     def running(self) -> list[FakeSandbox]:
         return [sandbox for sandbox in self.sandboxes if not sandbox.stopped]
 
-    def frames(self) -> list[dict[str, Any]]:
-        """Every frame sent to any sandbox, in the order each sandbox got them (sandbox by sandbox)."""
-        return [frame for sandbox in self.sandboxes for frame in sandbox.frames]
+    def runs(self) -> list[list[Call]]:
+        """Every `invoke` of any sandbox (one call, or a batch of several), sandbox by sandbox, in order."""
+        return [calls for sandbox in self.sandboxes for calls in sandbox.runs]
 
 
 @dataclass(eq=False)
@@ -176,11 +181,11 @@ class FakeSandbox(Sandbox):
     id: str
     runtime: Runtime
     limits: Limits
-    labels: dict[str, str]
+    purpose: Purpose
     spec: FunctionSpec | None = None
-    frames: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[list[Call]] = field(default_factory=list)  # each invoke's calls (several: a batch)
     inflight: int = 0
-    max_inflight: int = 0  # the most calls it ever ran at once
+    max_inflight: int = 0  # the most invokes it ever ran at once
     stopped: bool = False
     dead: bool = False  # crashed, killed, or poisoned by a timeout
 
@@ -205,15 +210,16 @@ class FakeSandbox(Sandbox):
         self.spec, self.limits, self._function = spec, self.owner.limits_for(spec), function
         return function.init_s * 1000
 
-    async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    async def invoke(self, calls: Sequence[Call], timeout_s: float) -> list[Reply]:
         if not self.healthy or self._function is None:
             raise SandboxCrashed("the sandbox is not running")
-        self.frames.append(frame)
+        self.runs.append(list(calls))
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         expired: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         timer = self.owner.clock.call_later(timeout_s, lambda: expired.done() or expired.set_result(None))
-        work = asyncio.ensure_future(self._answer(self._function, frame))
+        function = self._function
+        work = asyncio.ensure_future(self._run_all(function, calls))
         try:
             await asyncio.wait({work, expired}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -228,31 +234,17 @@ class FakeSandbox(Sandbox):
             raise SandboxTimeout(f"no answer within {timeout_s:g} s")
         return work.result()
 
-    async def _answer(self, function: FakeFunction, frame: dict[str, Any]) -> dict[str, Any]:
-        if frame.get("type") != "batch":
-            return {"type": "result", **await self._run(function, str(frame.get("id")), frame.get("event"))}
-        items = frame.get("items") or []
-        if not frame.get("batch_handler"):
-            results = [await self._run(function, str(item.get("id")), item.get("event")) for item in items]
-        else:
-            one = await self._run(function, "batch", [item.get("event") for item in items])
-            values = one.get("result")
-            if one["ok"] and isinstance(values, list) and len(values) == len(items):
-                pairs = zip(items, values, strict=True)
-                results = [{"id": item.get("id"), "ok": True, "result": value} for item, value in pairs]
-            else:
-                error = one.get("error") or {"type": "BatchResultMismatch", "message": "not one result per item"}
-                results = [{"id": item.get("id"), "ok": False, "error": error} for item in items]
-        return {"type": "batch_result", "id": frame.get("id"), "results": results}
+    async def _run_all(self, function: FakeFunction, calls: Sequence[Call]) -> list[Reply]:
+        return [await self._run(function, call) for call in calls]  # a batch: one after another, as agents do
 
-    async def _run(self, function: FakeFunction, item_id: str, event: Any) -> dict[str, Any]:
+    async def _run(self, function: FakeFunction, call: Call) -> Reply:
         try:
-            outcome = function.handler(event)
+            outcome = function.handler(call.event)
             if inspect.isawaitable(outcome):
                 outcome = await outcome
         except Exception as exc:
             error = {"type": type(exc).__name__, "message": str(exc), "traceback": ""}
-            return {"id": item_id, "ok": False, "error": error, "duration_ms": 0.0}
+            return Reply(call.id, False, error=error)
         if isinstance(outcome, Hang):
             await asyncio.get_running_loop().create_future()  # until the timeout cancels it
         if isinstance(outcome, Crash):
@@ -261,17 +253,16 @@ class FakeSandbox(Sandbox):
         if isinstance(outcome, OutOfMemory):
             self.dead = True
             raise SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
-        reply: dict[str, Any] = {"id": item_id, "ok": True, "duration_ms": 0.0}
         if isinstance(outcome, Output):
-            reply.update(
-                result=outcome.result,
+            return Reply(
+                call.id,
+                True,
+                result=dumps(outcome.result),
                 stdout=outcome.stdout,
                 stderr=outcome.stderr,
                 logs_truncated=outcome.logs_truncated,
             )
-        else:
-            reply["result"] = outcome
-        return reply
+        return Reply(call.id, True, result=dumps(outcome))
 
     async def stop(self) -> None:
         self.stopped = True

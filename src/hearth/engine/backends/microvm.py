@@ -48,28 +48,28 @@ import subprocess
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hearth.engine import provided
+from hearth.engine.agent_sandbox import AgentSandbox, SandboxHost
 from hearth.engine.backends import microvm_provided
 from hearth.engine.backends.microvm_disks import FunctionDisks
 from hearth.engine.channel import AgentChannel
-from hearth.engine.lambda_env import init_frame
 from hearth.engine.sandbox import (
     Backend,
-    FunctionInitError,
     FunctionSpec,
     Limits,
+    Purpose,
+    Reply,
     Runtime,
     Sandbox,
     SandboxCrashed,
     SandboxOutOfMemory,
     SandboxStartError,
     SandboxStats,
-    SandboxTimeout,
 )
 from hearth.images import catalog, debian
 from hearth.images import microvm as microvm_image
@@ -566,53 +566,20 @@ def collect_files(spec: FunctionSpec) -> list[dict[str, Any]]:
     return files
 
 
-class MicroVMSandbox(Sandbox):
-    def __init__(
-        self,
-        backend: MicroVMBackend,
-        sandbox_id: str,
-        shape: VmShape,
-        vm: MicroVM,
-        channel: AgentChannel,
-        limits: Limits,
-        start_path: str,
-    ) -> None:
-        self.id = sandbox_id
-        self.backend = backend.name
-        self.runtime = shape.runtime
+class MicroVMHost(SandboxHost):
+    """One microVM: its shape, guest limits (the supervisor's control channel), files sent in `init`."""
+
+    def __init__(self, backend: MicroVMBackend, shape: VmShape, vm: MicroVM) -> None:
         self.shape = shape
         self.vm = vm
-        self.channel = channel
-        self.limits = limits  # what the guest enforces right now
-        self.start_path = start_path  # "boot" or "restore"
         self._backend = backend
-        self._poisoned = False
-        self._stopped = False
         self.image: provided.ImageConfig | None = None  # an image function's image (language provided)
 
     @property
-    def healthy(self) -> bool:
-        return not (self._poisoned or self._stopped or self.channel.closed or self.vm.exit_report is not None)
+    def alive(self) -> bool:
+        return self.vm.exit_report is None
 
-    async def warm(self) -> None:
-        """Run the runtime once in the guest (off the request path: stem cells under TCG).
-
-        A restored VM's QEMU has translated none of the guest's code yet; under TCG that makes the first
-        load ~0.7 s (Python) slower. The agent's `warm` frame loads and calls a throwaway function first.
-        """
-        started = time.perf_counter()
-        try:
-            reply = await self.channel.exchange({"type": "warm"}, max(30.0, self._backend.start_timeout_s))
-        except (SandboxCrashed, TimeoutError) as exc:
-            await self.stop()
-            raise SandboxStartError(f"warming the microVM failed: {exc or 'timeout'}") from None
-        if reply.get("type") != "warmed":
-            await self.stop()
-            raise SandboxStartError(f"warming the microVM: expected warmed, got {reply.get('type')!r}")
-        self._backend._time(f"warm/{self.runtime}", (time.perf_counter() - started) * 1000)
-
-    async def load(self, spec: FunctionSpec) -> float:
-        wanted = self._backend.limits_for(spec)
+    async def apply_limits(self, current: Limits, wanted: Limits) -> None:
         if wanted.network:
             raise SandboxStartError(NO_NETWORK)
         if wanted.memory_mb > self.shape.memory_mb or vcpus_for(wanted.cpus) != self.shape.vcpus:
@@ -620,64 +587,31 @@ class MicroVMSandbox(Sandbox):
                 f"this microVM was started for {self.shape.memory_mb} MiB and {self.shape.vcpus} vCPU; the function "
                 f"needs {wanted.memory_mb} MiB and {vcpus_for(wanted.cpus)} vCPU"
             )
-        try:  # always: this also moves the agent into the function's cgroup (microvm_supervisor.py)
-            await self.vm.control(f"limits {wanted.memory_mb * 2**20} {wanted.pids}")
-            if wanted.cpus != self.limits.cpus and self.vm.cgroup is not None:
-                self.vm.cgroup.set_cpus(wanted.cpus)
-        except SandboxCrashed:
-            self._poisoned = True
-            raise
-        self.limits = wanted
-        files = await asyncio.to_thread(collect_files, spec)
-        frame = init_frame(
-            spec,
-            self._backend.identity,
-            self.id,
-            max_log_bytes=self._backend.max_log_bytes,
-            max_result_bytes=self._backend.max_result_bytes,
-            files=files,
-        )
-        if self.runtime == provided.LANGUAGE:  # the relay writes the files and starts the bootstrap / entrypoint
+        # Always: this also moves the agent into the function's cgroup (microvm_supervisor.py).
+        await self.vm.control(f"limits {wanted.memory_mb * 2**20} {wanted.pids}")
+        if wanted.cpus != current.cpus and self.vm.cgroup is not None:
+            self.vm.cgroup.set_cpus(wanted.cpus)
+
+    async def place(self, spec: FunctionSpec, frame: dict[str, Any]) -> None:
+        frame["files"] = await asyncio.to_thread(collect_files, spec)  # the guest shares no directory with us
+        if self.shape.runtime == provided.LANGUAGE:  # the relay writes the files, starts the bootstrap/entrypoint
             frame.update(microvm_provided.init_fields(spec, frame, self.image))
-        try:
-            init_ms = await self.channel.init(frame, self._backend.start_timeout_s)
-            await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
-            return init_ms
-        except TimeoutError:
-            self._poisoned = True
-            raise SandboxStartError(f"function code did not load within {self._backend.start_timeout_s} s") from None
-        except FunctionInitError:
-            raise
-        except SandboxCrashed as exc:
-            self._poisoned = True
-            raise await self._explain_crash(str(exc)) from None
 
-    async def invoke(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        try:
-            reply = await self.channel.request(frame, timeout_s)
-        except TimeoutError:
-            self._poisoned = True
-            raise SandboxTimeout(f"no answer within {timeout_s:g} s") from None
-        except SandboxCrashed as exc:
-            self._poisoned = True
-            raise await self._explain_crash(str(exc)) from None
-        if self.runtime == provided.LANGUAGE and microvm_provided.runtime_exited(reply):
-            self._poisoned = True
-        return reply
+    def spent(self, replies: Sequence[Reply]) -> bool:
+        return self.shape.runtime == provided.LANGUAGE and microvm_provided.runtime_exited(replies)
 
-    async def _explain_crash(self, reason: str) -> SandboxCrashed:
+    async def loaded(self, spec: FunctionSpec) -> None:
+        await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
+
+    async def explain_crash(self, reason: str, limits: Limits) -> SandboxCrashed:
         await self.vm.wait_exit_report(2.0)
         report = self.vm.exit_report
         if report is not None and report[1] > 0:
-            return SandboxOutOfMemory(f"the function exceeded its memory limit of {self.limits.memory_mb} MB")
+            return SandboxOutOfMemory(f"the function exceeded its memory limit of {limits.memory_mb} MB")
         detail = f" (agent exit code {report[0]})" if report is not None else ""
         return SandboxCrashed(f"{reason}{detail}")
 
-    async def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await self.channel.close()
+    async def destroy(self) -> None:
         await self.vm.stop()
 
     def stats(self) -> SandboxStats | None:
@@ -697,6 +631,35 @@ class MicroVMSandbox(Sandbox):
             memory_bytes=int(values.get("VmRSS", 0)) * 1024,
             memory_peak_bytes=int(values.get("VmHWM", 0)) * 1024 or None,
         )
+
+
+class MicroVMSandbox(AgentSandbox):
+    def __init__(
+        self,
+        backend: MicroVMBackend,
+        sandbox_id: str,
+        shape: VmShape,
+        vm: MicroVM,
+        channel: AgentChannel,
+        limits: Limits,
+        start_path: str,
+    ) -> None:
+        self.microvm_host = MicroVMHost(backend, shape, vm)
+        super().__init__(backend, sandbox_id, shape.runtime, channel, self.microvm_host, limits)
+        self.shape = shape
+        self.vm = vm
+        self.start_path = start_path  # "boot" or "restore"
+        self._microvm = backend
+
+    async def warm(self) -> None:
+        """Run the runtime once in the guest (off the request path: stem cells under TCG).
+
+        A restored VM's QEMU has translated none of the guest's code yet; under TCG that makes the first
+        load ~0.7 s (Python) slower. The agent's `warm` frame loads and calls a throwaway function first.
+        """
+        started = time.perf_counter()
+        await self.warm_up(max(30.0, self._microvm.start_timeout_s))
+        self._microvm._time(f"warm/{self.runtime}", (time.perf_counter() - started) * 1000)
 
 
 # --------------------------------------------------------------------------------------------- backend
@@ -995,7 +958,7 @@ class MicroVMBackend(Backend):
         )
 
     # ----- sandboxes
-    async def create(self, runtime: Runtime, limits: Limits, labels: dict[str, str]) -> Sandbox:
+    async def create(self, runtime: Runtime, limits: Limits, purpose: Purpose) -> Sandbox:
         started = time.perf_counter()
         name = catalog.runtime_image(runtime).name
         if name not in self.runtimes():  # the guest image holds the host suite's python3 and nodejs only
@@ -1004,10 +967,10 @@ class MicroVMBackend(Backend):
         try:
             disk, image = "", None
             if runtime == provided.LANGUAGE:
-                disk, image = await microvm_provided.function_disk(self.function_disks, labels)
+                disk, image = await microvm_provided.function_disk(self.function_disks, purpose.image)
             sandbox = await self._create(runtime, limits, disk)
-            sandbox.image = image
-            if labels.get("hearth.stem") == "true" and self.accelerator()[0] == "tcg":
+            sandbox.microvm_host.image = image
+            if purpose.stem and self.accelerator()[0] == "tcg":
                 await sandbox.warm()
         except Exception as exc:
             self.start_costs.record_failure(f"{type(exc).__name__}: {exc}")

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from hearth.engine import provided
 from hearth.engine.backends.microvm_disks import FunctionDiskError, FunctionDisks
-from hearth.engine.sandbox import FunctionSpec, SandboxStartError
+from hearth.engine.sandbox import FunctionSpec, Reply, SandboxStartError
 
 EXIT_ERROR = "Runtime.ExitError"  # the relay's error when the runtime exits before answering
 
 
-async def function_disk(disks: FunctionDisks, labels: Mapping[str, str]) -> tuple[str, provided.ImageConfig | None]:
+async def function_disk(disks: FunctionDisks, image: str | None) -> tuple[str, provided.ImageConfig | None]:
     """The disk a `provided` VM starts with, and the image function's image (None for a zip function)."""
-    image = labels.get("hearth.image") or None
     try:
         config = await asyncio.to_thread(disks.image_config, image) if image else None
         disk = await asyncio.to_thread(disks.disk_for, image)
@@ -52,15 +51,14 @@ def qemu_drive(disk: str) -> list[str]:
     ]  # fmt: skip
 
 
-def runtime_exited(reply: Mapping[str, Any]) -> bool:
+def runtime_exited(replies: Sequence[Reply]) -> bool:
     """Whether the runtime exited during this invoke or batch (the relay then exits too, after answering).
 
     In a container the relay's exit closes the agent socket at once; a VM's port stays open until the
     supervisor's exit report has reached the host and QEMU is gone, so the next call could be sent to a
     VM whose relay has gone: the sandbox is marked spent as the answer comes in.
     """
-    results = reply.get("results") if reply.get("type") == "batch_result" else [reply]
-    return any((item.get("error") or {}).get("type") == EXIT_ERROR for item in results or [])
+    return any((reply.error or {}).get("type") == EXIT_ERROR for reply in replies)
 
 
 def init_fields(spec: FunctionSpec, frame: dict[str, Any], image: provided.ImageConfig | None) -> dict[str, Any]:

@@ -56,11 +56,15 @@ redirect(process.stderr, 'stderr');
 // console.* write through process.stdout/stderr, which are redirected above.
 
 // ---- framing
-function encode(frame) {
-  const body = Buffer.from(JSON.stringify(frame), 'utf8');
-  const header = Buffer.alloc(4);
-  header.writeUInt32BE(body.length, 0);
-  return Buffer.concat([header, body]);
+// A frame: 4-byte length, a JSON object, and optionally a newline and a payload (the encoded results).
+function encode(frame, payload) {
+  const json = JSON.stringify(frame);
+  const body = payload === undefined ? json : json + '\n' + payload;
+  const length = Buffer.byteLength(body);
+  const out = Buffer.allocUnsafe(4 + length);
+  out.writeUInt32BE(length, 0);
+  out.write(body, 4, 'utf8');
+  return out;
 }
 
 // ---- Lambda's console (the Node runtime interface client's LogPatch.js, text format): every line is
@@ -182,24 +186,26 @@ function callHandler(event, id, timeoutMs, frame) {
   });
 }
 
+// [reply without its result, the result encoded once (JSON text) or undefined]
 function checked(reply) {
-  if (!reply.ok) return reply;
+  if (!reply.ok) return [reply, undefined];
   let encoded;
   try {
     encoded = JSON.stringify(reply.result === undefined ? null : reply.result);
     if (encoded === undefined) encoded = 'null';
   } catch (err) {
     delete reply.result;
-    return Object.assign(reply, { ok: false, error: { type: 'ResultNotSerializable', message: err.message, traceback: '' } });
+    return [Object.assign(reply, { ok: false, error: { type: 'ResultNotSerializable', message: err.message, traceback: '' } }), undefined];
   }
+  delete reply.result;
   const limit = init.max_result_bytes || 6 * 1024 * 1024;
-  if (Buffer.byteLength(encoded) > limit) {
-    delete reply.result;
-    const message = `result of ${Buffer.byteLength(encoded)} bytes is over the limit of ${limit} bytes`;
-    return Object.assign(reply, { ok: false, error: { type: 'ResultTooLarge', message, traceback: '' } });
+  const size = Buffer.byteLength(encoded);
+  if (size > limit) {
+    const message = `result of ${size} bytes is over the limit of ${limit} bytes`;
+    return [Object.assign(reply, { ok: false, error: { type: 'ResultTooLarge', message, traceback: '' } }), undefined];
   }
-  reply.result = JSON.parse(encoded);
-  return reply;
+  reply.result_bytes = size;
+  return [reply, encoded];
 }
 
 async function runOne(item, timeoutMs) {
@@ -227,25 +233,17 @@ async function runOne(item, timeoutMs) {
   return checked(reply);
 }
 
+// The items one after another; their results follow the frame as one payload, in order.
 async function runBatch(frame) {
-  const items = frame.items || [];
   const timeoutMs = frame.timeout_ms || 30000;
-  if (frame.batch_handler) {
-    const one = await runOne({ id: frame.id, event: items.map((i) => i.event) }, timeoutMs);
-    let results;
-    if (one.ok && Array.isArray(one.result) && one.result.length === items.length) {
-      results = items.map((item, k) => ({ id: item.id, ok: true, result: one.result[k] }));
-    } else {
-      const error = one.error || { type: 'BatchResultMismatch', message: `batch handler must return a list of ${items.length} results` };
-      results = items.map((item) => ({ id: item.id, ok: false, error }));
-    }
-    results.forEach((r) => { r.duration_ms = one.duration_ms; r.stdout = ''; r.stderr = ''; r.logs_truncated = false; });
-    if (results.length) Object.assign(results[0], { stdout: one.stdout, stderr: one.stderr, logs_truncated: one.logs_truncated });
-    return { type: 'batch_result', id: frame.id, results };
-  }
   const results = [];
-  for (const item of items) results.push(await runOne(item, timeoutMs));
-  return { type: 'batch_result', id: frame.id, results };
+  const encoded = [];
+  for (const item of frame.items || []) {
+    const [reply, result] = await runOne(item, timeoutMs);
+    results.push(reply);
+    if (result !== undefined) encoded.push(result);
+  }
+  return [{ type: 'batch_result', id: frame.id, results }, encoded.join('')];
 }
 
 // Files an init frame carries (microVMs share no directory with the host): [{path, data (base64), mode}].
@@ -341,7 +339,7 @@ async function warm() {
   const code = 'exports.handler = async (event) => { console.log(event); return { echo: event }; };\n';
   try {
     await load({ code_dir: dir, module: 'hearth_warm', function: 'handler', files: [{ path: file, data: Buffer.from(code).toString('base64') }] });
-    for (let n = 0; n < 3; n++) encode(await runOne({ id: String(n), event: { n, s: 'x'.repeat(100) } }, 1000));
+    for (let n = 0; n < 3; n++) encode(...(await runOne({ id: String(n), event: { n, s: 'x'.repeat(100) } }, 1000)));
   } finally {
     delete require.cache[file];
     init = saved.init;
@@ -357,7 +355,7 @@ async function warm() {
 function serve(stream) {
   let buffer = Buffer.alloc(0);
   let ready = false;
-  const send = (frame) => stream.write(encode(frame));
+  const send = (frame, payload) => stream.write(encode(frame, payload));
 
   const onFrame = (frame) => {
     if (!ready) {
@@ -384,9 +382,12 @@ function serve(stream) {
       return;
     }
     if (frame.type === 'batch') {
-      runBatch(frame).then(send);
+      runBatch(frame).then(([reply, payload]) => send(reply, payload));
     } else if (frame.type === 'invoke') {
-      runOne(frame, frame.timeout_ms || 30000).then((reply) => send(Object.assign({ type: 'result' }, reply)));
+      runOne(frame, frame.timeout_ms || 30000).then(([reply, payload]) => {
+        reply.type = 'result';
+        send(reply, payload);
+      });
     }
   };
 

@@ -270,17 +270,16 @@ class Frames:
         (length,) = HEADER.unpack(self._exact(HEADER.size))
         if length > MAX_FRAME:
             raise EOFError(f"frame of {length} bytes")
-        frame = json.loads(self._exact(length))
+        frame = json.loads(self._exact(length).partition(b"\n")[0])  # the JSON object; a payload may follow
         if not isinstance(frame, dict):
             raise EOFError("frame is not an object")
         return frame
 
-    def send(self, frame: dict[str, Any], raw_result: str | None = None) -> None:
-        """Send `frame`; `raw_result` is an already-encoded JSON result spliced in as "result"."""
-        text = json.dumps(frame, separators=(",", ":"), allow_nan=False)
-        if raw_result is not None:
-            text = text[:-1] + ',"result":' + raw_result + "}"
-        body = text.encode()
+    def send(self, frame: dict[str, Any], payload: bytes | None = None) -> None:
+        """Send `frame`, followed by a newline and `payload` (encoded results) if there is one."""
+        body = json.dumps(frame, separators=(",", ":"), allow_nan=False).encode()
+        if payload is not None:
+            body += b"\n" + payload
         data = memoryview(HEADER.pack(len(body)) + body)
         with self.lock:
             while data:
@@ -380,15 +379,17 @@ class Agent:
 
     def _reply(
         self, item_id: str, outcome: tuple[bool, Any], capture: Capture, started: float
-    ) -> tuple[dict[str, Any], str | None]:
+    ) -> tuple[dict[str, Any], bytes | None]:
         """(reply without its result, the result encoded as JSON or None)."""
         ok, value = outcome
         reply: dict[str, Any] = {"id": item_id, "ok": ok}
-        encoded: str | None = None
+        encoded: bytes | None = None
         if ok:
             encoded, error = self.encode_result(value)
             if error is not None:
                 reply.update(ok=False, error=error)
+            else:
+                reply["result_bytes"] = len(encoded or b"")
         else:
             reply["error"] = describe(value)
         if not reply["ok"]:  # Lambda's runtime logs every unhandled error with its traceback
@@ -401,9 +402,14 @@ class Agent:
         reply["logs_truncated"] = capture.truncated
         return reply, encoded
 
-    def encode_result(self, value: Any) -> tuple[str | None, dict[str, Any] | None]:
+    def encode_result(self, value: Any) -> tuple[bytes | None, dict[str, Any] | None]:
+        """The result as JSON in UTF-8 (encoded once: the host passes these bytes on), or why it cannot be."""
         try:
-            encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+            try:
+                encoded = text.encode()
+            except UnicodeEncodeError:  # a lone surrogate: only its \u escape is valid JSON
+                encoded = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             return None, {"type": "ResultNotSerializable", "message": str(exc), "traceback": ""}
         limit = int(self.init.get("max_result_bytes", 6 * 1024 * 1024))
@@ -414,7 +420,7 @@ class Agent:
 
     def run_sync(
         self, item_id: str, event: Any, timeout_ms: int, frame: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], str | None]:
+    ) -> tuple[dict[str, Any], bytes | None]:
         capture, token, started = self._begin(item_id)
         try:
             context = Context(self.init, item_id, timeout_ms, frame or {})
@@ -427,7 +433,7 @@ class Agent:
 
     async def run_async(
         self, item_id: str, event: Any, timeout_ms: int, frame: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], str | None]:
+    ) -> tuple[dict[str, Any], bytes | None]:
         capture, token, started = self._begin(item_id)
         try:
             context = Context(self.init, item_id, timeout_ms, frame or {})
@@ -441,52 +447,21 @@ class Agent:
         return self._reply(item_id, outcome, capture, started)
 
     # ----- frames
-    def respond_invoke(self, frame: dict[str, Any], done: tuple[dict[str, Any], str | None]) -> None:
+    def respond_invoke(self, frame: dict[str, Any], done: tuple[dict[str, Any], bytes | None]) -> None:
         reply, encoded = done
         reply["type"] = "result"
         self.frames.send(reply, encoded)
 
-    def respond_batch(self, frame: dict[str, Any], replies: list[tuple[dict[str, Any], str | None]]) -> None:
-        results = []
-        for reply, encoded in replies:
-            if encoded is not None:
-                reply["result"] = json.loads(encoded)
-            results.append(reply)
-        self.frames.send({"type": "batch_result", "id": frame.get("id"), "results": results})
-
-    def batch_from_handler(
-        self, frame: dict[str, Any], one: tuple[dict[str, Any], str | None]
-    ) -> list[tuple[dict[str, Any], str | None]]:
-        """Split one call of a batch handler (a list in, a list out) into per-item replies."""
-        items = frame.get("items") or []
-        reply, encoded = one
-        results = json.loads(encoded) if encoded is not None else None
-        if isinstance(results, list) and len(results) == len(items):
-            replies = [({"id": i.get("id"), "ok": True}, json.dumps(r)) for i, r in zip(items, results, strict=True)]
-        else:
-            error = reply.get("error") or {
-                "type": "BatchResultMismatch",
-                "message": f"batch handler must return a list of {len(items)} results",
-                "traceback": "",
-            }
-            replies = [({"id": i.get("id"), "ok": False, "error": error}, None) for i in items]
-        for k, (item_reply, _) in enumerate(replies):
-            item_reply["duration_ms"] = reply["duration_ms"]
-            item_reply["stdout"] = reply["stdout"] if k == 0 else ""
-            item_reply["stderr"] = reply["stderr"] if k == 0 else ""
-            item_reply["logs_truncated"] = reply["logs_truncated"] if k == 0 else False
-        return replies
+    def respond_batch(self, frame: dict[str, Any], replies: list[tuple[dict[str, Any], bytes | None]]) -> None:
+        """One frame for the batch: the replies, then their results in order as the payload."""
+        payload = b"".join(encoded for _, encoded in replies if encoded is not None)
+        self.frames.send({"type": "batch_result", "id": frame.get("id"), "results": [r for r, _ in replies]}, payload)
 
     def handle_sync(self, frame: dict[str, Any]) -> None:
         timeout_ms = int(frame.get("timeout_ms", 30000))
         if frame.get("type") == "batch":
             items = frame.get("items") or []
-            if frame.get("batch_handler"):
-                one = self.run_sync(str(frame.get("id")), [i.get("event") for i in items], timeout_ms)
-                replies = self.batch_from_handler(frame, one)
-            else:
-                replies = [self.run_sync(str(i.get("id")), i.get("event"), timeout_ms, i) for i in items]
-            self.respond_batch(frame, replies)
+            self.respond_batch(frame, [self.run_sync(str(i.get("id")), i.get("event"), timeout_ms, i) for i in items])
         else:
             self.respond_invoke(frame, self.run_sync(str(frame.get("id")), frame.get("event"), timeout_ms, frame))
 
@@ -494,11 +469,7 @@ class Agent:
         timeout_ms = int(frame.get("timeout_ms", 30000))
         if frame.get("type") == "batch":
             items = frame.get("items") or []
-            if frame.get("batch_handler"):
-                one = await self.run_async(str(frame.get("id")), [i.get("event") for i in items], timeout_ms)
-                replies = self.batch_from_handler(frame, one)
-            else:
-                replies = [await self.run_async(str(i.get("id")), i.get("event"), timeout_ms, i) for i in items]
+            replies = [await self.run_async(str(i.get("id")), i.get("event"), timeout_ms, i) for i in items]
             self.respond_batch(frame, replies)
         else:
             self.respond_invoke(

@@ -54,6 +54,7 @@ class ClaimedJob:
     max_attempts: int
     run: int  # this claim's number: the attempt record is `<id>.<run>`
     callback_url: str | None
+    event_bytes: int = 0  # the event's size as stored (JSON)
 
     @property
     def record_id(self) -> str:

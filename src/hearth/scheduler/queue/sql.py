@@ -183,6 +183,7 @@ class SqlJobQueue(JobQueue):
                 r.max_attempts,
                 r.runs,
                 r.callback_url,
+                len(r.event),
             )
             for r in rows
         ]
