@@ -166,7 +166,7 @@ def test_daemons_stay_inside_the_sandbox_and_die_with_it(  # type: ignore[no-unt
     named = {"name": f"hearth-{fname}-v"}
     while docker_client.containers.list(filters=named, ignore_removed=True) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert docker_client.containers.list(all=True, filters={"name": f"hearth-{fname}-v"}) == []
+    assert docker_client.containers.list(all=True, filters={"name": f"hearth-{fname}-v"}, ignore_removed=True) == []
 
 
 def test_what_persists_between_calls_of_one_warm_instance(hearth: HearthServer, fname: str, backend: str) -> None:

@@ -68,7 +68,7 @@ def build_go_bootstrap(directory: Path, quiet: bool) -> bytes:
         raise UsageError(f"{directory / GO_MOD}: building a Go bootstrap needs the `docker` command")
     if go is None:
         raise UsageError(f"{directory / GO_MOD}: building a Go bootstrap needs Go (Debian's golang-go)")
-    from hearth.engine.provided import base_ref  # the docker SDK and the image recipes: only for this build
+    from hearth.images.provided import base_ref  # the docker SDK and the image recipes: only for this build
 
     image = base_ref()
     if subprocess.run([docker, "image", "inspect", image], capture_output=True, check=False).returncode != 0:
