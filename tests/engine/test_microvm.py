@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from hearth.engine.backends.firecracker import FirecrackerBackend
-from hearth.engine.backends.microvm import QEMU, MicroVMBackend
+from hearth.engine.backends.vm.backend import QEMU, MicroVMBackend
+from hearth.engine.backends.vm.firecracker import FirecrackerBackend
 from hearth.images import catalog
 from hearth.images import microvm as microvm_image
 from hearth.testing import HearthServer

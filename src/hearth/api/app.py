@@ -38,9 +38,9 @@ from hearth.api.state import HearthState
 from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
-from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
-from hearth.engine.backends.microvm import MicroVMBackend
+from hearth.engine.backends.vm.backend import MicroVMBackend
+from hearth.engine.backends.vm.firecracker import FirecrackerBackend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry
 from hearth.engine.sandbox import Backend, LambdaIdentity

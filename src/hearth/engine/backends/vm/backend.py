@@ -2,7 +2,7 @@
 
 Each sandbox is one QEMU process running a guest of its own (Debian's cloud kernel, a read-only root
 disk with python3 and nodejs, an initramfs with busybox, the virtio modules and Hearth's agents: see
-`microvm_image.py` and `microvm_init.sh`). The guest has no network device at all. The host talks to
+`microvm_image.py` and `init.sh`). The guest has no network device at all. The host talks to
 the agent over a virtio-serial port backed by a Unix socket in the sandbox's directory, with the same
 framing as containers (docs/protocol.md); a second port carries a few control lines to the guest's
 init (limits, fresh entropy, and the agent's exit report: exit code and whether its cgroup was
@@ -55,8 +55,8 @@ from typing import Any
 
 from hearth.engine import provided
 from hearth.engine.agent_sandbox import AgentSandbox, SandboxHost
-from hearth.engine.backends import microvm_provided
-from hearth.engine.backends.microvm_disks import FunctionDisks
+from hearth.engine.backends.vm import provided_functions
+from hearth.engine.backends.vm.disks import FunctionDisks
 from hearth.engine.channel import AgentChannel
 from hearth.engine.sandbox import (
     Backend,
@@ -139,7 +139,7 @@ class VmShape:
     vcpus: int
     pids: int
     tmpfs_mb: int
-    disk: str = ""  # `provided`: the function's disk (microvm_disks.py), attached read-only as a second drive
+    disk: str = ""  # `provided`: the function's disk (disks.py), attached read-only as a second drive
 
     @property
     def ram_mb(self) -> int:
@@ -587,7 +587,7 @@ class MicroVMHost(SandboxHost):
                 f"this microVM was started for {self.shape.memory_mb} MiB and {self.shape.vcpus} vCPU; the function "
                 f"needs {wanted.memory_mb} MiB and {vcpus_for(wanted.cpus)} vCPU"
             )
-        # Always: this also moves the agent into the function's cgroup (microvm_supervisor.py).
+        # Always: this also moves the agent into the function's cgroup (supervisor.py).
         await self.vm.control(f"limits {wanted.memory_mb * 2**20} {wanted.pids}")
         if wanted.cpus != current.cpus and self.vm.cgroup is not None:
             self.vm.cgroup.set_cpus(wanted.cpus)
@@ -595,10 +595,10 @@ class MicroVMHost(SandboxHost):
     async def place(self, spec: FunctionSpec, frame: dict[str, Any]) -> None:
         frame["files"] = await asyncio.to_thread(collect_files, spec)  # the guest shares no directory with us
         if self.shape.runtime == provided.LANGUAGE:  # the relay writes the files, starts the bootstrap/entrypoint
-            frame.update(microvm_provided.init_fields(spec, frame, self.image))
+            frame.update(provided_functions.init_fields(spec, frame, self.image))
 
     def spent(self, replies: Sequence[Reply]) -> bool:
-        return self.shape.runtime == provided.LANGUAGE and microvm_provided.runtime_exited(replies)
+        return self.shape.runtime == provided.LANGUAGE and provided_functions.runtime_exited(replies)
 
     async def loaded(self, spec: FunctionSpec) -> None:
         await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
@@ -668,7 +668,7 @@ class MicroVMSandbox(AgentSandbox):
 class MicroVMBackend(Backend):
     name = "microvm"
     kind = "virtual machine: QEMU microvm with a guest kernel of its own (KVM where it works, else TCG emulation)"
-    runs_provided = True  # custom runtimes and image functions (microvm_provided.py)
+    runs_provided = True  # custom runtimes and image functions (provided_functions.py)
 
     def __init__(
         self,
@@ -877,7 +877,7 @@ class MicroVMBackend(Backend):
         if settings.get("network"):
             return NO_NETWORK
         if settings.get("language") == provided.LANGUAGE:
-            return microvm_provided.refusal()
+            return provided_functions.refusal()
         runtime = settings.get("runtime")
         if runtime and catalog.runtime_image(str(runtime)).name not in self.runtimes():
             return (
@@ -926,7 +926,7 @@ class MicroVMBackend(Backend):
             "-chardev", f"file,id=console,path={d / 'console.log'}", "-serial", "chardev:console",
             "-drive", f"id=root,file={self._image.rootfs},format=raw,if=none,readonly=on",
             "-device", "virtio-blk-device,drive=root",
-            *(microvm_provided.qemu_drive(shape.disk) if shape.disk else []),
+            *(provided_functions.qemu_drive(shape.disk) if shape.disk else []),
             "-device", "virtio-serial-device,max_ports=4",
             "-chardev", f"socket,id=agent,path={d / 'agent.sock'},server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=hearth.agent",
@@ -967,7 +967,7 @@ class MicroVMBackend(Backend):
         try:
             disk, image = "", None
             if runtime == provided.LANGUAGE:
-                disk, image = await microvm_provided.function_disk(self.function_disks, purpose.image)
+                disk, image = await provided_functions.function_disk(self.function_disks, purpose.image)
             sandbox = await self._create(runtime, limits, disk)
             sandbox.microvm_host.image = image
             if purpose.stem and self.accelerator()[0] == "tcg":

@@ -41,7 +41,7 @@ from typing import Any
 
 import httpx
 
-from hearth.engine.backends.microvm import (
+from hearth.engine.backends.vm.backend import (
     BOOT_TIMEOUT_FLOOR_S,
     KERNEL_ARGS,
     KVM_SECURITY,
@@ -309,7 +309,7 @@ class FirecrackerBackend(MicroVMBackend):
             await vm.api("PUT", "/boot-source", {**boot, "boot_args": self.kernel_args(shape, accel)})
             drive = {"drive_id": "root", "path_on_host": vm.inside(rootfs), "is_root_device": False}
             await vm.api("PUT", "/drives/root", {**drive, "is_read_only": True})
-            if shape.disk:  # `provided`: the function's disk, the guest's second drive (microvm_provided.py)
+            if shape.disk:  # `provided`: the function's disk, the guest's second drive (provided_functions.py)
                 function_disk = {"drive_id": "fn", "path_on_host": vm.inside(self._place(vm, Path(shape.disk)))}
                 await vm.api("PUT", "/drives/fn", {**function_disk, "is_root_device": False, "is_read_only": True})
             await vm.api("PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": "v.sock"})  # relative: see module doc
