@@ -2,9 +2,9 @@
 
 Used where the `firecracker` binary is on PATH (no Debian package ships it; none is installed on
 this project's machines, where the backend reports itself unavailable and its tests skip). The guest
-is the microvm backend's (microvm_image.py: Debian's cloud kernel, the read-only root, the initramfs
+is the microvm backend's (hearth.images.microvm: Debian's cloud kernel, the read-only root, the initramfs
 with the supervisor and agents), so everything inside the VM is shared and tested there; this module
-is the host side:
+is the VMM (vmm.py) the shared backend (backend.py) drives:
 
 - one `firecracker --api-sock <dir>/api.sock` process per VM (or `jailer ... -- --api-sock /api.sock`
   when `jailer` sits next to it and Hearth runs as root: chrooted, as uid/gid 65534, its files hard
@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import time
@@ -41,21 +39,20 @@ from typing import Any
 
 import httpx
 
-from hearth.engine.backends.vm.backend import (
+from hearth.engine.backends.vm.process import VmProcess
+from hearth.engine.backends.vm.shapes import VmShape
+from hearth.engine.backends.vm.snapshots import Snapshot
+from hearth.engine.backends.vm.vmm import (
     BOOT_TIMEOUT_FLOOR_S,
     KERNEL_ARGS,
     KVM_SECURITY,
-    NO_NETWORK,
-    MicroVM,
-    MicroVMBackend,
-    MicroVMSandbox,
-    Snapshot,
-    VmShape,
-    channel_close,
-    sweep_orphans,
+    Guest,
+    SnapshotFailed,
+    Vmm,
+    hearth_args,
 )
 from hearth.engine.channel import AgentChannel
-from hearth.engine.sandbox import Limits, SandboxCrashed, SandboxStartError
+from hearth.engine.sandbox import Runtime, SandboxStartError
 from hearth.images import microvm as microvm_image
 
 FIRECRACKER = "firecracker"
@@ -63,11 +60,13 @@ MIN_VERSION = (1, 8, 0)  # ACPI (virtio-mmio devices in the DSDT) on x86_64
 GUEST_CID = 3
 CONTROL_PORT = 1024
 AGENT_PORT = 1025
-PROBE_TIMEOUT_S = 20.0
+ONLY_KVM = ("kvm", "Firecracker runs on KVM only")
 INSTALL_HINT = (
     "install a static release build (firecracker and jailer, v1.8 or later) from "
     "github.com/firecracker-microvm/firecracker/releases into PATH"
 )
+# vsock connections do not survive a snapshot: the agent, whose stream must, starts after each restore.
+AGENT_IN_SNAPSHOT: dict[Runtime, bool] = {"python": False, "javascript": False, "provided": False}
 
 
 def firecracker_version(binary: str) -> tuple[int, int, int] | None:
@@ -79,130 +78,35 @@ def firecracker_version(binary: str) -> tuple[int, int, int] | None:
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
 
 
-class FirecrackerVM(MicroVM):
-    """One Firecracker process: its API socket, its vsock socket, and the jail it may run in."""
-
-    def __init__(self, directory: Path, root: Path, jailed: bool) -> None:
-        super().__init__(directory)
-        self.root = root  # where the VMM's "/" (jailed) or working directory (not jailed) is on the host
-        self.jailed = jailed
-
-    def inside(self, host_path: Path) -> str:
-        """How the VMM names a file: a jail sees its root; an unjailed VMM takes host paths."""
-        return "/" + host_path.relative_to(self.root).as_posix() if self.jailed else str(host_path)
-
-    def qemu_log(self) -> str:  # the VMM's own output and the guest's serial console share one file
-        text = microvm_read(self.path("qemu.log")).strip()
-        return text[-2500:] or "(no output)"
-
-    async def api(self, method: str, path: str, body: dict[str, Any] | None, timeout_s: float = 10.0) -> None:
-        transport = httpx.AsyncHTTPTransport(uds=str(self.root / "api.sock"))
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=timeout_s) as client:
-            response = await client.request(method, path, json=body)
-        if response.status_code >= 300:
-            try:
-                fault = response.json().get("fault_message", response.text)
-            except ValueError:
-                fault = response.text
-            raise SandboxStartError(f"Firecracker {method} {path}: {response.status_code} {fault}")
-
-    async def wait_api(self, deadline: float) -> None:
-        while not (self.root / "api.sock").exists():
-            assert self.proc is not None
-            if self.proc.returncode is not None:
-                raise SandboxStartError(f"Firecracker exited with code {self.proc.returncode}: {self.qemu_log()}")
-            if time.monotonic() > deadline:
-                raise SandboxStartError("Firecracker did not open its API socket in time")
-            await asyncio.sleep(0.005)
-
-    async def connect_vsock(self, port: int, deadline: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A stream to the guest's vsock `port` (retried until the guest listens)."""
-        path = str(self.root / "v.sock")
-        while True:
-            assert self.proc is not None
-            if self.proc.returncode is not None:
-                raise SandboxStartError(f"Firecracker exited with code {self.proc.returncode}: {self.qemu_log()}")
-            if time.monotonic() > deadline:
-                raise SandboxStartError(f"the guest did not accept vsock port {port} in time: {self.qemu_log()}")
-            try:
-                reader, writer = await asyncio.open_unix_connection(path, limit=2**20)
-            except (FileNotFoundError, ConnectionRefusedError):
-                await asyncio.sleep(0.01)
-                continue
-            writer.write(f"CONNECT {port}\n".encode())
-            try:
-                answer = await asyncio.wait_for(reader.readline(), 2.0)
-            except (TimeoutError, ConnectionError):
-                answer = b""
-            if answer.startswith(b"OK "):
-                return reader, writer
-            writer.close()  # nobody listens on that port yet: Firecracker closed the connection
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self.jailed:  # <chroot base>/firecracker/<id>/root -> remove <id>
-            shutil.rmtree(self.root.parent, ignore_errors=True)
-
-
-def microvm_read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-class FirecrackerBackend(MicroVMBackend):
+class FirecrackerVmm(Vmm):
     name = "firecracker"
     kind = "virtual machine: Firecracker on KVM, a guest kernel of its own and five emulated devices"
+    label = "Firecracker"
+    vm_noun = "Firecracker VM"
+    agent_in_snapshot = AGENT_IN_SNAPSHOT
+    restore_timeout_floor_s = BOOT_TIMEOUT_FLOOR_S
+    probe_boot = True  # nothing short of a boot shows that this host's KVM runs the guest
 
-    def __init__(self, *, binary: str = FIRECRACKER, **kwargs: Any) -> None:
-        kwargs.pop("accel", None)
-        super().__init__(accel="kvm", **kwargs)
+    def __init__(self, binary: str = FIRECRACKER) -> None:
         self.binary = binary
         self._version: tuple[int, int, int] | None = None
-        self._probe: tuple[bool, str] | None = None
 
-    # ----- availability
-    def _check(self) -> tuple[bool, str]:
+    def missing(self) -> str | None:
         path = shutil.which(self.binary)
         if path is None:
-            return False, f"{self.binary} is not on PATH (no Debian package ships it; {INSTALL_HINT})"
+            return f"{self.binary} is not on PATH (no Debian package ships it; {INSTALL_HINT})"
         self._version = firecracker_version(path)
         if self._version is None or self._version < MIN_VERSION:
             found = ".".join(map(str, self._version)) if self._version else "unknown"
-            return False, f"Firecracker {found} is too old: 1.8+ describes its devices by ACPI, which the guest needs"
+            return f"Firecracker {found} is too old: 1.8+ describes its devices by ACPI, which the guest needs"
         if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return False, "Firecracker needs KVM and /dev/kvm is not usable here"
-        image = microvm_image.find_image(self.cache_dir)
-        if image is None:
-            return False, f"no microVM guest image in {microvm_image.image_dir(self.cache_dir)}: `make microvm-image`"
-        self._image = image
-        self._initramfs = microvm_image.ensure_initramfs(image, self.cache_dir)
-        if self._probe is None:
-            self._probe = self._probe_boot()
-        return self._probe
+            return "Firecracker needs KVM and /dev/kvm is not usable here"
+        return None
 
-    def _probe_boot(self) -> tuple[bool, str]:
-        """Boot the guest once (blocking; KVM boots take well under a second) and wait for its supervisor."""
-
-        async def probe() -> tuple[bool, str]:
-            try:
-                sandbox = await self._create("python", Limits(128, 1.0, self.pids_limit, self.tmpfs_mb))
-            except SandboxStartError as exc:
-                return False, f"a probe boot under Firecracker failed: {exc}"
-            await sandbox.stop()
-            return True, "ok"
-
-        previous, self.snapshots_enabled = self.snapshots_enabled, False
-        self._checked = (time.monotonic(), True, "probing")  # _create asks availability()
-        try:
-            return asyncio.run(probe())
-        finally:
-            self.snapshots_enabled = previous
-
-    def accelerator(self) -> tuple[str, str]:
-        return ("kvm", "Firecracker runs on KVM only")
+    def accelerator(
+        self, setting: str, guest: Guest, scratch: Path, cache_dir: Path, probe: VmShape
+    ) -> tuple[str, str]:
+        return ONLY_KVM
 
     def jailer(self) -> str | None:
         """The jailer next to the firecracker binary, used when Hearth runs as root."""
@@ -212,198 +116,177 @@ class FirecrackerBackend(MicroVMBackend):
         candidate = Path(firecracker).with_name("jailer")
         return str(candidate) if os.access(candidate, os.X_OK) else None
 
-    def describe(self) -> dict[str, Any]:
-        details = super().describe()
-        details.update(
-            {
-                "machine": "firecracker",
-                "accelerator": "kvm",
-                "accelerator_reason": "Firecracker runs on KVM only",
-                "security": KVM_SECURITY.replace("QEMU's small microvm device set", "Firecracker's five devices"),
-                "qemu": None,
-                "firecracker": ".".join(map(str, self._version)) if self._version else None,
-                "jailer": self.jailer(),
-                "agent_in_snapshot": {"python": False, "javascript": False, "provided": False},
-            }
-        )
-        return details
+    def describe(self, accelerator: tuple[str, str] | None) -> dict[str, Any]:
+        return {
+            "machine": "firecracker",
+            "accelerator": ONLY_KVM[0],
+            "accelerator_reason": ONLY_KVM[1],
+            "security": KVM_SECURITY.replace("QEMU's small microvm device set", "Firecracker's five devices"),
+            "qemu": None,
+            "firecracker": ".".join(map(str, self._version)) if self._version else None,
+            "jailer": self.jailer(),
+        }
 
-    def refuse(self, settings: Any) -> str | None:
-        if settings.get("network"):
-            return NO_NETWORK.replace("microvm", "firecracker")
-        return None
-
-    # ----- the VM
-    def kernel_args(self, shape: VmShape, accel: str) -> str:
+    def kernel_args(self, shape: VmShape) -> str:
         args = [a for a in KERNEL_ARGS if a != "reboot=t"] + ["reboot=k", "pci=off"]  # i8042 reset ends Firecracker
-        args += [
-            f"hearth.runtime={shape.runtime}",
-            f"hearth.mem={shape.memory_mb}",
-            f"hearth.pids={shape.pids}",
-            f"hearth.tmpfs={shape.tmpfs_mb}",
-            "hearth.transport=vsock",
-            "hearth.autostart=0",
-        ]
-        return " ".join(args)
+        return " ".join(args + hearth_args(shape, "vsock", autostart=False))
 
-    def snapshot_key(self, shape: VmShape, accel: str) -> str:
-        assert self._image is not None and self._initramfs is not None
+    def snapshot_key(self, guest: Guest, shape: VmShape, accel: str) -> str:
         return microvm_image.digest(
             {
                 "vmm": "firecracker",
                 "version": self._version,
-                "image": self._image.key,
-                "initramfs": self._initramfs.name,
-                "boot_args": self.kernel_args(shape, accel),
+                "image": guest.image.key,
+                "initramfs": guest.initramfs.name,
+                "boot_args": self.kernel_args(shape),
                 "shape": [shape.runtime, shape.memory_mb, shape.vcpus, shape.pids, shape.tmpfs_mb, shape.disk],
             }
         )
 
-    def _new_firecracker(self, limits: Limits) -> tuple[str, FirecrackerVM, list[str]]:
-        vm_id, plain = self._new_vm(limits)
+    # ----- one VM
+    def new_vm(self, vm_id: str, directory: Path, cache_dir: Path) -> VmProcess:
+        if self.jailer() is None:
+            return VmProcess(directory, self.label)
+        base = cache_dir / "jail"  # the cache's file system: the guest's files are hard-linked in
+        root = base / Path(shutil.which(self.binary) or self.binary).name / vm_id / "root"
+        root.mkdir(parents=True)
+        return VmProcess(directory, self.label, root=root)
+
+    def _command(self, vm: VmProcess) -> list[str]:
+        vm_id = vm.directory.name
         jailer = self.jailer()
-        if jailer is None:
-            vm = FirecrackerVM(plain.directory, plain.directory, jailed=False)
-            command = [self.binary, "--api-sock", str(vm.directory / "api.sock"), "--id", f"hearth-{vm_id}"]
-        else:
-            base = self.cache_dir / "jail"  # the cache's file system: the guest's files are hard-linked in
-            root = base / Path(shutil.which(self.binary) or self.binary).name / vm_id / "root"
-            root.mkdir(parents=True)
-            vm = FirecrackerVM(plain.directory, root, jailed=True)
-            command = [jailer, "--id", vm_id, "--exec-file", shutil.which(self.binary) or self.binary]
-            command += ["--uid", "65534", "--gid", "65534", "--chroot-base-dir", str(base)]
-            command += ["--", "--api-sock", "/api.sock"]
-        vm.cgroup = plain.cgroup
-        return vm_id, vm, command
+        if not vm.jailed or jailer is None:
+            return [self.binary, "--api-sock", str(vm.directory / "api.sock"), "--id", f"hearth-{vm_id}"]
+        binary = shutil.which(self.binary) or self.binary
+        command = [jailer, "--id", vm_id, "--exec-file", binary, "--uid", "65534", "--gid", "65534"]
+        return [*command, "--chroot-base-dir", str(vm.root.parents[2]), "--", "--api-sock", "/api.sock"]
 
-    def _place(self, vm: FirecrackerVM, source: Path) -> Path:
-        """`source` as the VMM will open it: hard-linked into its jail, or where it is."""
-        if not vm.jailed:
-            return source
-        target = vm.root / source.name
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-        return target
-
-    async def _launch(self, vm: FirecrackerVM, command: list[str], deadline: float) -> None:
-        await vm.start(command, vm.cgroup, cwd=vm.root)
+    async def _launch(self, vm: VmProcess, deadline: float) -> None:
+        await vm.start(self._command(vm))
         assert vm.proc is not None
         (vm.directory / "vmm.pid").write_text(f"{vm.proc.pid}\n")
-        await vm.wait_api(deadline)
+        while not (vm.root / "api.sock").exists():
+            vm.check_running()
+            if time.monotonic() > deadline:
+                raise SandboxStartError("Firecracker did not open its API socket in time")
+            await asyncio.sleep(0.005)
 
-    async def _boot(self, shape: VmShape, accel: str, limits: Limits, key: str, save: bool) -> MicroVMSandbox:
-        assert self._image is not None and self._initramfs is not None
-        started = time.perf_counter()
-        vm_id, vm, command = self._new_firecracker(limits)
-        channel: AgentChannel | None = None
-        try:
-            deadline = time.monotonic() + max(self.start_timeout_s, BOOT_TIMEOUT_FLOOR_S)
-            kernel = self._place(vm, self._image.kernel)
-            initrd = self._place(vm, self._initramfs)
-            rootfs = self._place(vm, self._image.rootfs)
-            await self._launch(vm, command, deadline)
-            await vm.api("PUT", "/machine-config", {"vcpu_count": shape.vcpus, "mem_size_mib": shape.ram_mb})
-            boot = {"kernel_image_path": vm.inside(kernel), "initrd_path": vm.inside(initrd)}
-            await vm.api("PUT", "/boot-source", {**boot, "boot_args": self.kernel_args(shape, accel)})
-            drive = {"drive_id": "root", "path_on_host": vm.inside(rootfs), "is_root_device": False}
-            await vm.api("PUT", "/drives/root", {**drive, "is_read_only": True})
-            if shape.disk:  # `provided`: the function's disk, the guest's second drive (provided_functions.py)
-                function_disk = {"drive_id": "fn", "path_on_host": vm.inside(self._place(vm, Path(shape.disk)))}
-                await vm.api("PUT", "/drives/fn", {**function_disk, "is_root_device": False, "is_read_only": True})
-            await vm.api("PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": "v.sock"})  # relative: see module doc
-            await vm.api("PUT", "/entropy", {})
-            await vm.api("PUT", "/actions", {"action_type": "InstanceStart"})
-            control = await vm.connect_vsock(CONTROL_PORT, deadline)
-            vm.attach_control(*control)
-            await vm.expect("ready", max(0.1, deadline - time.monotonic()))
-            self._time(f"boot-to-supervisor/{shape.runtime}", (time.perf_counter() - started) * 1000)
-            snapshot = await self._save_firecracker(vm, shape, key) if save else None
-            if save and snapshot is None:  # saving failed: this VM serves, running again
-                await vm.api("PATCH", "/vm", {"state": "Resumed"})
-                vm.attach_control(*await vm.connect_vsock(CONTROL_PORT, deadline))
-                await vm.expect("ready", max(0.1, deadline - time.monotonic()))
-            if snapshot is None:
-                channel = await self._start_agent(vm, deadline)
-        except BaseException:
-            await channel_close(channel)
-            await vm.stop()
-            raise
-        if snapshot is not None:
-            await vm.stop()
-            return await self._restore(shape, accel, snapshot, limits)
-        assert channel is not None
-        return MicroVMSandbox(self, vm_id, shape, vm, channel, limits, "boot")
+    async def boot(self, vm: VmProcess, guest: Guest, shape: VmShape, accel: str, deadline: float) -> None:
+        kernel = _place(vm, guest.image.kernel)
+        initrd = _place(vm, guest.initramfs)
+        rootfs = _place(vm, guest.image.rootfs)
+        await self._launch(vm, deadline)
+        await _api(vm, "PUT", "/machine-config", {"vcpu_count": shape.vcpus, "mem_size_mib": shape.ram_mb})
+        boot = {"kernel_image_path": _inside(vm, kernel), "initrd_path": _inside(vm, initrd)}
+        await _api(vm, "PUT", "/boot-source", {**boot, "boot_args": self.kernel_args(shape)})
+        drive = {"drive_id": "root", "path_on_host": _inside(vm, rootfs), "is_root_device": False}
+        await _api(vm, "PUT", "/drives/root", {**drive, "is_read_only": True})
+        if shape.disk:  # `provided`: the function's disk, the guest's second drive (provided_functions.py)
+            function_disk = {"drive_id": "fn", "path_on_host": _inside(vm, _place(vm, Path(shape.disk)))}
+            await _api(vm, "PUT", "/drives/fn", {**function_disk, "is_root_device": False, "is_read_only": True})
+        await _api(vm, "PUT", "/vsock", {"guest_cid": GUEST_CID, "uds_path": "v.sock"})  # relative: see module doc
+        await _api(vm, "PUT", "/entropy", {})
+        await _api(vm, "PUT", "/actions", {"action_type": "InstanceStart"})
+        await self._attach_control(vm, deadline)
 
-    async def _start_agent(self, vm: FirecrackerVM, deadline: float) -> AgentChannel:
-        await vm.control("start")
-        channel = AgentChannel(*await vm.connect_vsock(AGENT_PORT, deadline))
-        await self._handshake(vm, channel, deadline)
-        return channel
+    async def _attach_control(self, vm: VmProcess, deadline: float) -> None:
+        vm.attach_control(*await _connect_vsock(vm, CONTROL_PORT, deadline))
+        await vm.expect("ready", max(0.1, deadline - time.monotonic()))
 
-    async def _save_firecracker(self, vm: FirecrackerVM, shape: VmShape, key: str) -> Snapshot | None:
+    async def restore(
+        self, vm: VmProcess, guest: Guest, shape: VmShape, accel: str, snapshot: Snapshot, deadline: float
+    ) -> None:
+        _place(vm, guest.image.rootfs)  # the drives are reopened at the paths they had when saved
+        if shape.disk:
+            _place(vm, Path(shape.disk))
+        state = _place(vm, snapshot.directory / "vmstate")
+        memory = _place(vm, snapshot.memory)
+        await self._launch(vm, deadline)
+        backend = {"backend_type": "File", "backend_path": _inside(vm, memory)}
+        await _api(vm, "PUT", "/snapshot/load", {"snapshot_path": _inside(vm, state), "mem_backend": backend}, 60)
+        await _api(vm, "PATCH", "/vm", {"state": "Resumed"})
+        await self._attach_control(vm, deadline)
+
+    async def open_agent(self, vm: VmProcess, deadline: float, *, start: bool) -> AgentChannel:
+        if start:
+            await vm.control("start")
+        return AgentChannel(*await _connect_vsock(vm, AGENT_PORT, deadline))
+
+    async def save(self, vm: VmProcess, work: Path, timeout_s: float) -> None:
         """Pause the booted guest and save it (no vsock connection may be open: Firecracker resets them)."""
-        work = self.snapshots.workdir(key)
         try:
-            started = time.perf_counter()
             await vm.detach_control()  # the supervisor goes back to accepting
             await asyncio.sleep(0.05)
-            await vm.api("PATCH", "/vm", {"state": "Paused"})
+            await _api(vm, "PATCH", "/vm", {"state": "Paused"})
             state, memory = vm.root / "vmstate", vm.root / "memory"
-            body = {"snapshot_type": "Full", "snapshot_path": vm.inside(state), "mem_file_path": vm.inside(memory)}
-            await vm.api("PUT", "/snapshot/create", body, timeout_s=120)
+            body = {"snapshot_type": "Full", "snapshot_path": _inside(vm, state), "mem_file_path": _inside(vm, memory)}
+            await _api(vm, "PUT", "/snapshot/create", body, timeout_s=120)
             for produced in (state, memory):
                 shutil.move(produced, work / produced.name)
-            ms = (time.perf_counter() - started) * 1000
-            meta = {"hello": None, "vmm": "firecracker", "created_at": time.time(), "save_ms": round(ms, 1)}
-            (work / "meta.json").write_text(json.dumps(meta, indent=1))
-            snapshot = self.snapshots.commit(key, work)
-            self._time(f"snapshot/{shape.runtime}", ms)
-            return snapshot
-        except SandboxStartError:
-            return None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        except SandboxStartError as exc:
+            raise SnapshotFailed(str(exc)) from None
 
-    async def _restore(self, shape: VmShape, accel: str, snapshot: Snapshot, limits: Limits) -> MicroVMSandbox:
-        assert self._image is not None
-        started = time.perf_counter()
-        vm_id, vm, command = self._new_firecracker(limits)
-        channel: AgentChannel | None = None
-        try:
-            deadline = time.monotonic() + max(self.start_timeout_s, BOOT_TIMEOUT_FLOOR_S)
-            self._place(vm, self._image.rootfs)  # the drives are reopened at the paths they had when saved
-            if shape.disk:
-                self._place(vm, Path(shape.disk))
-            state = self._place(vm, snapshot.directory / "vmstate")
-            memory = self._place(vm, snapshot.memory)
-            await self._launch(vm, command, deadline)
-            backend = {"backend_type": "File", "backend_path": vm.inside(memory)}
-            await vm.api("PUT", "/snapshot/load", {"snapshot_path": vm.inside(state), "mem_backend": backend}, 60)
-            await vm.api("PATCH", "/vm", {"state": "Resumed"})
-            self.snapshots.touch(snapshot)
-            control = await vm.connect_vsock(CONTROL_PORT, deadline)
-            vm.attach_control(*control)
-            await vm.expect("ready", max(0.1, deadline - time.monotonic()))
-            await vm.control(f"clock {time.time_ns()}")
-            await vm.control(f"seed {secrets.token_hex(64)}")
-            channel = await self._start_agent(vm, deadline)
-            self._time(f"restore-to-ready/{shape.runtime}", (time.perf_counter() - started) * 1000)
-        except SandboxCrashed as exc:
-            await channel_close(channel)
-            await vm.stop()
-            raise SandboxStartError(f"the restored Firecracker VM did not answer: {exc}") from None
-        except BaseException:
-            await channel_close(channel)
-            await vm.stop()
-            raise
-        return MicroVMSandbox(self, vm_id, shape, vm, channel, limits, "restore")
+    async def resume_after_failed_save(self, vm: VmProcess, deadline: float) -> None:
+        await _api(vm, "PATCH", "/vm", {"state": "Resumed"})
+        await self._attach_control(vm, deadline)
 
-    async def cleanup_orphans(self) -> int:
-        removed = await asyncio.to_thread(sweep_orphans, self.run_dir, f"hearth-microvm-{self.owner}")
-        with contextlib.suppress(OSError):  # jails of VMs that are gone
-            for jail in (self.cache_dir / "jail").glob("*/*"):
-                if not (self.run_dir / jail.name).exists():
+    def cleanup(self, run_dir: Path, cache_dir: Path) -> None:
+        """Jails of VMs that are gone."""
+        with contextlib.suppress(OSError):
+            for jail in (cache_dir / "jail").glob("*/*"):
+                if not (run_dir / jail.name).exists():
                     shutil.rmtree(jail, ignore_errors=True)
-        return removed
+
+
+def _inside(vm: VmProcess, host_path: Path) -> str:
+    """How the VMM names a file: a jail sees its root; an unjailed VMM takes host paths."""
+    return "/" + host_path.relative_to(vm.root).as_posix() if vm.jailed else str(host_path)
+
+
+def _place(vm: VmProcess, source: Path) -> Path:
+    """`source` as the VMM will open it: hard-linked into its jail, or where it is."""
+    if not vm.jailed:
+        return source
+    target = vm.root / source.name
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+async def _api(vm: VmProcess, method: str, path: str, body: dict[str, Any] | None, timeout_s: float = 10.0) -> None:
+    transport = httpx.AsyncHTTPTransport(uds=str(vm.root / "api.sock"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=timeout_s) as client:
+        response = await client.request(method, path, json=body)
+    if response.status_code >= 300:
+        try:
+            fault = response.json().get("fault_message", response.text)
+        except ValueError:
+            fault = response.text
+        raise SandboxStartError(f"Firecracker {method} {path}: {response.status_code} {fault}")
+
+
+async def _connect_vsock(
+    vm: VmProcess, port: int, deadline: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A stream to the guest's vsock `port` (retried until the guest listens)."""
+    path = str(vm.root / "v.sock")
+    while True:
+        vm.check_running()
+        if time.monotonic() > deadline:
+            raise SandboxStartError(f"the guest did not accept vsock port {port} in time: {vm.log_tail()}")
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=2**20)
+        except (FileNotFoundError, ConnectionRefusedError):
+            await asyncio.sleep(0.01)
+            continue
+        writer.write(f"CONNECT {port}\n".encode())
+        try:
+            answer = await asyncio.wait_for(reader.readline(), 2.0)
+        except (TimeoutError, ConnectionError):
+            answer = b""
+        if answer.startswith(b"OK "):
+            return reader, writer
+        writer.close()  # nobody listens on that port yet: Firecracker closed the connection
+        await asyncio.sleep(0.02)
