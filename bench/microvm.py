@@ -33,7 +33,7 @@ from typing import Any
 from bench.backends import NOOP_PY, docker_run, first_calls, idle_memory, sandbox_round_trip
 from bench.harness import hearth_server, summary_ms, wrk
 from bench.provided import go_noop, zip_of
-from hearth.engine.backends.microvm import MicroVMBackend
+from hearth.engine.backends.vm.backend import MicroVMBackend
 from hearth.engine.sandbox import Limits, Purpose, Runtime
 from hearth.images import catalog
 

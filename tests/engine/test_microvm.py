@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from hearth.engine.backends.firecracker import FirecrackerBackend
-from hearth.engine.backends.microvm import QEMU, MicroVMBackend
+from hearth.engine.backends.vm.backend import MicroVMBackend, firecracker_backend
+from hearth.engine.backends.vm.qemu import QEMU
 from hearth.images import catalog
 from hearth.images import microvm as microvm_image
 from hearth.testing import HearthServer
@@ -55,7 +55,7 @@ def vm_backend(request: pytest.FixtureRequest) -> str:
     if name == "microvm" and shutil.which(QEMU) is None:
         pytest.skip(f"no {QEMU} on PATH (Debian's qemu-system-x86: scripts/install-system.sh)")
     request.getfixturevalue("microvm_guest_image")
-    kind = MicroVMBackend if name == "microvm" else FirecrackerBackend
+    kind = MicroVMBackend if name == "microvm" else firecracker_backend
     backend = kind(run_dir=Path(tempfile.mkdtemp(prefix=f"hearth-{name}-check-")), owner="pytest-check")
     available, reason = backend.availability()
     if not available:

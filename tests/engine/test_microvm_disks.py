@@ -15,8 +15,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from hearth.engine.backends import microvm_disks
-from hearth.engine.backends.microvm_disks import FunctionDisks, filter_image
+from hearth.engine.backends.vm import disks as microvm_disks
+from hearth.engine.backends.vm.disks import FunctionDisks, filter_image
 
 pytestmark = pytest.mark.usefixtures("provided_images")
 

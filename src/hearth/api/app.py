@@ -38,9 +38,8 @@ from hearth.api.state import HearthState
 from hearth.api.users import router as users_router
 from hearth.config import Settings, get_settings
 from hearth.engine.backends.docker import DockerBackend
-from hearth.engine.backends.firecracker import FirecrackerBackend
 from hearth.engine.backends.gvisor import GVisorBackend
-from hearth.engine.backends.microvm import MicroVMBackend
+from hearth.engine.backends.vm.backend import MicroVMBackend, firecracker_backend
 from hearth.engine.engine import Engine, EngineConfig
 from hearth.engine.registry import FunctionRegistry
 from hearth.engine.sandbox import Backend, LambdaIdentity
@@ -97,7 +96,7 @@ def build_backends(settings: Settings, owner: str) -> dict[str, Backend]:
             **{k: v for k, v in container_options.items() if k != "image_overrides"},
         ),
         # Firecracker (KVM only), where its binary is on PATH: the same guest, driven through its API socket.
-        FirecrackerBackend(
+        firecracker_backend(
             run_dir=run_dir / "firecracker",
             binary=settings.firecracker_binary,
             cache_dir=settings.microvm_cache_dir,

@@ -8,9 +8,9 @@ A guest is three files (docs/isolation.md):
   packages as the container images), attached as a virtio-blk disk and shared by every VM;
 - an initramfs (assembled in a second, cheap step, so that an agent change does not rebuild the
   root): busybox-static, the virtio modules the cloud kernel ships as modules (virtio-mmio,
-  virtio-blk, virtio-console, virtio-rng, vsock), `microvm_init.sh` as /init, and what init bind-mounts
-  read-only into the root at /opt/hearth: Hearth's agents, `microvm_supervisor.py` and
-  `microvm_launch.sh` (the guest's programs live in hearth/engine/backends, beside the backend that
+  virtio-blk, virtio-console, virtio-rng, vsock), `init.sh` as /init, and what init bind-mounts
+  read-only into the root at /opt/hearth: Hearth's agents, `supervisor.py` and
+  `launch.sh` (the guest's programs live in hearth/engine/backends/vm, beside the backend that
   talks to them; this module only packs them).
 
 Nothing names a mirror: mmdebstrap is given the host's apt sources file, read at build time. The
@@ -66,10 +66,10 @@ HOST_TOOLS = {**debian.HOST_TOOLS, "mke2fs": "e2fsprogs", "lz4": "lz4"}
 LZ4_MAGIC = b"\x02\x21\x4c\x18"  # the legacy LZ4 frame the kernel's decompressor uses
 RUNTIMES_DIR = Path(__file__).resolve().parents[1] / "runtimes"
 # The guest's own programs live beside the backend that talks to them.
-GUEST_DIR = Path(__file__).resolve().parents[1] / "engine" / "backends"
-INIT_SCRIPT = GUEST_DIR / "microvm_init.sh"
-LAUNCH_SCRIPT = GUEST_DIR / "microvm_launch.sh"
-SUPERVISOR = GUEST_DIR / "microvm_supervisor.py"
+GUEST_DIR = Path(__file__).resolve().parents[1] / "engine" / "backends" / "vm"
+INIT_SCRIPT = GUEST_DIR / "init.sh"
+LAUNCH_SCRIPT = GUEST_DIR / "launch.sh"
+SUPERVISOR = GUEST_DIR / "supervisor.py"
 
 
 class GuestImageError(ImageBuildError):

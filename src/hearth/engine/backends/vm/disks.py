@@ -43,7 +43,7 @@ from hearth.images import microvm as microvm_image
 
 DISK_VERSION = 1
 RELAY_DIR = provided.RELAY_MOUNT.lstrip("/")  # opt/hearth-relay
-# The guest's init mounts its own file systems here (microvm_init.sh): whatever the image has there is dropped.
+# The guest's init mounts its own file systems here (init.sh): whatever the image has there is dropped.
 MOUNT_POINTS: dict[str, int] = {"hearth": 0o755, "tmp": 0o1777, "dev": 0o755, "proc": 0o555, RELAY_DIR: 0o755}
 MAX_BYTES = 4 * 2**30  # an image's files, in all
 MAX_ENTRIES = 1_000_000

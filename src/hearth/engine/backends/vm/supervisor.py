@@ -1,4 +1,4 @@
-"""The root helper inside a Hearth microVM (guest side; stdlib only; started by microvm_init.sh).
+"""The root helper inside a Hearth microVM (guest side; stdlib only; started by init.sh).
 
 Runs as root, chrooted into the guest's read-only root, outside the function's cgroup. It
 
@@ -37,7 +37,7 @@ CGROUP = "/run/hearth-cg/fn"
 AGENTS = {
     "python": ["/usr/bin/python3", "-I", "/opt/hearth/python/agent.py"],
     "javascript": ["/usr/bin/node", "/opt/hearth/javascript/agent.js"],
-    # the relay, in the function's own root file system (its disk, mounted by microvm_init.sh)
+    # the relay, in the function's own root file system (its disk, mounted by init.sh)
     "provided": ["--root", "/run/hearth-fn", "/opt/hearth-relay/relay"],
 }
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])

@@ -4,11 +4,11 @@
 # Loads the virtio modules, mounts the read-only root disk and builds the function's small world in
 # it: tmpfs /tmp and /hearth, a minimal /dev, the agents read-only at /opt/hearth, a cgroup with the
 # function's memory and process limits under /run (root only). Then it runs the supervisor
-# (microvm_supervisor.py, root, in the root file system), which serves the host's control channel
+# (supervisor.py, root, in the root file system), which serves the host's control channel
 # and starts the agent as nobody; when the supervisor ends, the VM powers off (QEMU -no-reboot exits).
 #
 # A `provided` VM (custom runtimes, image functions) has a second read-only disk, the function's own
-# root (microvm_disks.py: an image's file system and the relay); it is mounted at /run/hearth-fn in the
+# root (disks.py: an image's file system and the relay); it is mounted at /run/hearth-fn in the
 # root with the same /tmp, /dev, /proc and /hearth, and the relay runs chrooted into it (launch.sh).
 #
 # Kernel command line: hearth.runtime=python|javascript|provided hearth.mem=<MiB> hearth.pids=<n>

@@ -1,11 +1,11 @@
 """Custom runtimes (language `provided`) and image functions on the microVM backends (QEMU, Firecracker).
 
 A `provided` VM boots the same kernel, initramfs and root disk as the other runtimes, plus a second
-read-only disk holding the function's file system and Hearth's relay (microvm_disks.py): Hearth's
+read-only disk holding the function's file system and Hearth's relay (disks.py): Hearth's
 `provided` runtime image for zip functions (shared by all of them, so they have snapshots and stem
 cells), the function's own image for image functions (a snapshot per image). In the guest, init mounts
 that disk with the VM's /tmp, /dev, /proc and /hearth, and the supervisor starts the relay chrooted
-into it as nobody (microvm_init.sh, microvm_launch.sh). The relay reaches the host over the VM's agent
+into it as nobody (init.sh, launch.sh). The relay reaches the host over the VM's agent
 transport like the other agents, writes the function's code from the init frame's `files`, and starts
 the bootstrap (or the image's ENTRYPOINT + CMD) at load, exactly as in a container (docs/runtimes.md).
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hearth.engine import provided
-from hearth.engine.backends.microvm_disks import FunctionDiskError, FunctionDisks
+from hearth.engine.backends.vm.disks import FunctionDiskError, FunctionDisks
 from hearth.engine.sandbox import FunctionSpec, Reply, SandboxStartError
 
 EXIT_ERROR = "Runtime.ExitError"  # the relay's error when the runtime exits before answering

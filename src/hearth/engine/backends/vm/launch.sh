@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs inside a microVM's root file system as root, already in the function's cgroup (started by
-# microvm_supervisor.py): drops every privilege, becomes nobody and execs the agent ("$@") in /tmp
+# supervisor.py): drops every privilege, becomes nobody and execs the agent ("$@") in /tmp
 # with a clean environment. The agent reaches the host over the virtio-serial port /dev/hearth-agent,
 # or over the inherited descriptor $HEARTH_AGENT_FD (vsock, Firecracker).
 # `--root DIR` (custom runtimes): the agent (the relay) runs chrooted into DIR, the function's own root
