@@ -282,7 +282,7 @@ def test_connections_over_the_cap_get_503(front: HearthServer) -> None:
 
 
 def test_bounds_turned_off_leave_uvicorns_protocol(tmp_path: Path, runtime_images: dict[str, str]) -> None:
-    """All bounds 0: the server runs uvicorn's httptools protocol as is (what `make bench` compares with)."""
+    """All bounds 0: the server runs uvicorn's httptools protocol without bounds (what `make bench` compares with)."""
     server = HearthServer(
         tmp_path / "data",
         env={
