@@ -2,7 +2,7 @@
 
 Three Hearth servers side by side, the same warm no-op function on each: one with the default bounds
 (header size and time, body time, connection cap), one with all of them off (`0`: uvicorn's httptools
-protocol unchanged), and a control bounded like the first. Rounds rotate which goes first, so drift on
+protocol without bounds), and a control bounded like the first. Rounds rotate which goes first, so drift on
 a shared machine falls on all; what the two identical servers differ by is the noise the on/off
 difference is read against. Besides requests per second, the server process' CPU time per request
 (user + system, from /proc) is reported: on a machine others load, it moves less than throughput.

@@ -20,6 +20,7 @@ import docker
 
 from bench.backends import bench_backends, table
 from bench.harness import BaselineServer, hearth_server, summary_ms, wrk
+from bench.http_front import measured
 from hearth.images import containers
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,7 +40,8 @@ def machine() -> dict[str, Any]:
 
 
 def bench_warm(seconds: float) -> dict[str, Any]:
-    """Warm no-op throughput and latency through /fn vs a bare FastAPI hello app."""
+    """Warm no-op throughput and latency through /fn vs a bare FastAPI hello app, with each server
+    process' CPU per request (it moves less than throughput on a machine others load)."""
     out: dict[str, Any] = {"python": [], "javascript": [], "baseline": []}
     server = hearth_server({"HEARTH_KEEP_ALIVE_S": "600"})
     try:
@@ -48,14 +50,16 @@ def bench_warm(seconds: float) -> dict[str, Any]:
         for runtime, name in (("python", "noop-py"), ("javascript", "noop-js")):
             url = f"{server.base_url}/fn/{name}"
             wrk(url, 64, 3)  # start the instances: the figures below are warm
+            assert server.proc is not None
             for connections in (1, 16, 64):
-                out[runtime].append(wrk(url, connections, seconds))
+                out[runtime].append(measured(server.proc.pid, url, connections, seconds))
     finally:
         server.stop()
     with BaselineServer() as baseline:
         wrk(baseline.url, 16, 2)
+        assert baseline.proc is not None
         for connections in (1, 16, 64):
-            out["baseline"].append(wrk(baseline.url, connections, seconds))
+            out["baseline"].append(measured(baseline.proc.pid, baseline.url, connections, seconds))
     for runtime in ("python", "javascript"):
         for row, base in zip(out[runtime], out["baseline"], strict=True):
             row["ratio_to_baseline_rps"] = round(row["rps"] / base["rps"], 2)

@@ -101,6 +101,36 @@ def test_ordinary_requests_are_served(front: HearthServer) -> None:
         assert read_response(sock)[0] == 422  # the app saw the whole body (and refused the name)
 
 
+def test_a_small_response_arrives_in_one_write(front: HearthServer) -> None:
+    """The head and a small body leave in one write (one segment): the first recv holds the whole response.
+
+    uvicorn alone writes them apart, and a client reading as soon as bytes arrive gets the head first.
+    """
+    with connect(front) as sock:
+        for _ in range(40):
+            sock.sendall(get("/healthz"))
+            first = sock.recv(65536)
+            head, separator, body = first.partition(b"\r\n\r\n")
+            assert separator, first
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            assert length > 0 and len(body) == length, first
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: hearth\r\n\r\n")  # a HEAD response: a head alone
+        assert read_head(sock).startswith(b"HTTP/1.1 ")
+
+
+def read_head(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
 def test_a_64_mb_header_is_refused_early(front: HearthServer) -> None:
     chunk = b"a" * 65536
     sent = 0
@@ -252,7 +282,7 @@ def test_connections_over_the_cap_get_503(front: HearthServer) -> None:
 
 
 def test_bounds_turned_off_leave_uvicorns_protocol(tmp_path: Path, runtime_images: dict[str, str]) -> None:
-    """All bounds 0: the server runs uvicorn's httptools protocol as is (what `make bench` compares with)."""
+    """All bounds 0: the server runs uvicorn's httptools protocol without bounds (what `make bench` compares with)."""
     server = HearthServer(
         tmp_path / "data",
         env={

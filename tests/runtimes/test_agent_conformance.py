@@ -398,9 +398,6 @@ def test_warm_before_init(runtime: str, tmp_path: Path) -> None:
 
 def test_a_frame_is_json_then_an_optional_payload(runtime: str, tmp_path: Path) -> None:
     """On the wire: length, the JSON object, a newline, the result's bytes (`result_bytes` of them)."""
-    if runtime == provided.LANGUAGE:
-        pytest.skip("the relay still sends results inline (allowed: docs/protocol.md); the host encodes them once")
-
     async def raw_scenario(sandbox: AgentSandbox) -> None:
         channel = sandbox.channel  # its reader loop stopped: this test reads the next frame itself
         assert channel._reader_task is not None

@@ -20,6 +20,10 @@ uvicorn's httptools protocol with:
 
 Rejections write their answer, stop sending (FIN), discard what still arrives for `LINGER_S`, then
 close: a client still sending gets the answer instead of a reset that would destroy it.
+
+Both this protocol and the unbounded one write a response's head together with its first body bytes
+(`CoalescingHttpToolsProtocol`): uvicorn writes them separately, two syscalls and two TCP segments per
+small response.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 LINGER_S = 2.0
+COALESCE_MAX_BYTES = 64 * 1024  # a larger first body chunk is written after the head, not copied onto it
 # Request line overhead beyond the method and target: " HTTP/1.1\r\n"; each header adds ": " and "\r\n".
 REQUEST_LINE_OVERHEAD = 11
 HEADER_OVERHEAD = 4
@@ -40,7 +45,7 @@ HEADER_OVERHEAD = 4
 
 @dataclass(frozen=True)
 class HttpLimits:
-    """0 turns a bound off; all off runs uvicorn's own protocol unchanged."""
+    """0 turns a bound off; all off runs uvicorn's own protocol, only writing heads with bodies."""
 
     max_header_bytes: int = 64 * 1024
     header_timeout_s: float = 10.0
@@ -61,7 +66,63 @@ def error_response(status: int, reason: bytes, error_type: str, message: str, ex
     ) + body
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
+class HeadHoldingTransport:
+    """A request cycle's view of the connection: holds the response's head until the body's first write.
+
+    Only a head with a `content-length` on a response that has a body (not HEAD) is held: uvicorn then
+    always writes the body (`b""` too), and Starlette sends it right after the head. A chunked
+    (streamed) response's head goes out at once, so a stream's client sees its headers before the first
+    event.
+    """
+
+    __slots__ = ("cycle", "head", "head_done", "transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self.transport = transport
+        self.cycle = cycle
+        self.head: bytes | None = None
+        self.head_done = False
+
+    def write(self, data: bytes) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            if len(data) <= COALESCE_MAX_BYTES:
+                self.transport.write(head + data)
+                return
+            self.transport.write(head)
+        elif not self.head_done and self.cycle.response_started:  # uvicorn writes the head first
+            self.head_done = True
+            cycle = self.cycle
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
+                self.head = data
+                return
+        self.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.head is not None:  # a response cut short after its head: the head goes out, as uvicorn's would
+            self.transport.write(self.head)
+            self.head = None
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing a response's head and its (small) body in one write."""
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+            cycle.transport = cast(asyncio.Transport, HeadHoldingTransport(self.transport, cycle))
+
+
+class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     limits: ClassVar[HttpLimits] = HttpLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ from types import FrameType
 
 import uvicorn
 
-from hearth.api.http_limits import HttpLimits, protocol_for
+from hearth.api.http_limits import CoalescingHttpToolsProtocol, HttpLimits, protocol_for
 
 # Set on SIGINT/SIGTERM, before uvicorn waits for open responses: Server-Sent Event streams end at once
 # instead of holding shutdown for the whole graceful timeout.
@@ -31,8 +31,9 @@ def run_server(host: str, port: int, keep_alive_s: float = 75.0, limits: HttpLim
         host=host,
         port=port,
         loop="uvloop",
-        # uvicorn's httptools protocol, with bounds on header size, header and body time, and connections
-        http=protocol_for(limits) if limits.active else "httptools",
+        # uvicorn's httptools protocol, writing a response's head with its body, with bounds on header
+        # size, header and body time, and connections
+        http=protocol_for(limits) if limits.active else CoalescingHttpToolsProtocol,
         ws="none",  # Hearth serves no WebSocket: an Upgrade request is answered as plain HTTP
         log_level="warning",
         timeout_graceful_shutdown=10,

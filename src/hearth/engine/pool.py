@@ -139,14 +139,14 @@ class VersionPool:
 
     def _withdraw(self, waiter: asyncio.Future[Instance | None]) -> Instance | None:
         """Leave the queue; returns the instance handed to this waiter, if one was."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            return waiter.result()  # handed over: `_offer` took it off the queue then
+        # Not found, deque.remove formats the waiter's repr (and its instance's) into the error: only here.
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
         if not waiter.done():
             waiter.cancel()
-            return None
-        if waiter.cancelled() or waiter.exception() is not None:
-            return None
-        return waiter.result()
+        return None
 
     def _abandon(self, start: asyncio.Task[Instance] | None) -> None:
         """A caller no longer waits for the start it began: hand the instance to the pool when ready."""

@@ -39,31 +39,52 @@ def empty_rollup(function_name: str, width_s: int, start: int) -> dict[str, Any]
 
 def fold(rollup: dict[str, Any], row: dict[str, Any]) -> None:
     """Add one invocation record to its rollup. Throttled calls never ran: counted apart."""
-    if row["status"] == "throttled":
-        rollup["throttles"] += 1
+    fold_all((rollup,), row)
+
+
+def fold_all(rollups: tuple[dict[str, Any], ...], row: dict[str, Any]) -> None:
+    """Add one invocation record to each of `rollups` (its minute and its hour), reading the row once."""
+    status = row["status"]
+    if status == "throttled":
+        for rollup in rollups:
+            rollup["throttles"] += 1
         return
     duration = float(row["duration_ms"])
-    rollup["count"] += 1
-    rollup["errors"] += row["status"] in ERROR_STATUSES
-    rollup["timeouts"] += row["status"] == "timeout"
-    rollup["cold_starts"] += row.get("path") in COLD_PATHS
-    rollup["duration_sum_ms"] += duration
-    rollup["duration_max_ms"] = max(rollup["duration_max_ms"], duration)
-    rollup["init_sum_ms"] += row.get("init_ms") or 0.0
-    rollup["cpu_sum_ms"] += row.get("cpu_ms") or 0.0
-    rollup["memory_peak_bytes"] = max(rollup["memory_peak_bytes"], row.get("memory_peak_bytes") or 0)
-    histogram.add(rollup["histogram"], (duration,))
+    error = status in ERROR_STATUSES
+    timeout = status == "timeout"
+    cold = row.get("path") in COLD_PATHS
+    init_ms = row.get("init_ms") or 0.0
+    cpu_ms = row.get("cpu_ms") or 0.0
+    memory = row.get("memory_peak_bytes") or 0
+    bucket = histogram.bucket_of(duration)
+    for rollup in rollups:
+        rollup["count"] += 1
+        rollup["errors"] += error
+        rollup["timeouts"] += timeout
+        rollup["cold_starts"] += cold
+        rollup["duration_sum_ms"] += duration
+        if duration > rollup["duration_max_ms"]:
+            rollup["duration_max_ms"] = duration
+        rollup["init_sum_ms"] += init_ms
+        rollup["cpu_sum_ms"] += cpu_ms
+        if memory > rollup["memory_peak_bytes"]:
+            rollup["memory_peak_bytes"] = memory
+        counts = rollup["histogram"]
+        counts[bucket] = counts.get(bucket, 0) + 1
 
 
 def rollups_of(rows: Iterable[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
     groups: dict[Key, dict[str, Any]] = {}
     for row in rows:
+        name, started = row["function_name"], row["started_at"]
+        targets = []
         for width in WIDTHS:
-            key = (row["function_name"], width, int(row["started_at"] // width) * width)
+            key = (name, width, int(started // width) * width)
             rollup = groups.get(key)
             if rollup is None:
                 rollup = groups[key] = empty_rollup(*key)
-            fold(rollup, row)
+            targets.append(rollup)
+        fold_all(tuple(targets), row)
     return groups
 
 

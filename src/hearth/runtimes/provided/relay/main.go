@@ -273,10 +273,17 @@ func readFrame(reader *bufio.Reader) (*frame, error) {
 	return f, nil
 }
 
-func (r *relay) send(body []byte) error {
-	buf := make([]byte, 4, 4+len(body))
-	binary.BigEndian.PutUint32(buf, uint32(len(body)))
-	buf = append(buf, body...)
+// send writes one frame whose body is the parts joined (a JSON object, or one followed by "\n" and a payload).
+func (r *relay) send(parts ...[]byte) error {
+	size := 0
+	for _, part := range parts {
+		size += len(part)
+	}
+	buf := make([]byte, 4, 4+size)
+	binary.BigEndian.PutUint32(buf, uint32(size))
+	for _, part := range parts {
+		buf = append(buf, part...)
+	}
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	_, err := r.conn.Write(buf)
@@ -469,7 +476,7 @@ func (r *relay) handle(f *frame) {
 		it := item{ID: f.ID, Event: f.Event, ClientCtx: f.ClientCtx, Cognito: f.Cognito}
 		o, inv := r.invoke(it, f.TimeoutMs, true)
 		if !o.sent {
-			_ = r.send(resultFrame(`{"type":"result",`, f.ID, o, inv))
+			_ = r.sendResult(f.ID, o, inv)
 		}
 	} else {
 		r.batch(f)
@@ -484,8 +491,10 @@ func (r *relay) handle(f *frame) {
 	r.mu.Unlock()
 }
 
+// batch answers one batch_result frame: the items' result frames, then "\n" and the ok items' results
+// one after another (each `result_bytes` long) when there is any.
 func (r *relay) batch(f *frame) {
-	var out bytes.Buffer
+	var out, payload bytes.Buffer
 	out.WriteString(`{"type":"batch_result","id":`)
 	out.Write(jsonString([]byte(f.ID)))
 	out.WriteString(`,"results":[`)
@@ -513,6 +522,7 @@ func (r *relay) batch(f *frame) {
 			each := o
 			if o.err == nil {
 				each = outcome{result: results[i]}
+				payload.Write(each.result)
 			}
 			out.Write(resultFrame("{", it.ID, each, inv))
 		}
@@ -522,11 +532,29 @@ func (r *relay) batch(f *frame) {
 				out.WriteByte(',')
 			}
 			o, inv := r.invoke(it, f.TimeoutMs, false)
+			if o.err == nil {
+				payload.Write(o.result)
+			}
 			out.Write(resultFrame("{", it.ID, o, inv))
 		}
 	}
 	out.WriteString("]}")
-	_ = r.send(out.Bytes())
+	if payload.Len() == 0 { // no ok item (an ok result is never empty: at least `null`)
+		_ = r.send(out.Bytes())
+		return
+	}
+	_ = r.send(out.Bytes(), newline, payload.Bytes())
+}
+
+var newline = []byte("\n")
+
+// sendResult sends one invocation's result frame: an ok result as the payload after "\n", as it came.
+func (r *relay) sendResult(id string, o outcome, inv *invocation) error {
+	header := resultFrame(`{"type":"result",`, id, o, inv)
+	if o.err != nil {
+		return r.send(header)
+	}
+	return r.send(header, newline, o.result)
 }
 
 func eventOrNull(event json.RawMessage) []byte {
@@ -536,14 +564,16 @@ func eventOrNull(event json.RawMessage) []byte {
 	return event
 }
 
+// resultFrame is one call's reply without its result: an ok one says how long its result is
+// (`result_bytes`), and the result follows the JSON as payload (docs/protocol.md).
 func resultFrame(head, id string, o outcome, inv *invocation) []byte {
 	var b bytes.Buffer
 	b.WriteString(head)
 	b.WriteString(`"id":`)
 	b.Write(jsonString([]byte(id)))
 	if o.err == nil {
-		b.WriteString(`,"ok":true,"result":`)
-		b.Write(o.result)
+		b.WriteString(`,"ok":true,"result_bytes":`)
+		b.WriteString(strconv.Itoa(len(o.result)))
 	} else {
 		b.WriteString(`,"ok":false,"error":`)
 		b.Write(o.err)
@@ -744,7 +774,7 @@ func (r *relay) finish(inv *invocation, o outcome) {
 	r.current = nil
 	r.mu.Unlock()
 	if inv.direct { // the host first, the runtime's 202 after: the answer is on its way one hop sooner
-		o.sent = r.send(resultFrame(`{"type":"result",`, inv.id, o, inv)) == nil
+		o.sent = r.sendResult(inv.id, o, inv) == nil
 	}
 	inv.done <- o
 }
