@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
 from typing import Any
 
 from hearth.engine import provided
 from hearth.engine.backends.vm.disks import FunctionDiskError, FunctionDisks
-from hearth.engine.sandbox import FunctionSpec, Reply, SandboxStartError
-
-EXIT_ERROR = "Runtime.ExitError"  # the relay's error when the runtime exits before answering
+from hearth.engine.sandbox import FunctionSpec, SandboxStartError
 
 
 async def function_disk(disks: FunctionDisks, image: str | None) -> tuple[str, provided.ImageConfig | None]:
@@ -49,16 +46,6 @@ def qemu_drive(disk: str) -> list[str]:
         "-drive", f"id=fn,file={disk},format=raw,if=none,readonly=on",
         "-device", "virtio-blk-device,drive=fn",
     ]  # fmt: skip
-
-
-def runtime_exited(replies: Sequence[Reply]) -> bool:
-    """Whether the runtime exited during this invoke or batch (the relay then exits too, after answering).
-
-    In a container the relay's exit closes the agent socket at once; a VM's port stays open until the
-    supervisor's exit report has reached the host and QEMU is gone, so the next call could be sent to a
-    VM whose relay has gone: the sandbox is marked spent as the answer comes in.
-    """
-    return any((reply.error or {}).get("type") == EXIT_ERROR for reply in replies)
 
 
 def init_fields(spec: FunctionSpec, frame: dict[str, Any], image: provided.ImageConfig | None) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class MicroVMHost(SandboxHost):
             frame.update(provided_functions.init_fields(spec, frame, self.image))
 
     def spent(self, replies: Sequence[Reply]) -> bool:
-        return self.shape.runtime == provided.LANGUAGE and provided_functions.runtime_exited(replies)
+        return self.shape.runtime == provided.LANGUAGE and provided.runtime_exited(replies)
 
     async def loaded(self, spec: FunctionSpec) -> None:
         await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
