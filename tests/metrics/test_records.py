@@ -28,8 +28,9 @@ def record_of(hearth: HearthServer, record_id: str) -> dict[str, Any]:
 
 def test_every_entry_point_leaves_one_record_with_its_mode_and_sizes(hearth: HearthServer, fname: str) -> None:
     hearth.deploy(fname, ECHO)
-    request = orjson.dumps({"n": 12345})
-    result_size = len(orjson.dumps({"echo": {"n": 12345}}))
+    event = {"n": 12345, "s": "héllo ✓"}  # sizes are bytes, not characters
+    request = orjson.dumps(event)
+    result_size = len(orjson.dumps({"echo": event}))
 
     api = hearth.client.post(f"/api/functions/{fname}/invoke", content=request)
     assert api.status_code == 200, api.text

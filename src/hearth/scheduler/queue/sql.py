@@ -183,7 +183,7 @@ class SqlJobQueue(JobQueue):
                 r.max_attempts,
                 r.runs,
                 r.callback_url,
-                len(r.event),
+                len(r.event.encode()),  # bytes, as the other entry points count their request
             )
             for r in rows
         ]
