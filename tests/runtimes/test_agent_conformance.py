@@ -103,6 +103,8 @@ while True:
     if kind == "fail":
         post(request_id + "/error", json.dumps({"errorType": "ValueError", "errorMessage": "asked to fail"}).encode())
         continue
+    if kind == "exit":  # the runtime dies mid-call
+        os._exit(3)
     if kind == "echo":
         print("echo", event["n"], flush=True)
         result = {"n": event["n"], "text": "h\u00e9llo \u2603", "request_id": request_id}
@@ -291,6 +293,18 @@ def test_handler_error(runtime: str, tmp_path: Path) -> None:
             assert "asked to fail" in reply.stdout  # the runtime's error record, as Lambda logs it
 
     run(runtime, tmp_path, scenario)
+
+
+def test_a_runtime_that_exits_mid_call_leaves_its_sandbox_spent_at_once(tmp_path: Path) -> None:
+    """The relay answers Runtime.ExitError, then exits: the sandbox must not take another call, even
+    before the host has seen the agent stream's end (a VM's port stays open until QEMU is gone)."""
+
+    async def scenario(sandbox: AgentSandbox) -> None:
+        (reply,) = await sandbox.invoke([Call("inv-x", {"kind": "exit"})], 5)
+        assert not reply.ok and reply.error is not None and reply.error["type"] == "Runtime.ExitError"
+        assert not sandbox.healthy  # checked as the answer came in, not after the stream closed
+
+    run(provided.LANGUAGE, tmp_path, scenario)
 
 
 def test_result_limits(runtime: str, tmp_path: Path) -> None:

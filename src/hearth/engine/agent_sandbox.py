@@ -13,7 +13,7 @@ from typing import Any
 
 from hearth.engine.channel import AgentChannel
 from hearth.engine.lambda_env import init_frame
-from hearth.engine.protocol import batch_frame, invoke_frame, replies_of, warm_frame
+from hearth.engine.protocol import agent_exiting, batch_frame, invoke_frame, replies_of, warm_frame
 from hearth.engine.sandbox import (
     Backend,
     Call,
@@ -55,10 +55,6 @@ class SandboxHost(abc.ABC):
     @property
     def alive(self) -> bool:
         return True
-
-    def spent(self, replies: Sequence[Reply]) -> bool:
-        """Whether these answers leave the sandbox unfit for another call (e.g. its runtime exited)."""
-        return False
 
     def stats(self) -> SandboxStats | None:
         return None
@@ -142,7 +138,7 @@ class AgentSandbox(Sandbox):
         except SandboxCrashed as exc:
             self._poisoned = True
             raise await self.host.explain_crash(str(exc), self.limits) from None
-        if self.host.spent(replies):
+        if agent_exiting(replies):
             self._poisoned = True
         return replies
 

@@ -20,6 +20,8 @@ from hearth.engine.sandbox import Call, Reply, SandboxCrashed
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 PAYLOAD_SEPARATOR = b"\n"
+# The custom runtimes' relay answers this when its runtime exited before answering, then exits itself.
+EXIT_ERROR = "Runtime.ExitError"
 
 
 class ProtocolError(SandboxCrashed):
@@ -83,6 +85,13 @@ def decode_json(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:  # integers beyond 64 bits; anything else fails here too
         return json.loads(data)
+
+
+def agent_exiting(replies: Sequence[Reply]) -> bool:
+    """Whether an answer says its agent is going away (the relay after its runtime exited). The host may read
+    that answer before the stream's end (a container's socket closes a moment later; a VM's port stays open
+    until the supervisor's exit report and QEMU are gone), so the sandbox is spent as the answer comes in."""
+    return any((reply.error or {}).get("type") == EXIT_ERROR for reply in replies)
 
 
 def replies_of(frame: dict[str, Any], payload: bytes | None) -> list[Reply]:

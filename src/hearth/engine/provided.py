@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +30,6 @@ from typing import Any
 import docker
 import docker.errors
 
-from hearth.engine.sandbox import Reply
 from hearth.images import locks
 
 LANGUAGE = "provided"
@@ -40,7 +39,6 @@ RELAY_MOUNT = "/opt/hearth-relay"
 RELAY_COMMAND: list[str] = [f"{RELAY_MOUNT}/relay"]
 CODE_DIR = "/hearth/code"
 BOOTSTRAP = "bootstrap"
-EXIT_ERROR = "Runtime.ExitError"  # the relay's error when the runtime exits before answering
 INIT_TIMEOUT_S = 10.0  # Lambda's init phase limit: the bootstrap must ask for work within it
 ROOT_USERS = frozenset({"root", "0"})
 # A Lambda-style container image from the provided-python base: AWS's Python runtime interface client
@@ -145,13 +143,6 @@ def _mkdirs(path: Path) -> Path:
 # ------------------------------------------------------------------------------------ image functions
 
 
-
-def runtime_exited(replies: Sequence[Reply]) -> bool:
-    """Whether the runtime exited during this invoke or batch: the relay answers `Runtime.ExitError`, then
-    exits too. The host may see that answer before the agent stream's end (a container's socket closes a
-    moment later; a VM's port stays open until the supervisor's exit report and QEMU are gone), so the
-    sandbox is marked spent as the answer comes in, and no next call is sent to it."""
-    return any((reply.error or {}).get("type") == EXIT_ERROR for reply in replies)
 
 @dataclass(frozen=True)
 class ImageConfig:

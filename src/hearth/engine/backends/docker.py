@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from hearth.engine.sandbox import (
     FunctionSpec,
     Limits,
     Purpose,
-    Reply,
     Runtime,
     Sandbox,
     SandboxCrashed,
@@ -156,10 +154,6 @@ class DockerHost(SandboxHost):
         self._backend = backend
         self.generic = False  # a stem cell: renamed after its function once loaded
         self.image: provided.ImageConfig | None = None  # an image function's image (language provided)
-        self.runs_relay = False  # a custom runtime: the relay exits after its runtime has (hearth.engine.provided)
-
-    def spent(self, replies: Sequence[Reply]) -> bool:
-        return self.runs_relay and provided.runtime_exited(replies)
 
     async def apply_limits(self, current: Limits, wanted: Limits) -> None:
         if wanted != current:
@@ -167,7 +161,6 @@ class DockerHost(SandboxHost):
 
     async def place(self, spec: FunctionSpec, frame: dict[str, Any]) -> None:
         language = catalog.language_of(spec.sandbox_runtime)
-        self.runs_relay = language == provided.LANGUAGE
         # A custom runtime's `bootstrap` and what it runs are executables.
         materialize_code(spec.code_dir, self.directory / "code", executable=language == provided.LANGUAGE)
         # The function's installed dependencies, beside its code. Node's: /hearth/node_modules, where ES

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from hearth.engine.sandbox import (
     Backend,
     FunctionSpec,
     Limits,
-    Reply,
     SandboxCrashed,
     SandboxOutOfMemory,
     SandboxStartError,
@@ -96,9 +94,6 @@ class MicroVMHost(SandboxHost):
         frame["files"] = await asyncio.to_thread(collect_files, spec)  # the guest shares no directory with us
         if self.shape.runtime == provided.LANGUAGE:  # the relay writes the files, starts the bootstrap/entrypoint
             frame.update(provided_functions.init_fields(spec, frame, self.image))
-
-    def spent(self, replies: Sequence[Reply]) -> bool:
-        return self.shape.runtime == provided.LANGUAGE and provided.runtime_exited(replies)
 
     async def loaded(self, spec: FunctionSpec) -> None:
         await self.vm.control("seal")  # the code the agent wrote is read-only from now on, as in containers
