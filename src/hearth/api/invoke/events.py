@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote
@@ -36,9 +36,11 @@ TEXT_TYPES = (
 TEXT_SUFFIXES = ("+json", "+xml")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class HttpRequest:
-    """What an event is made of: one request to the trigger, seen from below the function's route."""
+    """What an event is made of: one request to the trigger, seen from below the function's route.
+
+    Not frozen: a frozen dataclass's __init__ costs a setattr call per field, on the warm path."""
 
     method: str
     raw_path: str  # percent-encoded as sent, below the route ("/" at the route itself)
@@ -51,7 +53,7 @@ class HttpRequest:
     request_id: str
     api_id: str
     account_id: str
-    time_s: float = field(default_factory=time.time)
+    time_s: float
 
     @cached_property
     def joined_headers(self) -> dict[str, str]:
@@ -69,7 +71,9 @@ class HttpRequest:
         return grouped(parse_qsl(self.raw_query, keep_blank_values=True)) if self.raw_query else {}
 
 
-def request_parts(request: Request, route: str, *, request_id: str, api_id: str, account_id: str) -> HttpRequest:
+def request_parts(
+    request: Request, route: str, *, body: bytes = b"", request_id: str, api_id: str, account_id: str
+) -> HttpRequest:
     """The parts of `request` (to /fn<route>[/more]) that events are made of; adds the X-Forwarded-*
     headers an AWS front adds (so that frameworks build the URLs the client used)."""
     scope = request.scope
@@ -81,33 +85,46 @@ def request_parts(request: Request, route: str, *, request_id: str, api_id: str,
     raw_path = (rest or "/") if rest is not None and rest[:1] in ("", "/") else quote(path)
     client = scope.get("client") or ("", 0)
     server = scope.get("server") or ("", 0)
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-    headers = with_forwarding(headers, str(client[0]), scope.get("scheme", "http"), server[1])
+    client_ip = str(client[0])
+    headers = with_forwarding(scope["headers"], client_ip, scope.get("scheme", "http"), server[1])
     return HttpRequest(
-        method=scope["method"],
-        raw_path=raw_path,
-        path=path,
-        raw_query=scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
-        body=b"",
-        source_ip=str(client[0]),
-        protocol=f"HTTP/{scope.get('http_version', '1.1')}",
-        request_id=request_id,
-        api_id=api_id,
-        account_id=account_id,
+        scope["method"],
+        raw_path,
+        path,
+        scope.get("query_string", b"").decode("latin-1"),
+        headers,
+        body,
+        client_ip,
+        f"HTTP/{scope.get('http_version', '1.1')}",
+        request_id,
+        api_id,
+        account_id,
+        time.time(),
     )
 
 
 def with_forwarding(
-    headers: list[tuple[str, str]], client_ip: str, scheme: str, port: int | None
+    raw_headers: Iterable[tuple[bytes, bytes]], client_ip: str, scheme: str, port: int | None
 ) -> list[tuple[str, str]]:
-    names = {name for name, _ in headers}
-    out = [(name, value) for name, value in headers if name != "x-forwarded-for"]
-    forwarded = [value for name, value in headers if name == "x-forwarded-for"]
+    """The request's headers (decoded, names lower-cased) as an AWS front passes them on: X-Forwarded-For
+    gets the client's address appended (moved last), X-Forwarded-Proto and -Port are added if missing."""
+    out = []
+    forwarded = []
+    has_proto = has_port = False
+    for raw_name, raw_value in raw_headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name == "x-forwarded-for":
+            forwarded.append(value)
+            continue
+        if name == "x-forwarded-proto":
+            has_proto = True
+        elif name == "x-forwarded-port":
+            has_port = True
+        out.append((name, value))
     out.append(("x-forwarded-for", ", ".join([*forwarded, client_ip]) if forwarded else client_ip))
-    if "x-forwarded-proto" not in names:
+    if not has_proto:
         out.append(("x-forwarded-proto", scheme))
-    if "x-forwarded-port" not in names and port:
+    if not has_port and port:
         out.append(("x-forwarded-port", str(port)))
     return out
 
@@ -155,10 +172,13 @@ def grouped(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 
 def event_v2(req: HttpRequest) -> dict[str, Any]:
     """Payload format 2.0: repeated headers and query keys comma-joined, cookies in their own list."""
-    cookies = [c.strip() for key, value in req.headers if key == "cookie" for c in value.split(";") if c.strip()]
-    headers = {key: value for key, value in req.joined_headers.items() if key != "cookie"}
-    query = req.query
-    domain_name, domain_prefix = domain(req)
+    joined = req.joined_headers
+    headers = joined
+    cookies: list[str] = []
+    if "cookie" in joined:
+        cookies = [c.strip() for key, value in req.headers if key == "cookie" for c in value.split(";") if c.strip()]
+        headers = {key: value for key, value in joined.items() if key != "cookie"}
+    host = joined.get("host") or "localhost"
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
@@ -168,24 +188,24 @@ def event_v2(req: HttpRequest) -> dict[str, Any]:
     if cookies:
         event["cookies"] = cookies
     event["headers"] = headers
-    if query:
+    if req.raw_query and (query := req.query):
         event["queryStringParameters"] = {key: ",".join(values) for key, values in query.items()}
     event["requestContext"] = {
         "accountId": req.account_id,
         "apiId": req.api_id,
-        "domainName": domain_name,
-        "domainPrefix": domain_prefix,
+        "domainName": host,
+        "domainPrefix": host.split(":")[0].split(".")[0],
         "http": {
             "method": req.method,
             "path": req.raw_path,
             "protocol": req.protocol,
             "sourceIp": req.source_ip,
-            "userAgent": req.header("user-agent") or "",
+            "userAgent": joined.get("user-agent") or "",
         },
         "requestId": req.request_id,
         "routeKey": "$default",
         "stage": STAGE,
-        "time": clf_time(req.time_s),
+        "time": clf_second(int(req.time_s)),
         "timeEpoch": int(req.time_s * 1000),
     }
     if req.body:

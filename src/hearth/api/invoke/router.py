@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Literal
 
 import orjson
@@ -124,11 +123,16 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
     body = await read_body(request, state.settings.max_request_bytes)
     invocation_id = new_invocation_id()
     parts = request_parts(
-        request, spec.route, request_id=invocation_id, api_id=spec.name, account_id=state.settings.lambda_account_id
+        request,
+        spec.route,
+        body=body,
+        request_id=invocation_id,
+        api_id=spec.name,
+        account_id=state.settings.lambda_account_id,
     )
     payload_format = spec.http_payload_format
-    event = http_event(replace(parts, body=body), payload_format)
-    if request.headers.get(INVOCATION_TYPE_HEADER, "").lower() == "async":
+    event = http_event(parts, payload_format)
+    if (parts.header(INVOCATION_TYPE_HEADER) or "").lower() == "async":
         return await enqueue(state, request, spec.name, without_credentials(event), "http")
     public = spec.auth != "key"
 
