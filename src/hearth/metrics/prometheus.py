@@ -29,6 +29,9 @@ class InvocationMetrics:
     """Counters fed by every invocation record (the recorder's observer: a few µs per call)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # (function, status, path) -> its calls counter and its function's duration histogram; as bounded
+        # as the registry's own series, which are never removed either
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.invocations = Counter(
             "hearth_invocations",
             "Invocations by outcome and by the path that served them",
@@ -73,11 +76,19 @@ class InvocationMetrics:
 
     def observe(self, row: dict[str, Any]) -> None:
         function, status, path = row["function_name"], row["status"], row.get("path") or "none"
-        self.invocations.labels(function, status, path).inc()
+        key = (function, status, path)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a tuple check per call: look each series up once
+            children = self._children[key] = (
+                self.invocations.labels(function, status, path),
+                self.duration.labels(function),
+            )
+        calls, duration = children
+        calls.inc()
         if status == "throttled":
             self.throttles.labels(function).inc()
             return
-        self.duration.labels(function).observe(row["duration_ms"] / 1000)
+        duration.observe(row["duration_ms"] / 1000)
         if path in ("cold", "stem"):
             self.cold_starts.labels(function, path).inc()
             if row.get("init_ms") is not None:
