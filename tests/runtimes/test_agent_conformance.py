@@ -26,7 +26,7 @@ import pytest
 from hearth.engine import provided
 from hearth.engine.agent_sandbox import AgentSandbox, SandboxHost
 from hearth.engine.channel import AgentChannel
-from hearth.engine.protocol import HEADER, encode_frame, invoke_frame
+from hearth.engine.protocol import encode_frame, invoke_frame
 from hearth.engine.sandbox import (
     Backend,
     Call,
@@ -413,12 +413,11 @@ def test_warm_before_init(runtime: str, tmp_path: Path) -> None:
 def test_a_frame_is_json_then_an_optional_payload(runtime: str, tmp_path: Path) -> None:
     """On the wire: length, the JSON object, a newline, the result's bytes (`result_bytes` of them)."""
     async def raw_scenario(sandbox: AgentSandbox) -> None:
-        channel = sandbox.channel  # its reader loop stopped: this test reads the next frame itself
-        assert channel._reader_task is not None
-        channel._reader_task.cancel()
+        channel = sandbox.channel  # the next frame's body comes here, as split from the stream, unparsed
+        delivered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        channel._deliver = delivered.set_result  # type: ignore[method-assign]
         channel._writer.write(encode_frame(invoke_frame(Call("raw-1", {"kind": "echo", "n": 5}), 5000)))
-        (length,) = HEADER.unpack(await channel._reader.readexactly(HEADER.size))
-        body = await channel._reader.readexactly(length)
+        body = await delivered
         head, separator, payload = body.partition(b"\n")
         assert separator == b"\n"
         assert payload == '{"n":5,"text":"héllo ☃","request_id":"raw-1"}'.encode()

@@ -28,7 +28,7 @@ class AgentChannel:
         self._reader = reader
         self._writer = writer
         self._pending: dict[str, asyncio.Future[Frame]] = {}
-        self._reader_task: asyncio.Task[None] | None = None
+        self._frames: _FrameProtocol | None = None  # reads the stream once multiplexing starts
         self.closed = False
         self.close_reason: str | None = None
         self.hello: dict[str, Any] = {}
@@ -64,8 +64,23 @@ class AgentChannel:
         if reply.get("type") != "ready":
             raise ProtocolError(f"expected ready, got {reply.get('type')!r}")
         self.init_log = str(reply.get("log") or "")  # what the code wrote while it loaded: the first call's log
-        self._reader_task = asyncio.create_task(self._read_loop())
+        self._multiplex()
         return float(reply.get("init_ms", 0.0))
+
+    def _multiplex(self) -> None:
+        """From now on frames are parsed as they arrive, in the transport's callback, and handed to their
+        call's future: no reader task to wake for every reply (a share of each warm call's CPU)."""
+        reader = self._reader
+        # Anything the agent sent after `ready`: StreamReader has no public way to take it without awaiting.
+        leftover = bytes(reader._buffer)
+        reader._buffer.clear()
+        if reader.at_eof() or reader.exception() is not None:
+            self._fail("agent connection closed")
+            return
+        self._frames = _FrameProtocol(self)
+        self._writer.transport.set_protocol(self._frames)
+        if leftover:
+            self._frames.data_received(leftover)
 
     async def request(self, frame: dict[str, Any], timeout_s: float) -> Frame:
         """Send a frame, wait for the answer with the same id (and its payload); TimeoutError after `timeout_s`."""
@@ -86,27 +101,23 @@ class AgentChannel:
 
     async def _send(self, frame: dict[str, Any]) -> None:
         try:
-            self._writer.write(encode_frame(frame))
-            if self._writer.transport.get_write_buffer_size() > 1 << 20:
-                await self._writer.drain()
+            transport = self._writer.transport
+            transport.write(encode_frame(frame))
+            if transport.get_write_buffer_size() > 1 << 20:
+                await (self._frames.drained() if self._frames is not None else self._writer.drain())
         except (ConnectionError, RuntimeError) as exc:
             self._fail(f"agent connection lost while sending: {exc}")
             raise SandboxCrashed(self.close_reason or "agent connection lost") from None
 
-    async def _read_loop(self) -> None:
+    def _deliver(self, body: bytes) -> None:
         try:
-            while True:
-                frame = await read_frame(self._reader)
-                future = self._pending.get(str(frame[0].get("id")))
-                if future is not None and not future.done():
-                    future.set_result(frame)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self._fail("agent connection closed")
+            frame = decode_body(body)
         except ProtocolError as exc:
             self._fail(str(exc))
-        except asyncio.CancelledError:
-            self._fail("agent channel closed")
-            raise
+            return
+        future = self._pending.get(str(frame[0].get("id")))
+        if future is not None and not future.done():
+            future.set_result(frame)
 
     def _fail(self, reason: str) -> None:
         if self.closed:
@@ -121,12 +132,67 @@ class AgentChannel:
 
     async def close(self) -> None:
         self._fail("closed by host")
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader_task
 
 
 def _expire(future: asyncio.Future[Frame]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """The agent stream's protocol while multiplexing: splits the bytes into frames for the channel."""
+
+    def __init__(self, channel: AgentChannel) -> None:
+        self._channel = channel
+        self._partial: list[bytes] = []  # an incomplete frame's bytes so far
+        self._partial_size = 0
+        self._needed = 0  # bytes the incomplete frame has in all (its header's length + 4)
+        self._paused: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._partial:
+            self._partial.append(data)
+            self._partial_size += len(data)
+            if self._partial_size < self._needed:
+                return
+            data = b"".join(self._partial)
+            self._partial.clear()
+        size = len(data)
+        offset = 0
+        while size - offset >= HEADER.size:
+            (length,) = HEADER.unpack_from(data, offset)
+            if length > MAX_FRAME_BYTES:
+                self._channel._fail(f"agent sent a frame of {length} bytes (limit {MAX_FRAME_BYTES})")
+                return
+            end = offset + HEADER.size + length
+            if end > size:
+                break
+            self._channel._deliver(data[offset + HEADER.size : end])
+            offset = end
+        if offset < size:
+            rest = data[offset:] if offset else data
+            self._partial.append(rest)
+            self._partial_size = len(rest)
+            self._needed = HEADER.size + HEADER.unpack_from(rest)[0] if len(rest) >= HEADER.size else HEADER.size
+
+    def eof_received(self) -> bool:
+        self._channel._fail("agent connection closed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._channel._fail("agent connection closed")
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._paused is not None:
+            if not self._paused.done():
+                self._paused.set_result(None)
+            self._paused = None
+
+    async def drained(self) -> None:
+        if self._paused is not None:
+            await asyncio.shield(self._paused)

@@ -1,0 +1,78 @@
+"""The channel's stream parser: frames however the bytes arrive (one at a time, several per read, split anywhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+
+import pytest
+
+from hearth.engine.channel import AgentChannel
+from hearth.engine.protocol import HEADER, MAX_FRAME_BYTES, encode_frame
+from hearth.engine.sandbox import SandboxCrashed
+
+
+async def multiplexing_channel() -> tuple[AgentChannel, socket.socket]:
+    host_end, agent_end = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=host_end)
+    channel = AgentChannel(reader, writer)
+    agent_end.sendall(encode_frame({"type": "ready", "init_ms": 1.0}) + encode_frame({"id": "early"}))
+    await channel.init({"type": "init"}, 5)
+    return channel, agent_end
+
+
+def test_frames_split_anywhere_reach_their_calls() -> None:
+    async def main() -> None:
+        channel, agent = await multiplexing_channel()
+        rng = random.Random(7)
+        big = bytes(rng.getrandbits(8) for _ in range(300_000))
+        frames = [(f"c{i}", big[: rng.randrange(0, len(big))] if i % 3 == 0 else b"ok") for i in range(30)]
+        calls = [asyncio.ensure_future(channel.request({"id": call_id}, 10)) for call_id, _ in frames]
+        await asyncio.sleep(0)
+        wire = b"".join(
+            HEADER.pack(len(body)) + body
+            for call_id, payload in frames
+            for body in [f'{{"id":"{call_id}","ok":true}}\n'.encode() + payload]
+        )
+        agent.setblocking(False)
+        at = 0
+        while at < len(wire):  # odd sizes: headers and bodies split across reads
+            step = rng.choice([1, 3, 4, 5, 1000, 65_536, 200_000])
+            await asyncio.get_running_loop().sock_sendall(agent, wire[at : at + step])
+            at += step
+            await asyncio.sleep(0)
+        for (call_id, payload), call in zip(frames, calls, strict=True):
+            frame, got = await call
+            assert frame["id"] == call_id and got == payload
+        await channel.close()
+        agent.close()
+
+    asyncio.run(main())
+
+
+def test_an_oversized_frame_fails_the_waiting_calls() -> None:
+    async def main() -> None:
+        channel, agent = await multiplexing_channel()
+        call = asyncio.ensure_future(channel.request({"id": "x"}, 10))
+        await asyncio.sleep(0)
+        agent.sendall(HEADER.pack(MAX_FRAME_BYTES + 1))
+        with pytest.raises(SandboxCrashed, match="limit"):
+            await call
+        assert channel.closed
+        agent.close()
+
+    asyncio.run(main())
+
+
+def test_the_agent_going_away_fails_the_waiting_calls() -> None:
+    async def main() -> None:
+        channel, agent = await multiplexing_channel()
+        call = asyncio.ensure_future(channel.request({"id": "x"}, 10))
+        await asyncio.sleep(0)
+        agent.sendall(HEADER.pack(10) + b"{}")  # half a frame, then the end of the stream
+        agent.close()
+        with pytest.raises(SandboxCrashed, match="closed"):
+            await call
+
+    asyncio.run(main())
