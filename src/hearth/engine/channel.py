@@ -28,6 +28,7 @@ class AgentChannel:
         self._reader = reader
         self._writer = writer
         self._pending: dict[str, asyncio.Future[Frame]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._frames: _FrameProtocol | None = None  # reads the stream once multiplexing starts
         self.closed = False
         self.close_reason: str | None = None
@@ -86,7 +87,9 @@ class AgentChannel:
         """Send a frame, wait for the answer with the same id (and its payload); TimeoutError after `timeout_s`."""
         if self.closed:
             raise SandboxCrashed(self.close_reason or "agent connection closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # looked up once: asyncio.get_running_loop() is a getpid() system call each time
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Frame] = loop.create_future()
         request_id = frame["id"]
         self._pending[request_id] = future

@@ -60,6 +60,7 @@ class VersionPool:
         self._max_waiting = max_waiting
         self._waiters: deque[asyncio.Future[Instance | None]] = deque()
         self._stopping: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def waiting(self) -> int:
@@ -79,7 +80,6 @@ class VersionPool:
         Waiters are served first come, first served: a freed slot is handed to the oldest waiter
         directly, so a newly arriving call cannot take it first and starve those already queued.
         """
-        loop = asyncio.get_running_loop()
         deadline = self.clock.now() + wait_s
         own_start: asyncio.Task[Instance] | None = None
         while True:
@@ -100,6 +100,9 @@ class VersionPool:
                 timeout = deadline - self.clock.now()
                 if timeout <= 0:
                     raise CapacityError(f"{self.spec.name}: no instance became free within {wait_s:g} s")
+            loop = self._loop
+            if loop is None:  # looked up once: asyncio.get_running_loop() is a getpid() system call each time
+                loop = self._loop = asyncio.get_running_loop()
             waiter: asyncio.Future[Instance | None] = loop.create_future()
             self._waiters.append(waiter)
             timer = self.clock.call_later(timeout, partial(_expire, waiter)) if timeout is not None else None
