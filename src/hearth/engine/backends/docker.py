@@ -23,6 +23,7 @@ from docker.types import LogConfig
 
 from hearth.engine import provided
 from hearth.engine.agent_sandbox import AgentSandbox, SandboxHost
+from hearth.engine.backends.scheduling import batch_peer
 from hearth.engine.channel import AgentChannel
 from hearth.engine.sandbox import (
     Backend,
@@ -328,6 +329,7 @@ class DockerBackend(Backend):
             raise
         server.close()
         socket_path.unlink(missing_ok=True)
+        batch_peer(writer.get_extra_info("socket"))
         channel = AgentChannel(reader, writer)
         host = DockerHost(self, sandbox_id, container_id, directory)
         if purpose.image:
