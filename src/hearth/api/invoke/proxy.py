@@ -20,7 +20,7 @@ from typing import Any
 from fastapi.responses import Response
 from starlette.datastructures import MutableHeaders
 
-from hearth.api.invoke.responses import dumps, error_response, hearth_headers
+from hearth.api.invoke.responses import JsonResponse, dumps, error_response, hearth_headers
 from hearth.engine.engine import InvocationResult
 
 # What a public trigger answers when the invocation did not give a response (AWS's gateway bodies).
@@ -71,9 +71,9 @@ def http_response(res: InvocationResult, payload_format: str) -> Response:
     is_response = isinstance(result, dict) and "statusCode" in result
     if payload_format == "1.0" and not is_response:
         raise MalformedResponse("payload format 1.0 needs a result with statusCode (and headers, body)")
-    headers = hearth_headers(res)
     if not is_response:  # 2.0: any JSON value is the body of a 200
-        return Response(raw, headers=headers, media_type="application/json")
+        return JsonResponse(raw, res)
+    headers = hearth_headers(res)
     assert isinstance(result, dict)
     status = result.get("statusCode")
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
