@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,26 @@ from hearth.metrics.aggregate import upsert_rollups
 from hearth.store.models import Invocation
 
 log = logging.getLogger(__name__)
+COLUMNS = tuple(column.name for column in Invocation.__table__.columns)
+# What the ORM would fill in for a key a row lacks (a column's scalar default), else NULL.
+DEFAULTS = {
+    column.name: column.default.arg
+    for column in Invocation.__table__.columns
+    if column.default is not None and column.default.is_scalar
+}
+PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+@functools.cache
+def _driver_insert(paramstyle: str) -> str | None:
+    """The invocations INSERT in the driver's own SQL (SQLite's `?`, psycopg's `%s`), None for another style.
+
+    Written out here because a flush writes thousands of rows from a thread, and SQLAlchemy's
+    per-row parameter processing holds the GIL the event loop needs."""
+    mark = PLACEHOLDERS.get(paramstyle)
+    if mark is None:
+        return None
+    return f"INSERT INTO invocations ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
 
 
 class InvocationRecorder:
@@ -85,7 +106,13 @@ class InvocationRecorder:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._sessions.begin() as session:
-            session.execute(Invocation.__table__.insert(), rows)
+            connection = session.connection()
+            insert = _driver_insert(connection.dialect.paramstyle)
+            if insert is None:
+                session.execute(Invocation.__table__.insert(), rows)
+            else:  # the driver's executemany over plain tuples: SQLAlchemy's per-row work held the GIL
+                values = [tuple(row.get(name, DEFAULTS.get(name)) for name in COLUMNS) for row in rows]
+                connection.exec_driver_sql(insert, values)
             upsert_rollups(session, rows)
 
     async def close(self) -> None:
