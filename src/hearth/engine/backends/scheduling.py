@@ -8,7 +8,8 @@ right after it (on an idle core it runs at once, as before). Measured with `pyth
 --only warm` on a 2-core host: ~1.1-1.2x the warm throughput at 16 connections.
 
 The policy is a performance choice, not a limit: code in the sandbox may set its own (Linux lets an
-unprivileged process move between SCHED_OTHER and SCHED_BATCH).
+unprivileged process move between SCHED_OTHER and SCHED_BATCH). Under gVisor the socket's peer is
+not the sandbox's host process, so gVisor sandboxes keep the default policy.
 """
 
 from __future__ import annotations
