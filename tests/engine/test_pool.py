@@ -153,7 +153,13 @@ def test_concurrency_runs_invocations_in_parallel_in_one_instance(
             "  setTimeout(() => reject(new Error('not concurrent')), 10000);\n"
             "});\n"
         )
-    hearth.deploy(fname, code, language=language, concurrency=4, max_instances=1, backend=backend)
+    hearth.deploy(fname, code, language=language, concurrency=4, max_instances=1, min_warm=1, backend=backend)
+    # Warm first: callers queued behind a start wait at most the 10 s capacity wait, and a JavaScript microVM
+    # under TCG on a loaded host can take longer to start.
+    deadline = time.monotonic() + 120
+    while hearth.client.get(f"/api/functions/{fname}").json()["instances"].get("warm", 0) < 1:
+        assert time.monotonic() < deadline, "the instance never became warm"
+        time.sleep(0.2)
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda n: hearth.invoke(fname, {"n": n}), range(4)))
     assert [r.status_code for r in responses] == [200] * 4, [r.text for r in responses]
