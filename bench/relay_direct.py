@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.harness import free_port
 from bench.provided import go_noop
-from hearth.engine import provided
+from hearth.engine import protocol, provided
 
 HEADER = struct.Struct(">I")
 AGENT = Path(__file__).resolve().parents[1] / "src" / "hearth" / "runtimes" / "python" / "agent.py"
@@ -39,7 +39,7 @@ def send(sock: socket.socket, frame: dict[str, Any]) -> None:
 
 def receive(stream: Any) -> dict[str, Any]:
     (length,) = HEADER.unpack(stream.read(4))
-    frame: dict[str, Any] = json.loads(stream.read(length))
+    frame, _payload = protocol.decode_body(stream.read(length))  # a result's payload follows a newline
     return frame
 
 

@@ -11,22 +11,19 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -100,33 +97,45 @@ type invocation struct {
 	cognito    []byte
 	out        capture
 	started    time.Time
-	answered   bool
-	direct     bool // a single invoke: the HTTP handler that receives the answer sends the result frame
-	done       chan outcome
+	answered   bool         // the runtime posted its answer (a second POST for it is refused)
+	settled    bool         // its outcome is decided: the runtime's answer, or its exit (under relay.mu)
+	direct     bool         // a single invoke: whoever settles it sends the result frame
+	done       chan outcome // a batch item's answer, to the host-frame loop
 }
 
 type logPipe struct {
 	index int
+	fd    int
 	file  *os.File
 	raw   syscall.RawConn
 }
 
 type relay struct {
-	conn    net.Conn
+	host    io.ReadWriter
 	writeMu sync.Mutex
+	wbuf    []byte // writeFrame's buffer, reused (under writeMu)
 	cfg     *frame
 
-	mu       sync.Mutex // guards everything below, and the log pipes' reads
-	initDone bool
-	busy     bool
-	waiting  bool
-	current  *invocation
-	initLog  capture
-	pipes    []*logPipe
-	drainBuf []byte // drainLocked's buffer, reused: a fresh 64 KiB one per call cost a clear and GC work per invocation
-	exitText string
+	// mu guards everything below, and the log pipes' reads. An invocation goes from the host's frame
+	// to `pending` (no `next` waits yet) or straight to the waiting `next` (waiter), is `current`
+	// once written to the runtime, and is answered by the runtime's POST on its connection's
+	// goroutine: no goroutine hands an invocation to another on the way.
+	mu          sync.Mutex
+	initDone    bool
+	busy        bool // an invocation or batch is under way (until its answer went to the host)
+	idleWaiting bool // the host-frame loop waits on idle for the one under way to end
+	waiter      *httpConn
+	pending     *invocation
+	current     *invocation
+	childExited bool
+	initLog     capture
+	pipes       []*logPipe
+	pipeFds     []int
+	pipeReady   []bool
+	drainBuf    []byte // drainLocked's buffer, reused: a fresh 64 KiB one per call cost a clear and GC work per invocation
+	exitText    string
 
-	nextCh    chan *invocation
+	idle      chan struct{}
 	ready     chan struct{}
 	initErr   chan []byte
 	childDone chan struct{}
@@ -134,9 +143,9 @@ type relay struct {
 }
 
 func main() {
-	// One thread runs every goroutine: an invocation hops between several (host frames, the runtime's
-	// HTTP calls), and on one thread each hop is a goroutine switch rather than a futex wake-up of
-	// another thread, which also keeps a sandbox with a fraction of a CPU from being throttled.
+	// One thread runs every goroutine (the host-frame loop, one per runtime connection, the log
+	// pumps): on one thread a goroutine that wakes another is a switch rather than a futex wake-up
+	// of another thread, which also keeps a sandbox with a fraction of a CPU from being throttled.
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
@@ -163,8 +172,8 @@ func run() error {
 		return fmt.Errorf("cannot reach the host: %w", err)
 	}
 	r := &relay{
-		conn:      conn,
-		nextCh:    make(chan *invocation),
+		host:      newRawIO(conn),
+		idle:      make(chan struct{}, 1),
 		ready:     make(chan struct{}),
 		initErr:   make(chan []byte, 1),
 		childDone: make(chan struct{}),
@@ -173,7 +182,7 @@ func run() error {
 	if err := r.send([]byte(hello)); err != nil {
 		return err
 	}
-	reader := bufio.NewReaderSize(conn, 1<<16)
+	reader := bufio.NewReaderSize(r.host, 1<<16)
 	var init *frame
 	for init == nil {
 		f, err := readFrame(reader)
@@ -195,8 +204,7 @@ func run() error {
 		init.MaxResultBytes = 6 << 20
 	}
 	r.initLog.limit = init.MaxLogBytes
-	server := &http.Server{Handler: r, ReadHeaderTimeout: 30 * time.Second, ErrorLog: nil}
-	go func() { _ = server.Serve(listener) }()
+	go r.acceptLoop(listener)
 
 	r.started = time.Now()
 	if err := writeFiles(init.Files); err != nil {
@@ -251,58 +259,7 @@ func run() error {
 	}
 }
 
-// ----------------------------------------------------------------------------------- host protocol
-
-func readFrame(reader *bufio.Reader) (*frame, error) {
-	var header [4]byte
-	if _, err := io.ReadFull(reader, header[:]); err != nil {
-		return nil, err
-	}
-	length := binary.BigEndian.Uint32(header[:])
-	if length > maxFrameBytes {
-		return nil, fmt.Errorf("frame of %d bytes over the limit", length)
-	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(reader, body); err != nil {
-		return nil, err
-	}
-	f := &frame{}
-	if err := json.Unmarshal(body, f); err != nil {
-		return nil, fmt.Errorf("frame is not a JSON object: %w", err)
-	}
-	return f, nil
-}
-
-// send writes one frame whose body is the parts joined (a JSON object, or one followed by "\n" and a payload).
-func (r *relay) send(parts ...[]byte) error {
-	size := 0
-	for _, part := range parts {
-		size += len(part)
-	}
-	buf := make([]byte, 4, 4+size)
-	binary.BigEndian.PutUint32(buf, uint32(size))
-	for _, part := range parts {
-		buf = append(buf, part...)
-	}
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	_, err := r.conn.Write(buf)
-	return err
-}
-
-func errorObject(errorType, message, traceback string) []byte {
-	object := map[string]string{"type": errorType, "message": message}
-	if traceback != "" {
-		object["traceback"] = traceback
-	}
-	encoded, _ := json.Marshal(object)
-	return encoded
-}
-
-func jsonString(data []byte) []byte {
-	encoded, _ := json.Marshal(string(data))
-	return encoded
-}
+// ---------------------------------------------------------------------------------- init failures
 
 func (r *relay) initFailed(errorType, message string, reader *bufio.Reader) {
 	r.mu.Lock()
@@ -366,9 +323,13 @@ func (r *relay) startChild() (*exec.Cmd, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.pipes = append(r.pipes, &logPipe{index: index, file: pr, raw: raw})
+		pipe := &logPipe{index: index, file: pr, raw: raw}
+		_ = raw.Control(func(fd uintptr) { pipe.fd = int(fd) })
+		r.pipes = append(r.pipes, pipe)
+		r.pipeFds = append(r.pipeFds, pipe.fd)
 		writers = append(writers, pw)
 	}
+	r.pipeReady = make([]bool, len(r.pipes))
 	cmd.Stdout, cmd.Stderr = writers[0], writers[1]
 	err := cmd.Start()
 	for _, w := range writers {
@@ -392,13 +353,32 @@ func (r *relay) waitChild(cmd *exec.Cmd) {
 	r.mu.Lock()
 	r.exitText = text
 	r.drainLocked()
+	r.childExited = true
 	busy := r.busy
+	orphan := r.orphanLocked()
 	r.mu.Unlock()
 	close(r.childDone)
+	if orphan != nil { // a single invoke the runtime will not finish answering: answer it here, then go
+		_ = r.sendResult(orphan.id, r.exitOutcome(orphan), orphan)
+		os.Exit(0)
+	}
 	if !busy && r.isReady() {
 		fmt.Fprintf(os.Stderr, "hearth relay: the runtime exited (%s) between invocations\n", text)
 		os.Exit(0) // the host sees the stream close: this sandbox is done
 	}
+	// Otherwise a batch's loop (relay.invoke) or the goroutine sending an answer (relay.finish) exits.
+}
+
+// orphanLocked settles the single invoke under way whose answer has not been delivered, if any: as
+// before, a runtime that exits fails its call even if it was posting the answer (relay.finish skips it).
+func (r *relay) orphanLocked() *invocation {
+	for _, inv := range []*invocation{r.pending, r.current} {
+		if inv != nil && inv.direct && !inv.settled {
+			inv.settled, inv.answered = true, true
+			return inv
+		}
+	}
+	return nil
 }
 
 func (r *relay) isReady() bool {
@@ -419,11 +399,11 @@ func (r *relay) pump(pipe *logPipe) {
 		err := pipe.raw.Read(func(fd uintptr) bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			n, err := syscall.Read(int(fd), buf)
-			if err == syscall.EAGAIN || err == syscall.EINTR {
+			n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			if errno == syscall.EAGAIN || errno == syscall.EINTR {
 				return false
 			}
-			if n <= 0 {
+			if errno != 0 || n == 0 {
 				eof = true
 				return true
 			}
@@ -436,15 +416,28 @@ func (r *relay) pump(pipe *logPipe) {
 	}
 }
 
+// drainLocked takes in what the child has written so far: one poll of both pipes, and reads of those
+// that hold something (twice per invocation, usually nothing).
 func (r *relay) drainLocked() {
+	if len(r.pipes) == 0 {
+		return
+	}
+	if !readable(r.pipeFds, r.pipeReady) {
+		for i := range r.pipeReady {
+			r.pipeReady[i] = true
+		}
+	}
 	if r.drainBuf == nil {
 		r.drainBuf = make([]byte, 64<<10)
 	}
 	buf := r.drainBuf
-	for _, pipe := range r.pipes {
+	for i, pipe := range r.pipes {
+		if !r.pipeReady[i] {
+			continue
+		}
 		_ = pipe.raw.Control(func(fd uintptr) {
 			for {
-				n, _ := syscall.Read(int(fd), buf)
+				n := readNonblocking(fd, buf)
 				if n <= 0 {
 					return
 				}
@@ -469,26 +462,57 @@ func (r *relay) sinkLocked(stream int, data []byte) {
 // ---------------------------------------------------------------------------------- invocations
 
 func (r *relay) handle(f *frame) {
-	r.mu.Lock()
-	r.busy = true
-	r.mu.Unlock()
-	if f.Type == "invoke" {
+	switch f.Type {
+	case "invoke":
 		it := item{ID: f.ID, Event: f.Event, ClientCtx: f.ClientCtx, Cognito: f.Cognito}
-		o, inv := r.invoke(it, f.TimeoutMs, true)
-		if !o.sent {
-			_ = r.sendResult(f.ID, o, inv)
-		}
-	} else {
+		r.dispatch(r.newInvocation(it, f.TimeoutMs, true))
+	case "batch":
+		r.mu.Lock()
+		r.awaitIdleLocked()
+		r.busy = true
+		r.mu.Unlock()
 		r.batch(f)
+		select {
+		case <-r.childDone:
+			os.Exit(0) // the runtime died during this work: the host gets the answer, then a closed stream
+		default:
+		}
+		r.mu.Lock()
+		r.busy = false
+		r.mu.Unlock()
 	}
-	select {
-	case <-r.childDone:
-		os.Exit(0) // the runtime died during this work: the host gets the answer, then a closed stream
-	default:
+}
+
+// awaitIdleLocked waits for the invocation under way to be answered: the host sends the next one only
+// after that answer, but it may have come before the answering goroutine marked the relay idle.
+func (r *relay) awaitIdleLocked() {
+	for r.busy {
+		r.idleWaiting = true
+		r.mu.Unlock()
+		<-r.idle
+		r.mu.Lock()
 	}
+}
+
+// dispatch starts a single invoke: written straight to the waiting `next` if there is one, else left
+// pending for the next `next`. This loop then reads the host's next frame; the answer's goroutine
+// sends the result (relay.finish).
+func (r *relay) dispatch(inv *invocation) {
 	r.mu.Lock()
-	r.busy = false
+	r.awaitIdleLocked()
+	r.busy = true
+	if r.childExited {
+		r.mu.Unlock()
+		_ = r.sendResult(inv.id, r.exitOutcome(inv), inv)
+		os.Exit(0)
+	}
+	r.pending = inv
+	waiter := r.waiter
+	handed := r.handOutLocked()
 	r.mu.Unlock()
+	if handed != nil {
+		waiter.writeNext(r, handed)
+	}
 }
 
 // batch answers one batch_result frame: the items' result frames, then "\n" and the ok items' results
@@ -508,7 +532,7 @@ func (r *relay) batch(f *frame) {
 			events.Write(eventOrNull(it.Event))
 		}
 		events.WriteByte(']')
-		o, inv := r.invoke(item{ID: f.ID, Event: events.Bytes()}, f.TimeoutMs, false)
+		o, inv := r.invoke(item{ID: f.ID, Event: events.Bytes()}, f.TimeoutMs)
 		var results []json.RawMessage
 		if o.err == nil {
 			if json.Unmarshal(o.result, &results) != nil || len(results) != len(f.Items) {
@@ -524,37 +548,26 @@ func (r *relay) batch(f *frame) {
 				each = outcome{result: results[i]}
 				payload.Write(each.result)
 			}
-			out.Write(resultFrame("{", it.ID, each, inv))
+			out.Write(appendResultFrame(nil, "{", it.ID, each, inv))
 		}
 	} else { // one after another, each with its own logs, duration and error
 		for i, it := range f.Items {
 			if i > 0 {
 				out.WriteByte(',')
 			}
-			o, inv := r.invoke(it, f.TimeoutMs, false)
+			o, inv := r.invoke(it, f.TimeoutMs)
 			if o.err == nil {
 				payload.Write(o.result)
 			}
-			out.Write(resultFrame("{", it.ID, o, inv))
+			out.Write(appendResultFrame(nil, "{", it.ID, o, inv))
 		}
 	}
 	out.WriteString("]}")
 	if payload.Len() == 0 { // no ok item (an ok result is never empty: at least `null`)
-		_ = r.send(out.Bytes())
+		_ = r.writeFrame(out.Bytes())
 		return
 	}
-	_ = r.send(out.Bytes(), newline, payload.Bytes())
-}
-
-var newline = []byte("\n")
-
-// sendResult sends one invocation's result frame: an ok result as the payload after "\n", as it came.
-func (r *relay) sendResult(id string, o outcome, inv *invocation) error {
-	header := resultFrame(`{"type":"result",`, id, o, inv)
-	if o.err != nil {
-		return r.send(header)
-	}
-	return r.send(header, newline, o.result)
+	_ = r.writeFrame(out.Bytes(), payload.Bytes())
 }
 
 func eventOrNull(event json.RawMessage) []byte {
@@ -564,34 +577,7 @@ func eventOrNull(event json.RawMessage) []byte {
 	return event
 }
 
-// resultFrame is one call's reply without its result: an ok one says how long its result is
-// (`result_bytes`), and the result follows the JSON as payload (docs/protocol.md).
-func resultFrame(head, id string, o outcome, inv *invocation) []byte {
-	var b bytes.Buffer
-	b.WriteString(head)
-	b.WriteString(`"id":`)
-	b.Write(jsonString([]byte(id)))
-	if o.err == nil {
-		b.WriteString(`,"ok":true,"result_bytes":`)
-		b.WriteString(strconv.Itoa(len(o.result)))
-	} else {
-		b.WriteString(`,"ok":false,"error":`)
-		b.Write(o.err)
-	}
-	b.WriteString(`,"stdout":`)
-	b.Write(jsonString(inv.out.streams[0]))
-	b.WriteString(`,"stderr":`)
-	b.Write(jsonString(inv.out.streams[1]))
-	b.WriteString(`,"logs_truncated":`)
-	b.WriteString(strconv.FormatBool(inv.out.truncated))
-	b.WriteString(`,"duration_ms":`)
-	b.WriteString(strconv.FormatFloat(float64(time.Since(inv.started).Microseconds())/1000, 'f', 3, 64))
-	b.WriteString("}")
-	return b.Bytes()
-}
-
-// invoke hands one event to the runtime's next GET /invocation/next and waits for its answer.
-func (r *relay) invoke(it item, timeoutMs int64, direct bool) (outcome, *invocation) {
+func (r *relay) newInvocation(it item, timeoutMs int64, direct bool) *invocation {
 	if timeoutMs <= 0 {
 		timeoutMs = 30000
 	}
@@ -603,13 +589,32 @@ func (r *relay) invoke(it item, timeoutMs int64, direct bool) (outcome, *invocat
 		cognito:    it.Cognito,
 		started:    time.Now(),
 		direct:     direct,
-		done:       make(chan outcome, 1),
+	}
+	if !direct {
+		inv.done = make(chan outcome, 1)
 	}
 	inv.out.limit = r.cfg.MaxLogBytes
-	select {
-	case r.nextCh <- inv:
-	case <-r.childDone:
+	return inv
+}
+
+// invoke runs one batch item: hands it to the runtime's next GET /invocation/next and waits for its answer.
+func (r *relay) invoke(it item, timeoutMs int64) (outcome, *invocation) {
+	inv := r.newInvocation(it, timeoutMs, false)
+	r.mu.Lock()
+	exited := r.childExited
+	var waiter *httpConn
+	var handed *invocation
+	if !exited {
+		r.pending = inv
+		waiter = r.waiter
+		handed = r.handOutLocked()
+	}
+	r.mu.Unlock()
+	if exited {
 		return r.exitOutcome(inv), inv
+	}
+	if handed != nil {
+		waiter.writeNext(r, handed)
 	}
 	select {
 	case o := <-inv.done:
@@ -624,6 +629,38 @@ func (r *relay) invoke(it item, timeoutMs int64, direct bool) (outcome, *invocat
 	}
 }
 
+// finish delivers an invocation's answer: a single invoke's result goes to the host from here (the
+// host first, the runtime's 202 after: the answer is on its way one hop sooner), a batch item's to
+// the batch's loop.
+func (r *relay) finish(inv *invocation, o outcome) {
+	r.mu.Lock()
+	if inv.settled { // the runtime exited meanwhile, and its exit was the answer
+		r.mu.Unlock()
+		return
+	}
+	inv.settled = true
+	r.drainLocked()
+	r.current = nil
+	r.mu.Unlock()
+	if !inv.direct {
+		inv.done <- o
+		return
+	}
+	_ = r.sendResult(inv.id, o, inv)
+	r.mu.Lock()
+	r.busy = false
+	exited := r.childExited
+	wake := r.idleWaiting
+	r.idleWaiting = false
+	r.mu.Unlock()
+	if exited {
+		os.Exit(0) // the runtime died during this call: the host has the answer, then a closed stream
+	}
+	if wake {
+		r.idle <- struct{}{}
+	}
+}
+
 func (r *relay) exitOutcome(inv *invocation) outcome {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -631,251 +668,9 @@ func (r *relay) exitOutcome(inv *invocation) outcome {
 	if r.current == inv {
 		r.current = nil
 	}
+	if r.pending == inv {
+		r.pending = nil
+	}
 	message := fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %s", inv.id, r.exitText)
 	return outcome{err: errorObject("Runtime.ExitError", message, "")}
-}
-
-// --------------------------------------------------------------------------------- Runtime API
-
-func renderJSON(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
-
-func renderError(w http.ResponseWriter, status int, errorType, message string) {
-	body, _ := json.Marshal(map[string]string{"errorMessage": message, "errorType": errorType})
-	renderJSON(w, status, body)
-}
-
-var accepted = []byte(`{"status":"OK"}`)
-
-func (r *relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	path := req.URL.Path
-	if !strings.HasPrefix(path, prefix) {
-		renderError(w, http.StatusNotFound, "NotFound", "unknown path "+path+" (the Runtime API is under "+prefix+")")
-		return
-	}
-	rest := path[len(prefix):]
-	switch {
-	case rest == "invocation/next":
-		if req.Method != http.MethodGet {
-			renderError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use GET")
-			return
-		}
-		r.next(w, req)
-	case rest == "init/error":
-		if req.Method != http.MethodPost {
-			renderError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use POST")
-			return
-		}
-		r.postInitError(w, req)
-	case strings.HasPrefix(rest, "invocation/"):
-		parts := strings.Split(rest[len("invocation/"):], "/")
-		if len(parts) != 2 || (parts[1] != "response" && parts[1] != "error") {
-			renderError(w, http.StatusNotFound, "NotFound", "unknown path "+path)
-			return
-		}
-		if req.Method != http.MethodPost {
-			renderError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "use POST")
-			return
-		}
-		r.answer(w, req, parts[0], parts[1] == "error")
-	default:
-		renderError(w, http.StatusNotFound, "NotFound", "unknown path "+path)
-	}
-}
-
-func (r *relay) next(w http.ResponseWriter, req *http.Request) {
-	r.mu.Lock()
-	if r.current != nil {
-		state := r.current.id
-		r.mu.Unlock()
-		renderError(w, http.StatusForbidden, "InvalidStateTransition",
-			"State transition from Invoke to Ready failed for runtime. Error: request "+state+" has not been answered (POST its /response or /error first)")
-		return
-	}
-	if r.waiting {
-		r.mu.Unlock()
-		renderError(w, http.StatusForbidden, "InvalidStateTransition",
-			"State transition from Ready to Ready failed for runtime. Error: another GET /invocation/next is already waiting")
-		return
-	}
-	r.waiting = true
-	if !r.initDone {
-		r.drainLocked()
-		r.initDone = true
-		close(r.ready)
-	}
-	r.mu.Unlock()
-	var inv *invocation
-	select {
-	case inv = <-r.nextCh:
-	case <-req.Context().Done():
-	}
-	r.mu.Lock()
-	r.waiting = false
-	if inv != nil {
-		r.drainLocked() // output from before this call belongs to no invocation
-		r.current = inv
-	}
-	r.mu.Unlock()
-	if inv == nil {
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Lambda-Runtime-Aws-Request-Id", inv.id)
-	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(inv.deadlineMs, 10))
-	h.Set("Lambda-Runtime-Invoked-Function-Arn", r.cfg.FunctionArn)
-	h.Set("Lambda-Runtime-Trace-Id", traceID(inv.id))
-	if value := compactJSON(inv.clientCtx); value != "" {
-		h.Set("Lambda-Runtime-Client-Context", value)
-	}
-	if value := compactJSON(inv.cognito); value != "" {
-		h.Set("Lambda-Runtime-Cognito-Identity", value)
-	}
-	h.Set("Content-Length", strconv.Itoa(len(inv.event)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(inv.event)
-}
-
-// compactJSON is a JSON value on one line (a header value), or "" for none.
-func compactJSON(raw []byte) string {
-	var out bytes.Buffer
-	if len(raw) == 0 || string(raw) == "null" || json.Compact(&out, raw) != nil {
-		return ""
-	}
-	return out.String()
-}
-
-func traceID(id string) string {
-	now := time.Now().Unix()
-	var tail [12]byte
-	copy(tail[:], id)
-	return fmt.Sprintf("Root=1-%08x-%024x;Parent=%016x;Sampled=0", now, tail, now)
-}
-
-// claim marks the current invocation answered if `id` names it; nil if not (a wrong or stale id).
-func (r *relay) claim(id string) *invocation {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	inv := r.current
-	if inv == nil || inv.id != id || inv.answered {
-		return nil
-	}
-	inv.answered = true
-	return inv
-}
-
-func (r *relay) finish(inv *invocation, o outcome) {
-	r.mu.Lock()
-	r.drainLocked()
-	r.current = nil
-	r.mu.Unlock()
-	if inv.direct { // the host first, the runtime's 202 after: the answer is on its way one hop sooner
-		o.sent = r.sendResult(inv.id, o, inv) == nil
-	}
-	inv.done <- o
-}
-
-func (r *relay) answer(w http.ResponseWriter, req *http.Request, id string, isError bool) {
-	inv := r.claim(id)
-	if inv == nil {
-		renderError(w, http.StatusBadRequest, "InvalidRequestID", "Invalid request ID")
-		return
-	}
-	if isError {
-		body, _ := io.ReadAll(io.LimitReader(req.Body, maxErrorBytes))
-		errorType, message, trace := parseError(body, req.Header.Get("Lambda-Runtime-Function-Error-Type"))
-		r.finish(inv, outcome{err: errorObject(errorType, message, trace)})
-		renderJSON(w, http.StatusAccepted, accepted)
-		return
-	}
-	limit := r.cfg.MaxResultBytes
-	body, err := io.ReadAll(io.LimitReader(req.Body, int64(limit)+1))
-	if len(body) > limit {
-		message := fmt.Sprintf("the function's response is larger than the limit of %d bytes", limit)
-		r.finish(inv, outcome{err: errorObject("ResultTooLarge", message, "")})
-		renderError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge",
-			fmt.Sprintf("Exceeded maximum allowed payload size (%d bytes).", limit))
-		return
-	}
-	if err != nil {
-		r.finish(inv, outcome{err: errorObject("Runtime.TruncatedResponse", "the response body was cut off: "+err.Error(), "")})
-		renderError(w, http.StatusBadRequest, "TruncatedHTTPRequest", "HTTP request detected as truncated")
-		return
-	}
-	// A streamed response reports a failure after its body, in trailers.
-	if errorType := req.Trailer.Get("Lambda-Runtime-Function-Error-Type"); errorType != "" {
-		detail, _ := base64.StdEncoding.DecodeString(req.Trailer.Get("Lambda-Runtime-Function-Error-Body"))
-		_, message, trace := parseError(detail, errorType)
-		r.finish(inv, outcome{err: errorObject(errorType, message, trace)})
-		renderJSON(w, http.StatusAccepted, accepted)
-		return
-	}
-	r.finish(inv, outcome{result: asJSON(body)})
-	renderJSON(w, http.StatusAccepted, accepted)
-}
-
-// asJSON keeps a JSON response as it is (no re-encoding) and makes any other bytes a JSON string.
-func asJSON(body []byte) []byte {
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 {
-		return []byte("null")
-	}
-	if json.Valid(trimmed) {
-		return trimmed
-	}
-	return jsonString(body)
-}
-
-// parseError reads Lambda's error shape ({"errorMessage", "errorType", "stackTrace"}); other bodies
-// become the message. The body's errorType wins over the header's, as Lambda reports it.
-func parseError(body []byte, headerType string) (string, string, string) {
-	var shape struct {
-		ErrorMessage *string         `json:"errorMessage"`
-		ErrorType    string          `json:"errorType"`
-		StackTrace   json.RawMessage `json:"stackTrace"`
-	}
-	errorType, message, trace := headerType, strings.TrimSpace(string(body)), ""
-	if json.Unmarshal(body, &shape) == nil {
-		if shape.ErrorType != "" {
-			errorType = shape.ErrorType
-		}
-		if shape.ErrorMessage != nil {
-			message = *shape.ErrorMessage
-		}
-		var lines []string
-		if json.Unmarshal(shape.StackTrace, &lines) == nil {
-			trace = strings.Join(lines, "\n")
-		} else if len(shape.StackTrace) > 0 && string(shape.StackTrace) != "null" {
-			trace = string(shape.StackTrace)
-		}
-	}
-	if errorType == "" {
-		errorType = "Unhandled"
-	}
-	return errorType, message, trace
-}
-
-func (r *relay) postInitError(w http.ResponseWriter, req *http.Request) {
-	r.mu.Lock()
-	done := r.initDone
-	r.mu.Unlock()
-	if done {
-		renderError(w, http.StatusForbidden, "InvalidStateTransition",
-			"State transition from Ready to InitError failed for runtime. Error: the runtime already asked for work")
-		return
-	}
-	body, _ := io.ReadAll(io.LimitReader(req.Body, maxErrorBytes))
-	if headerType := req.Header.Get("Lambda-Runtime-Function-Error-Type"); headerType != "" {
-		errorType, message, trace := parseError(body, headerType)
-		body, _ = json.Marshal(map[string]interface{}{"errorType": errorType, "errorMessage": message, "stackTrace": strings.Split(trace, "\n")})
-	}
-	select {
-	case r.initErr <- body:
-	default: // reported already
-	}
-	renderJSON(w, http.StatusAccepted, accepted)
 }
