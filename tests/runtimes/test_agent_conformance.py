@@ -412,6 +412,7 @@ def test_warm_before_init(runtime: str, tmp_path: Path) -> None:
 
 def test_a_frame_is_json_then_an_optional_payload(runtime: str, tmp_path: Path) -> None:
     """On the wire: length, the JSON object, a newline, the result's bytes (`result_bytes` of them)."""
+
     async def raw_scenario(sandbox: AgentSandbox) -> None:
         channel = sandbox.channel  # the next frame's body comes here, as split from the stream, unparsed
         delivered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
