@@ -38,6 +38,39 @@ HANDLERS = {
 }
 
 
+# The floor: what one call costs an "agent" that only reads the request and writes a constant answer.
+FLOOR_PYTHON = """import os, socket, struct
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(os.environ["HEARTH_AGENT_SOCKET"])
+fd = sock.detach()
+def frame(body):
+    return struct.pack(">I", len(body)) + body
+os.write(fd, frame(b'{"type":"hello"}'))
+os.read(fd, 1 << 20)
+os.write(fd, frame(b'{"type":"ready"}'))
+answer = frame(b'{"type":"result","id":"x","ok":true,"result_bytes":1}\\n1')
+while os.read(fd, 1 << 20):
+    os.write(fd, answer)
+"""
+FLOOR_NODE = """const net = require('net');
+const socket = net.connect(process.env.HEARTH_AGENT_SOCKET);
+const frame = (text) => {
+  const out = Buffer.alloc(4 + Buffer.byteLength(text));
+  out.writeUInt32BE(out.length - 4);
+  out.write(text, 4);
+  return out;
+};
+const answer = frame('{"type":"result","id":"x","ok":true,"result_bytes":1}\\n1');
+let loaded = false;
+socket.on('connect', () => socket.write(frame('{"type":"hello"}')));
+socket.on('data', () => {
+  socket.write(loaded ? answer : frame('{"type":"ready"}'));
+  loaded = true;
+});
+socket.on('close', () => process.exit(0));
+"""
+
+
 def http_event(n: int) -> dict[str, Any]:
     """A function URL's event (payload format 2.0) for a GET as wrk sends it."""
     request_id = f"req_{n:020d}"
@@ -203,10 +236,19 @@ def checkout(revision: str, into: Path) -> Path:
     return into
 
 
+def floors(into: Path) -> Path:
+    """The floor 'agents' (FLOOR_PYTHON, FLOOR_NODE) written under `into`."""
+    for name, source in (("python/agent.py", FLOOR_PYTHON), ("javascript/agent.js", FLOOR_NODE)):
+        (into / "floor" / name).parent.mkdir(parents=True, exist_ok=True)
+        (into / "floor" / name).write_text(source)
+    return into / "floor"
+
+
 def bench(
-    handler: str, invocations: int, warmup: int, rounds: int, only: list[str], against: str | None
+    handler: str, invocations: int, warmup: int, rounds: int, only: list[str], against: str | None, floor: bool
 ) -> dict[str, dict[str, float]]:
-    """`against`: a git revision whose agents run beside the work tree's (as `python@<revision>`, ...)."""
+    """`against`: a git revision whose agents run beside the work tree's (as `python@<revision>`, ...);
+    `floor`: also the least an agent can do per call (`python@floor`, ...)."""
     python_code, node_code = HANDLERS[handler]
     rows: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as code, tempfile.TemporaryDirectory() as old:
@@ -215,6 +257,8 @@ def bench(
         agents = commands(RUNTIMES)
         if against:
             agents |= commands(checkout(against, Path(old)), f"@{against}")
+        if floor:
+            agents |= commands(floors(Path(old)), "@floor")
         agents = {name: command for name, command in agents.items() if name.split("@")[0] in only}
         for _ in range(rounds):
             for name, command in agents.items():
@@ -234,9 +278,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default="python,javascript")
     parser.add_argument("--against", help="a git revision whose agents to measure beside the work tree's")
+    parser.add_argument("--floor", action="store_true", help="also the least an agent can do per call")
     args = parser.parse_args()
     only = args.only.split(",")
-    result = bench(args.handler, args.invocations, args.warmup, args.rounds, only, args.against)
+    result = bench(args.handler, args.invocations, args.warmup, args.rounds, only, args.against, args.floor)
     print(f"handler={args.handler} invocations={args.invocations} rounds={args.rounds} python={PYTHON}")
     print(f"{'':20} {'p50 us':>8} {'p90 us':>8} {'cpu us/call':>12}  cpu per round")
     for name, row in result.items():
