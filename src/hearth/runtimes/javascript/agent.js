@@ -200,54 +200,63 @@ function callHandler(event, id, timeoutMs, frame) {
   });
 }
 
-// [reply without its result, the result encoded once (JSON text) or undefined]
-function checked(reply) {
+// [reply, the result encoded once (JSON text) or undefined]; a result that cannot be sent fails the reply.
+function checked(reply, result) {
   if (!reply.ok) return [reply, undefined];
   let encoded;
   try {
-    encoded = JSON.stringify(reply.result === undefined ? null : reply.result);
+    encoded = JSON.stringify(result === undefined ? null : result);
     if (encoded === undefined) encoded = 'null';
   } catch (err) {
-    delete reply.result;
-    return [Object.assign(reply, { ok: false, error: { type: 'ResultNotSerializable', message: err.message, traceback: '' } }), undefined];
+    return [failed(reply, { type: 'ResultNotSerializable', message: err.message, traceback: '' }), undefined];
   }
-  delete reply.result;
   const limit = init.max_result_bytes || 6 * 1024 * 1024;
   const size = Buffer.byteLength(encoded);
   if (size > limit) {
     const message = `result of ${size} bytes is over the limit of ${limit} bytes`;
-    return [Object.assign(reply, { ok: false, error: { type: 'ResultTooLarge', message, traceback: '' } }), undefined];
+    return [failed(reply, { type: 'ResultTooLarge', message, traceback: '' }), undefined];
   }
   reply.result_bytes = size;
   return [reply, encoded];
 }
 
-// Runs one item; `reply` gets [reply without its result, the encoded result or undefined]. Promise-free
-// where it can be: with AsyncLocalStorage on, every promise costs a hook call.
-function runOne(item, timeoutMs, reply) {
+function failed(reply, error) {
+  reply.ok = false;
+  reply.error = error;
+  return reply;
+}
+
+// Runs one item; `answer` gets [reply, the encoded result or undefined]. Few promises: with
+// AsyncLocalStorage on, every promise costs hook calls.
+function runOne(item, timeoutMs, answer) {
   const id = String(item.id || '');
   const capture = new Capture(init.max_log_bytes || 65536, id);
   const started = process.hrtime.bigint();
   const cpu = process.cpuUsage(); // process-wide: includes concurrent invocations' work
-  let outcome;
+  let ok = false;
+  let outcome; // the result, or the error's description
   const settled = store.run(capture, () =>
     callHandler(item.event, id, timeoutMs, item).then(
       (result) => {
-        outcome = { id, ok: true, result };
+        ok = true;
+        outcome = result;
       },
       (err) => {
-        outcome = { id, ok: false, error: describe(err) };
+        outcome = describe(err);
         logError('Invoke Error', err);
       },
     ),
   );
   // A tick after the call settled, as always (what the handler logs until then is its own), and outside its
   // capture (a toJSON that logs while the result is encoded writes to the sandbox's log).
-  settled.then(() => reply(finished(outcome, capture, started, cpu)));
+  settled.then(() => answer(finished(id, ok, outcome, capture, started, cpu)));
 }
 
-// The reply of a settled call: its logs, duration and CPU time, and the result encoded.
-function finished(reply, capture, started, cpu) {
+// The reply of a settled call: its logs, duration and CPU time, and the result encoded. Built in the order
+// of its fields, never deleting one (a `delete` turns a V8 object into a slow dictionary).
+function finished(id, ok, outcome, capture, started, cpu) {
+  const reply = { id, ok };
+  if (!ok) reply.error = outcome;
   reply.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
   const usage = process.resourceUsage(); // CPU time and peak memory from one getrusage call
   reply.cpu_ms = (usage.userCPUTime + usage.systemCPUTime - cpu.user - cpu.system) / 1000;
@@ -255,7 +264,7 @@ function finished(reply, capture, started, cpu) {
   reply.stdout = capture.text('stdout');
   reply.stderr = capture.text('stderr');
   reply.logs_truncated = capture.truncated;
-  return checked(reply);
+  return checked(reply, ok ? outcome : undefined);
 }
 
 // Promise-returning runOne, for the batch's loop and warm-up.
@@ -382,7 +391,10 @@ async function warm() {
 }
 
 // ---- connection
-function serve(stream) {
+// Serves the stream; returns the function that takes what is read from it. A net.Socket made with `onread`
+// hands that function its chunks itself (`reused`: in a buffer that the next read overwrites); any other
+// stream's 'data' events go to it.
+function serve(stream, readsInto = false) {
   let ready = false;
   const send = (frame, payload) => stream.write(encode(frame, payload));
 
@@ -424,9 +436,9 @@ function serve(stream) {
   let pending = [];
   let pendingBytes = 0;
   let needed = 0;
-  stream.on('data', (chunk) => {
+  const onChunk = (chunk, reused) => {
     if (pendingBytes) {
-      pending.push(chunk);
+      pending.push(reused ? Buffer.from(chunk) : chunk);
       pendingBytes += chunk.length;
       if (pendingBytes < needed) return;
       chunk = Buffer.concat(pending, pendingBytes);
@@ -452,15 +464,17 @@ function serve(stream) {
       onFrame(frame);
     }
     if (offset < chunk.length) {
-      const rest = chunk.subarray(offset);
+      const rest = reused ? Buffer.from(chunk.subarray(offset)) : chunk.subarray(offset);
       pending = [rest];
       pendingBytes = rest.length;
       needed = rest.length >= 4 ? 4 + rest.readUInt32BE(0) : 4;
     }
-  });
+  };
+  if (!readsInto) stream.on('data', (chunk) => onChunk(chunk, false));
   stream.on('close', () => process.exit(0));
   stream.on('error', () => process.exit(0));
   send({ type: 'hello', runtime: 'javascript', runtime_version: process.versions.node, pid: process.pid });
+  return onChunk;
 }
 
 // A rejection or exception a handler leaves behind must not take the agent (and its other callers) down.
@@ -486,10 +500,13 @@ function connect() {
   const socketPath = process.env.HEARTH_AGENT_SOCKET || '/hearth/agent.sock';
   const deadline = Date.now() + 5000;
   const attempt = () => {
-    const socket = net.connect(socketPath);
+    // Reads land in one buffer for the whole connection, bypassing the Readable stream's per-chunk work.
+    let onChunk = null;
+    const callback = (size, buffer) => onChunk(buffer.subarray(0, size), true);
+    const socket = net.connect({ path: socketPath, onread: { buffer: Buffer.allocUnsafe(65536), callback } });
     socket.once('connect', () => {
       socket.setNoDelay(true);
-      serve(socket);
+      onChunk = serve(socket, true);
     });
     socket.once('error', (err) => {
       if (Date.now() > deadline) {
