@@ -93,12 +93,15 @@ class Capture:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.sizes = {"stdout": 0, "stderr": 0}
+        # Made at the first write: most calls write nothing.
+        self.parts: dict[str, list[str]] | None = None
+        self.sizes: dict[str, int] = {}
         self.truncated = False
 
     def write(self, stream: str, text: str) -> None:
         with CAPTURE_LOCK:
+            if self.parts is None:
+                self.parts, self.sizes = {"stdout": [], "stderr": []}, {"stdout": 0, "stderr": 0}
             room = self.limit - self.sizes[stream]
             if len(text) > room:
                 text = text[: max(room, 0)]
@@ -108,7 +111,7 @@ class Capture:
                 self.sizes[stream] += len(text)
 
     def text(self, stream: str) -> str:
-        return "".join(self.parts[stream])
+        return "" if self.parts is None else "".join(self.parts[stream])
 
 
 CURRENT: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("hearth_capture", default=None)
