@@ -17,14 +17,18 @@ let handler = null;
 
 // ---- per-invocation output capture
 class Capture {
-  constructor(limit) {
+  constructor(limit, requestId) {
     this.limit = limit;
-    this.out = { stdout: [], stderr: [] };
-    this.size = { stdout: 0, stderr: 0 };
+    this.requestId = requestId;
+    this.out = null; // { stdout: [], stderr: [] } once something is written: most calls write nothing
+    this.size = null;
     this.truncated = false;
-    this.cpuStarted = process.cpuUsage(); // process-wide: includes concurrent invocations' work
   }
   write(stream, text) {
+    if (this.out === null) {
+      this.out = { stdout: [], stderr: [] };
+      this.size = { stdout: 0, stderr: 0 };
+    }
     const room = this.limit - this.size[stream];
     if (text.length > room) {
       text = text.slice(0, Math.max(room, 0));
@@ -36,7 +40,7 @@ class Capture {
     }
   }
   text(stream) {
-    return this.out[stream].join('');
+    return this.out === null ? '' : this.out[stream].join('');
   }
 }
 
@@ -132,33 +136,42 @@ function runtimeError(name, message) {
   return err;
 }
 
+// Lambda's context: its own properties in the order its runtime gives them, callbackWaitsForEmptyEventLoop an
+// accessor as there. Built as V8 keeps it a fast object with one map for all contexts: the accessor first,
+// made of shared functions (its value, when set, is kept in a WeakMap), then the data properties. An object
+// literal with get/set, or an accessor defined on a literal, makes a slow dictionary object every call.
 function makeContext(id, timeoutMs, frame, done) {
   const deadline = Date.now() + timeoutMs;
-  let waitForEmptyEventLoop = true;
-  return {
-    get callbackWaitsForEmptyEventLoop() {
-      return waitForEmptyEventLoop;
-    },
-    set callbackWaitsForEmptyEventLoop(value) {
-      waitForEmptyEventLoop = value;
-    },
-    succeed: (result) => done(null, result),
-    fail: (err) => done(err === undefined || err === null ? 'handled' : err, null),
-    done: (err, result) => done(err, result),
-    functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
-    functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
-    memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
-    logGroupName: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
-    logStreamName: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
-    clientContext: frame.client_context === null ? undefined : frame.client_context,
-    identity: frame.identity === null ? undefined : frame.identity,
-    invokedFunctionArn: frame.invoked_function_arn || init.invoked_function_arn,
-    awsRequestId: id,
-    invocationId: id,
-    tenantId: frame.tenant_id === null ? undefined : frame.tenant_id,
-    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
-  };
+  const context = Object.defineProperty({}, 'callbackWaitsForEmptyEventLoop', WAITS_FOR_EMPTY_EVENT_LOOP);
+  context.succeed = (result) => done(null, result);
+  context.fail = (err) => done(err === undefined || err === null ? 'handled' : err, null);
+  context.done = (err, result) => done(err, result);
+  context.functionVersion = process.env.AWS_LAMBDA_FUNCTION_VERSION;
+  context.functionName = process.env.AWS_LAMBDA_FUNCTION_NAME;
+  context.memoryLimitInMB = process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE;
+  context.logGroupName = process.env.AWS_LAMBDA_LOG_GROUP_NAME;
+  context.logStreamName = process.env.AWS_LAMBDA_LOG_STREAM_NAME;
+  context.clientContext = frame.client_context === null ? undefined : frame.client_context;
+  context.identity = frame.identity === null ? undefined : frame.identity;
+  context.invokedFunctionArn = frame.invoked_function_arn || init.invoked_function_arn;
+  context.awsRequestId = id;
+  context.invocationId = id;
+  context.tenantId = frame.tenant_id === null ? undefined : frame.tenant_id;
+  context.getRemainingTimeInMillis = () => Math.max(0, deadline - Date.now());
+  return context;
 }
+
+const waitsForEmptyEventLoop = new WeakMap();
+const WAITS_FOR_EMPTY_EVENT_LOOP = {
+  get() {
+    return waitsForEmptyEventLoop.has(this) ? waitsForEmptyEventLoop.get(this) : true;
+  },
+  set(value) {
+    waitsForEmptyEventLoop.set(this, value);
+  },
+  enumerable: true,
+  configurable: true,
+};
 
 // Calls the handler as Lambda's Runtime.js does: (event, context, callback); a returned promise settles
 // the call, else the callback (or context.done/succeed/fail) does. Unlike Lambda, a plain (not async)
@@ -186,51 +199,76 @@ function callHandler(event, id, timeoutMs, frame) {
   });
 }
 
-// [reply without its result, the result encoded once (JSON text) or undefined]
-function checked(reply) {
+// [reply, the result encoded once (JSON text) or undefined]; a result that cannot be sent fails the reply.
+function checked(reply, result) {
   if (!reply.ok) return [reply, undefined];
   let encoded;
   try {
-    encoded = JSON.stringify(reply.result === undefined ? null : reply.result);
+    encoded = JSON.stringify(result === undefined ? null : result);
     if (encoded === undefined) encoded = 'null';
   } catch (err) {
-    delete reply.result;
-    return [Object.assign(reply, { ok: false, error: { type: 'ResultNotSerializable', message: err.message, traceback: '' } }), undefined];
+    return [failed(reply, { type: 'ResultNotSerializable', message: err.message, traceback: '' }), undefined];
   }
-  delete reply.result;
   const limit = init.max_result_bytes || 6 * 1024 * 1024;
   const size = Buffer.byteLength(encoded);
   if (size > limit) {
     const message = `result of ${size} bytes is over the limit of ${limit} bytes`;
-    return [Object.assign(reply, { ok: false, error: { type: 'ResultTooLarge', message, traceback: '' } }), undefined];
+    return [failed(reply, { type: 'ResultTooLarge', message, traceback: '' }), undefined];
   }
   reply.result_bytes = size;
   return [reply, encoded];
 }
 
-async function runOne(item, timeoutMs) {
-  const capture = new Capture(init.max_log_bytes || 65536);
-  const started = process.hrtime.bigint();
+function failed(reply, error) {
+  reply.ok = false;
+  reply.error = error;
+  return reply;
+}
+
+// Runs one item; `answer` gets [reply, the encoded result or undefined]. Few promises: with
+// AsyncLocalStorage on, every promise costs hook calls.
+function runOne(item, timeoutMs, answer) {
   const id = String(item.id || '');
-  capture.requestId = id;
-  let reply;
-  await store.run(capture, async () => {
-    try {
-      const result = await callHandler(item.event, id, timeoutMs, item);
-      reply = { id, ok: true, result };
-    } catch (err) {
-      reply = { id, ok: false, error: describe(err) };
-      logError('Invoke Error', err);
-    }
-  });
+  const capture = new Capture(init.max_log_bytes || 65536, id);
+  const started = process.hrtime.bigint();
+  const cpu = process.cpuUsage(); // process-wide: includes concurrent invocations' work
+  let ok = false;
+  let outcome; // the result, or the error's description
+  const settled = store.run(capture, () =>
+    callHandler(item.event, id, timeoutMs, item).then(
+      (result) => {
+        ok = true;
+        outcome = result;
+      },
+      (err) => {
+        outcome = describe(err);
+        logError('Invoke Error', err);
+      },
+    ),
+  );
+  // A tick after the call settled, as always (what the handler logs until then is its own), and outside its
+  // capture (a toJSON that logs while the result is encoded writes to the sandbox's log).
+  settled.then(() => answer(finished(id, ok, outcome, capture, started, cpu)));
+}
+
+// The reply of a settled call: its logs, duration and CPU time, and the result encoded. Built in the order
+// of its fields, never deleting one (a `delete` turns a V8 object into a slow dictionary).
+function finished(id, ok, outcome, capture, started, cpu) {
+  const reply = { id, ok };
+  if (!ok) reply.error = outcome;
   reply.duration_ms = Number(process.hrtime.bigint() - started) / 1e6;
-  const cpu = process.cpuUsage(capture.cpuStarted);
-  reply.cpu_ms = (cpu.user + cpu.system) / 1000;
-  reply.max_rss_kb = process.resourceUsage().maxRSS;
+  const usage = process.resourceUsage(); // CPU time and peak memory from one getrusage call
+  reply.cpu_ms = (usage.userCPUTime + usage.systemCPUTime - cpu.user - cpu.system) / 1000;
+  reply.max_rss_kb = usage.maxRSS;
   reply.stdout = capture.text('stdout');
   reply.stderr = capture.text('stderr');
   reply.logs_truncated = capture.truncated;
-  return checked(reply);
+  return checked(reply, ok ? outcome : undefined);
+}
+
+// Promise-returning runOne, for the batch's loop and warm-up.
+function runOneAsync(item, timeoutMs) {
+  return new Promise((resolve) => runOne(item, timeoutMs, resolve));
 }
 
 // The items one after another; their results follow the frame as one payload, in order.
@@ -239,7 +277,7 @@ async function runBatch(frame) {
   const results = [];
   const encoded = [];
   for (const item of frame.items || []) {
-    const [reply, result] = await runOne(item, timeoutMs);
+    const [reply, result] = await runOneAsync(item, timeoutMs);
     results.push(reply);
     if (result !== undefined) encoded.push(result);
   }
@@ -339,7 +377,7 @@ async function warm() {
   const code = 'exports.handler = async (event) => { console.log(event); return { echo: event }; };\n';
   try {
     await load({ code_dir: dir, module: 'hearth_warm', function: 'handler', files: [{ path: file, data: Buffer.from(code).toString('base64') }] });
-    for (let n = 0; n < 3; n++) encode(...(await runOne({ id: String(n), event: { n, s: 'x'.repeat(100) } }, 1000)));
+    for (let n = 0; n < 3; n++) encode(...(await runOneAsync({ id: String(n), event: { n, s: 'x'.repeat(100) } }, 1000)));
   } finally {
     delete require.cache[file];
     init = saved.init;
@@ -352,8 +390,10 @@ async function warm() {
 }
 
 // ---- connection
-function serve(stream) {
-  let buffer = Buffer.alloc(0);
+// Serves the stream; returns the function that takes what is read from it. A net.Socket made with `onread`
+// hands that function its chunks itself (`reused`: in a buffer that the next read overwrites); any other
+// stream's 'data' events go to it.
+function serve(stream, readsInto = false) {
   let ready = false;
   const send = (frame, payload) => stream.write(encode(frame, payload));
 
@@ -384,36 +424,56 @@ function serve(stream) {
     if (frame.type === 'batch') {
       runBatch(frame).then(([reply, payload]) => send(reply, payload));
     } else if (frame.type === 'invoke') {
-      runOne(frame, frame.timeout_ms || 30000).then(([reply, payload]) => {
+      runOne(frame, frame.timeout_ms || 30000, ([reply, payload]) => {
         reply.type = 'result';
         send(reply, payload);
       });
     }
   };
 
-  stream.on('data', (chunk) => {
-    buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
-    while (buffer.length >= 4) {
-      const length = buffer.readUInt32BE(0);
+  // The chunks of a frame not yet whole, joined once it is (not on every chunk: a large event comes in many).
+  let pending = [];
+  let pendingBytes = 0;
+  let needed = 0;
+  const onChunk = (chunk, reused) => {
+    if (pendingBytes) {
+      pending.push(reused ? Buffer.from(chunk) : chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes < needed) return;
+      chunk = Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+    }
+    let offset = 0;
+    while (chunk.length - offset >= 4) {
+      const length = chunk.readUInt32BE(offset);
       if (length > MAX_FRAME) {
         stream.destroy();
         process.exit(1);
       }
-      if (buffer.length < 4 + length) break;
-      const body = buffer.subarray(4, 4 + length);
-      buffer = buffer.subarray(4 + length);
+      const end = offset + 4 + length;
+      if (chunk.length < end) break;
       let frame;
       try {
-        frame = JSON.parse(body.toString('utf8'));
+        frame = JSON.parse(chunk.toString('utf8', offset + 4, end));
       } catch (err) {
         process.exit(1);
       }
+      offset = end;
       onFrame(frame);
     }
-  });
+    if (offset < chunk.length) {
+      const rest = reused ? Buffer.from(chunk.subarray(offset)) : chunk.subarray(offset);
+      pending = [rest];
+      pendingBytes = rest.length;
+      needed = rest.length >= 4 ? 4 + rest.readUInt32BE(0) : 4;
+    }
+  };
+  if (!readsInto) stream.on('data', (chunk) => onChunk(chunk, false));
   stream.on('close', () => process.exit(0));
   stream.on('error', () => process.exit(0));
   send({ type: 'hello', runtime: 'javascript', runtime_version: process.versions.node, pid: process.pid });
+  return onChunk;
 }
 
 // A rejection or exception a handler leaves behind must not take the agent (and its other callers) down.
@@ -439,10 +499,13 @@ function connect() {
   const socketPath = process.env.HEARTH_AGENT_SOCKET || '/hearth/agent.sock';
   const deadline = Date.now() + 5000;
   const attempt = () => {
-    const socket = net.connect(socketPath);
+    // Reads land in one buffer for the whole connection, bypassing the Readable stream's per-chunk work.
+    let onChunk = null;
+    const callback = (size, buffer) => onChunk(buffer.subarray(0, size), true);
+    const socket = net.connect({ path: socketPath, onread: { buffer: Buffer.allocUnsafe(65536), callback } });
     socket.once('connect', () => {
       socket.setNoDelay(true);
-      serve(socket);
+      onChunk = serve(socket, true);
     });
     socket.once('error', (err) => {
       if (Date.now() > deadline) {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib.util
 import io
 import json
@@ -21,6 +22,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 # asyncio, concurrent.futures, inspect and traceback are imported where needed: asyncio alone
@@ -29,23 +31,77 @@ CO_COROUTINE = 0x80
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 128 * 1024 * 1024
+READ_SIZE = 65536
 AGENT_FILE = os.path.abspath(__file__)
+# Captures are written to by the handler's threads: one lock for all of them is enough.
+CAPTURE_LOCK = threading.Lock()
+
+
+def compact_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
+    """`json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=ensure_ascii)`, made faster.
+
+    json.dumps builds a new encoder for every call, which costs more than encoding a small reply: this C
+    encoder is built once, without circular-reference marks so that it keeps no state and threads may share
+    it. Whatever it fails on is encoded again by json.dumps, which raises what it always did (ValueError for
+    a circular reference, where the fast encoder hits the recursion limit).
+    """
+    slow = functools.partial(json.dumps, separators=(",", ":"), allow_nan=False, ensure_ascii=ensure_ascii)
+    from json import encoder as stdlib
+
+    escape = stdlib.encode_basestring_ascii if ensure_ascii else stdlib.encode_basestring
+    try:
+        fast = stdlib.c_make_encoder(None, json.JSONEncoder().default, escape, None, ":", ",", False, False, False)
+    except TypeError:  # no C accelerator (c_make_encoder is None), or a signature this does not know
+        return slow
+
+    def encode(value: Any) -> str:
+        try:
+            return "".join(fast(value, 0))
+        except Exception:
+            return slow(value)
+
+    return encode
+
+
+encode_frame = compact_encoder(ensure_ascii=True)
+encode_value = compact_encoder(ensure_ascii=False)
+SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads ends up in, without json.loads' checks
+
+
+def decode_frame(body: bytes) -> Any:
+    """The JSON object that starts a frame's body (a newline and a payload may follow it), as json.loads reads it."""
+    text = body.decode("utf-8", "surrogatepass").partition("\n")[0]
+    try:
+        value, end = SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):  # whitespace around it, or not JSON: json.loads answers as it always did
+        value = json.loads(text)
+    return value
+
+
+def cpu_seconds() -> float:
+    """This process' CPU time, from the getrusage call that also gives its peak memory (docs/metrics.md)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Capture:
     """One invocation's captured output: two capped buffers."""
 
+    __slots__ = ("limit", "parts", "sizes", "truncated")
+
     def __init__(self, limit: int) -> None:
-        # Process CPU time, so with concurrency > 1 it includes the neighbours' work (docs/metrics.md).
-        self.cpu_started = time.process_time()
         self.limit = limit
-        self.parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
-        self.sizes = {"stdout": 0, "stderr": 0}
+        # Made at the first write: most calls write nothing.
+        self.parts: dict[str, list[str]] | None = None
+        self.sizes: dict[str, int] = {}
         self.truncated = False
-        self.lock = threading.Lock()
 
     def write(self, stream: str, text: str) -> None:
-        with self.lock:
+        with CAPTURE_LOCK:
+            if self.parts is None:
+                self.parts, self.sizes = {"stdout": [], "stderr": []}, {"stdout": 0, "stderr": 0}
             room = self.limit - self.sizes[stream]
             if len(text) > room:
                 text = text[: max(room, 0)]
@@ -55,7 +111,7 @@ class Capture:
                 self.sizes[stream] += len(text)
 
     def text(self, stream: str) -> str:
-        return "".join(self.parts[stream])
+        return "" if self.parts is None else "".join(self.parts[stream])
 
 
 CURRENT: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("hearth_capture", default=None)
@@ -123,6 +179,44 @@ def _from_dict(cls: Any, values: dict[str, Any] | None) -> Any:
     return obj
 
 
+# What a context reads from the environment, in the order of Context's attributes.
+CONTEXT_ENV = (
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+)
+
+
+class ContextEnv:
+    """`os.environ.get` of CONTEXT_ENV, as every call reads them, decoded again only when they changed.
+
+    Five os.environ.get calls cost more than the rest of a context. os.environ keeps the encoded values in
+    its `_data` dict and stores a new bytes object on every change, so comparing those finds any change.
+    """
+
+    def __init__(self) -> None:
+        self.environ = os.environ
+        data = getattr(os.environ, "_data", None)
+        self.data: dict[Any, Any] | None = data if isinstance(data, dict) else None
+        encodekey = getattr(os.environ, "encodekey", None)
+        self.keys = tuple(map(encodekey, CONTEXT_ENV)) if encodekey is not None else ()
+        self.raw: tuple[Any, ...] | None = None
+        self.values: tuple[str | None, ...] = ()
+
+    def current(self) -> tuple[str | None, ...]:
+        if self.data is None or not self.keys or os.environ is not self.environ:
+            return tuple(map(os.environ.get, CONTEXT_ENV))
+        raw = tuple(map(self.data.get, self.keys))
+        if raw != self.raw:
+            self.raw, self.values = raw, tuple(map(os.environ.get, CONTEXT_ENV))
+        return self.values
+
+
+CONTEXT_ENV_VALUES = ContextEnv()
+
+
 class Context:
     """The context object handed to the handler: the attributes of Lambda's (awslambdaric's LambdaContext).
 
@@ -131,13 +225,14 @@ class Context:
     """
 
     def __init__(self, init: dict[str, Any], invocation_id: str, timeout_ms: int, frame: dict[str, Any]) -> None:
-        env = os.environ
         self.aws_request_id = self.invocation_id = invocation_id
-        self.log_group_name = env.get("AWS_LAMBDA_LOG_GROUP_NAME")
-        self.log_stream_name = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.memory_limit_in_mb = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
+        (
+            self.log_group_name,
+            self.log_stream_name,
+            self.function_name,
+            self.memory_limit_in_mb,
+            self.function_version,
+        ) = CONTEXT_ENV_VALUES.current()
         self.invoked_function_arn = frame.get("invoked_function_arn") or init.get("invoked_function_arn")
         self.tenant_id = frame.get("tenant_id")
         self.client_context = _from_dict(ClientContext, frame.get("client_context"))
@@ -256,35 +351,57 @@ class Frames:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.lock = threading.Lock()
+        self.pending = b""  # read past the last frame: usually nothing, as the host sends one frame at a time
 
-    def _exact(self, size: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < size:
-            chunk = os.read(self.fd, size - len(chunks))
-            if not chunk:
+    def _chunk(self) -> bytes:
+        chunk = os.read(self.fd, READ_SIZE)
+        if not chunk:
+            raise EOFError("host closed the stream")
+        return chunk
+
+    def _body(self, data: bytes, end: int) -> bytes:
+        """The rest of a frame longer than what was read: read into place, no more than the frame."""
+        buffer = bytearray(end)
+        buffer[: len(data)] = data
+        view, filled = memoryview(buffer), len(data)
+        while filled < end:
+            count = os.readv(self.fd, [view[filled:]])
+            if not count:
                 raise EOFError("host closed the stream")
-            chunks += chunk
-        return bytes(chunks)
+            filled += count
+        return bytes(view[HEADER.size :])
 
     def read(self) -> dict[str, Any]:
-        (length,) = HEADER.unpack(self._exact(HEADER.size))
+        """The next frame, with one read call when it is small (most are)."""
+        data = self.pending or self._chunk()
+        while len(data) < HEADER.size:
+            data += self._chunk()
+        (length,) = HEADER.unpack_from(data)
         if length > MAX_FRAME:
             raise EOFError(f"frame of {length} bytes")
-        frame = json.loads(self._exact(length).partition(b"\n")[0])  # the JSON object; a payload may follow
+        end = HEADER.size + length
+        if len(data) >= end:
+            body, self.pending = data[HEADER.size : end], data[end:]
+        else:
+            body, self.pending = self._body(data, end), b""
+        frame = decode_frame(body)
         if not isinstance(frame, dict):
             raise EOFError("frame is not an object")
         return frame
 
     def send(self, frame: dict[str, Any], payload: bytes | None = None) -> None:
-        """Send `frame`, followed by a newline and `payload` (encoded results) if there is one."""
-        body = json.dumps(frame, separators=(",", ":"), allow_nan=False).encode()
-        if payload is not None:
-            body += b"\n" + payload
-        data = memoryview(HEADER.pack(len(body)) + body)
+        """Send `frame`, followed by a newline and `payload` (encoded results) if there is one: one write call."""
+        body = encode_frame(frame).encode()
+        if payload is None:
+            data = HEADER.pack(len(body)) + body
+        else:
+            data = b"".join((HEADER.pack(len(body) + 1 + len(payload)), body, b"\n", payload))
         with self.lock:
-            while data:
-                written = os.write(self.fd, data)
-                data = data[written:]
+            written = os.write(self.fd, data)
+            if written < len(data):
+                rest = memoryview(data)[written:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest) :]
 
 
 def write_files(files: Any) -> None:
@@ -348,6 +465,8 @@ class Agent:
         self.handler: Any = None
         self.is_async = False
         self.concurrency = 1
+        self.max_log_bytes = 65536
+        self.max_result_bytes = 6 * 1024 * 1024
 
     def load(self, init: dict[str, Any]) -> None:
         """Load the function as Lambda's runtime does: its environment, cwd = its code, root logger, handler.
@@ -370,15 +489,19 @@ class Agent:
         self.handler = import_handler(code_dir, str(init["module"]), str(init["function"]))
         self.is_async = is_coroutine_function(self.handler)
         self.concurrency = max(1, int(init.get("concurrency", 1)))
+        self.max_log_bytes = int(init.get("max_log_bytes", 65536))
+        self.max_result_bytes = int(init.get("max_result_bytes", 6 * 1024 * 1024))
 
     # ----- one invocation: start capturing, call, finish into a reply (never raises)
-    def _begin(self, item_id: str) -> tuple[Capture, contextvars.Token[Capture | None], float]:
-        capture = Capture(int(self.init.get("max_log_bytes", 65536)))
+    def _begin(self, item_id: str) -> tuple[Capture, contextvars.Token[Capture | None], float, float]:
+        """(capture, its token, start time, CPU time at the start)."""
+        capture = Capture(self.max_log_bytes)
         REQUEST_ID.set(item_id)  # the logging filter's aws_request_id (per thread / task)
-        return capture, CURRENT.set(capture), time.perf_counter()
+        # Process CPU time, so with concurrency > 1 it includes the neighbours' work (docs/metrics.md).
+        return capture, CURRENT.set(capture), time.perf_counter(), cpu_seconds()
 
     def _reply(
-        self, item_id: str, outcome: tuple[bool, Any], capture: Capture, started: float
+        self, item_id: str, outcome: tuple[bool, Any], capture: Capture, started: float, cpu_started: float
     ) -> tuple[dict[str, Any], bytes | None]:
         """(reply without its result, the result encoded as JSON or None)."""
         ok, value = outcome
@@ -395,8 +518,9 @@ class Agent:
         if not reply["ok"]:  # Lambda's runtime logs every unhandled error with its traceback
             capture.write("stdout", error_log(reply["error"]))
         reply["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        reply["cpu_ms"] = round((time.process_time() - capture.cpu_started) * 1000, 3)
-        reply["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        reply["cpu_ms"] = round((usage.ru_utime + usage.ru_stime - cpu_started) * 1000, 3)
+        reply["max_rss_kb"] = usage.ru_maxrss
         reply["stdout"] = capture.text("stdout")
         reply["stderr"] = capture.text("stderr")
         reply["logs_truncated"] = capture.truncated
@@ -405,14 +529,14 @@ class Agent:
     def encode_result(self, value: Any) -> tuple[bytes | None, dict[str, Any] | None]:
         """The result as JSON in UTF-8 (encoded once: the host passes these bytes on), or why it cannot be."""
         try:
-            text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+            text = encode_value(value)
             try:
                 encoded = text.encode()
             except UnicodeEncodeError:  # a lone surrogate: only its \u escape is valid JSON
                 encoded = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             return None, {"type": "ResultNotSerializable", "message": str(exc), "traceback": ""}
-        limit = int(self.init.get("max_result_bytes", 6 * 1024 * 1024))
+        limit = self.max_result_bytes
         if len(encoded) > limit:
             message = f"result of {len(encoded)} bytes is over the limit of {limit} bytes"
             return None, {"type": "ResultTooLarge", "message": message, "traceback": ""}
@@ -421,7 +545,7 @@ class Agent:
     def run_sync(
         self, item_id: str, event: Any, timeout_ms: int, frame: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], bytes | None]:
-        capture, token, started = self._begin(item_id)
+        capture, token, started, cpu_started = self._begin(item_id)
         try:
             context = Context(self.init, item_id, timeout_ms, frame or {})
             outcome: tuple[bool, Any] = (True, self.handler(event, context))
@@ -429,12 +553,12 @@ class Agent:
             outcome = (False, exc)
         finally:
             CURRENT.reset(token)
-        return self._reply(item_id, outcome, capture, started)
+        return self._reply(item_id, outcome, capture, started, cpu_started)
 
     async def run_async(
         self, item_id: str, event: Any, timeout_ms: int, frame: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], bytes | None]:
-        capture, token, started = self._begin(item_id)
+        capture, token, started, cpu_started = self._begin(item_id)
         try:
             context = Context(self.init, item_id, timeout_ms, frame or {})
             outcome: tuple[bool, Any] = (True, await self.handler(event, context))
@@ -444,7 +568,7 @@ class Agent:
             outcome = (False, exc)
         finally:
             CURRENT.reset(token)
-        return self._reply(item_id, outcome, capture, started)
+        return self._reply(item_id, outcome, capture, started, cpu_started)
 
     # ----- frames
     def respond_invoke(self, frame: dict[str, Any], done: tuple[dict[str, Any], bytes | None]) -> None:
