@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -33,11 +34,20 @@ class Clock(Protocol):
 class MonotonicClock:
     """The real clock: `time.monotonic` and the running event loop's timers."""
 
+    def __init__(self) -> None:
+        self._loops = threading.local()  # each thread's last running loop
+
     def now(self) -> float:
         return time.monotonic()
 
     def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
-        return asyncio.get_running_loop().call_later(delay_s, callback)
+        # asyncio.get_running_loop() makes a getpid() system call each time (~5% of the event loop's time
+        # with a queue of waiting calls, each setting a timer): a thread runs one loop at a time, so the
+        # loop this thread last ran is still the running one as long as it runs.
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None or not loop.is_running():
+            loop = self._loops.loop = asyncio.get_running_loop()
+        return loop.call_later(delay_s, callback)
 
     async def sleep(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)

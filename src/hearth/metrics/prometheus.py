@@ -32,6 +32,7 @@ class InvocationMetrics:
         # (function, status, path) -> its calls counter and its function's duration histogram; as bounded
         # as the registry's own series, which are never removed either
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._cpu: dict[str, Any] = {}
         self.invocations = Counter(
             "hearth_invocations",
             "Invocations by outcome and by the path that served them",
@@ -97,8 +98,11 @@ class InvocationMetrics:
             self.errors.labels(function, status).inc()
         if status == "timeout":
             self.timeouts.labels(function).inc()
-        if row.get("cpu_ms"):
-            self.cpu.labels(function).inc(row["cpu_ms"] / 1000)
+        if cpu_ms := row.get("cpu_ms"):
+            cpu = self._cpu.get(function)
+            if cpu is None:
+                cpu = self._cpu[function] = self.cpu.labels(function)
+            cpu.inc(cpu_ms / 1000)
 
 
 class PlatformCollector(Collector):
