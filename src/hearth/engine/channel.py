@@ -10,6 +10,8 @@ from hearth.engine.protocol import HEADER, MAX_FRAME_BYTES, ProtocolError, decod
 from hearth.engine.sandbox import FunctionInitError, SandboxCrashed
 
 Frame = tuple[dict[str, Any], bytes | None]  # a frame's JSON object and its payload
+# A timer may run this early by the loop's clock (uvloop's is in milliseconds): a deadline within it is due.
+DEADLINE_SLACK_S = 0.001
 __all__ = ["AgentChannel", "Frame", "ProtocolError", "encode_frame", "read_frame"]
 
 
@@ -28,6 +30,9 @@ class AgentChannel:
         self._reader = reader
         self._writer = writer
         self._pending: dict[str, asyncio.Future[Frame]] = {}
+        self._deadlines: dict[str, float] = {}  # each pending request's, on the loop's clock
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frames: _FrameProtocol | None = None  # reads the stream once multiplexing starts
         self.closed = False
@@ -93,14 +98,39 @@ class AgentChannel:
         future: asyncio.Future[Frame] = loop.create_future()
         request_id = frame["id"]
         self._pending[request_id] = future
-        # A timer instead of asyncio.wait_for: no extra task per request on the hot path.
-        timer = loop.call_later(timeout_s, _expire, future)
+        deadline = loop.time() + timeout_s
+        self._deadlines[request_id] = deadline
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(loop, deadline)
         try:
             await self._send(frame)
             return await future
         finally:
-            timer.cancel()
             self._pending.pop(request_id, None)
+            self._deadlines.pop(request_id, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        """One timer per channel, at the earliest deadline it may have to enforce. Not asyncio.wait_for (a task
+        per call), nor a timer per call: a call that answers in time (nearly all) leaves the timer as it is, and
+        when it fires it only looks at the calls then pending and arms itself again for the next deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time() + DEADLINE_SLACK_S
+        next_at: float | None = None
+        for request_id, deadline in self._deadlines.items():
+            if deadline <= now:
+                future = self._pending.get(request_id)
+                if future is not None and not future.done():
+                    future.set_exception(TimeoutError())
+            elif next_at is None or deadline < next_at:
+                next_at = deadline
+        if next_at is not None and not self.closed:
+            self._arm(loop, next_at)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         try:
@@ -127,6 +157,9 @@ class AgentChannel:
             return
         self.closed = True
         self.close_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SandboxCrashed(reason))
@@ -135,11 +168,6 @@ class AgentChannel:
 
     async def close(self) -> None:
         self._fail("closed by host")
-
-
-def _expire(future: asyncio.Future[Frame]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class _FrameProtocol(asyncio.Protocol):

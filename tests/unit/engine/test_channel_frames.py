@@ -48,7 +48,7 @@ def test_frames_split_anywhere_reach_their_calls() -> None:
         await channel.close()
         agent.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 def test_an_oversized_frame_fails_the_waiting_calls() -> None:
@@ -62,7 +62,7 @@ def test_an_oversized_frame_fails_the_waiting_calls() -> None:
         assert channel.closed
         agent.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 def test_the_agent_going_away_fails_the_waiting_calls() -> None:
@@ -75,4 +75,33 @@ def test_the_agent_going_away_fails_the_waiting_calls() -> None:
         with pytest.raises(SandboxCrashed, match="closed"):
             await call
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_each_call_times_out_at_its_own_deadline() -> None:
+    """One timer serves the channel: an answered call leaves it be, every late call still fails at its deadline."""
+
+    async def main() -> None:
+        channel, agent = await multiplexing_channel()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        slow = asyncio.ensure_future(channel.request({"id": "slow"}, 0.6))
+        answered = asyncio.ensure_future(channel.request({"id": "answered"}, 0.1))
+        quick = asyncio.ensure_future(channel.request({"id": "quick"}, 0.2))
+        await asyncio.sleep(0.05)
+        agent.sendall(encode_frame({"id": "answered", "ok": True}))
+        assert (await answered)[0]["id"] == "answered"
+        with pytest.raises(TimeoutError):
+            await quick
+        assert 0.19 <= loop.time() - started < 0.5
+        assert not slow.done()
+        with pytest.raises(TimeoutError):
+            await slow
+        assert 0.59 <= loop.time() - started < 0.9
+        later = asyncio.ensure_future(channel.request({"id": "later"}, 0.1))  # the timer arms again
+        with pytest.raises(TimeoutError):
+            await later
+        await channel.close()
+        agent.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
