@@ -99,6 +99,36 @@ async def test_a_waiter_gives_up_after_the_capacity_wait(
     assert pool.waiting == 0
 
 
+async def test_each_waiter_gives_up_at_its_own_deadline(
+    make_pool: MakePool, clock: ManualClock, settle: Settle
+) -> None:
+    """One timer serves the pool's waiters: it fails each at its own deadline and arms again for the next."""
+    pool = make_pool(max_instances=1)
+    held, _ = await pool.acquire(10)
+    first = asyncio.create_task(pool.acquire(10))
+    await settle()
+    clock.advance(4)
+    second = asyncio.create_task(pool.acquire(10))
+    served = asyncio.create_task(pool.acquire(10))
+    await settle()
+    clock.advance(6.1)  # the first's deadline, not yet the others'
+    await settle()
+    with pytest.raises(CapacityError):
+        await first
+    assert not second.done() and not served.done()
+    pool.release(held)  # to the oldest still waiting
+    await settle()
+    assert (await second)[1] == "warm"
+    clock.advance(3.8)
+    await settle()
+    assert not served.done()
+    clock.advance(0.2)
+    await settle()
+    with pytest.raises(CapacityError):
+        await served
+    assert pool.waiting == 0
+
+
 async def test_a_full_wait_queue_refuses_at_once(make_pool: MakePool, settle: Settle) -> None:
     pool = make_pool(max_waiting=2, max_instances=1)
     await pool.acquire(10)
