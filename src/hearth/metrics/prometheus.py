@@ -26,9 +26,16 @@ disable_created_metrics()  # the *_created series only double what Prometheus sc
 
 
 class InvocationMetrics:
-    """Counters fed by every invocation record (the recorder's observer: a few µs per call)."""
+    """Counters fed by every invocation record.
+
+    `observe` (the recorder's observer, on every call's path) only keeps the record; the counters take
+    the records kept so far when Prometheus scrapes (`catch_up` runs first in every collection, so a
+    scrape sees every call recorded before it) and after each written batch (so that they stay few).
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._pending: list[dict[str, Any]] = []
+        registry.register(_CatchUp(self))  # registered before the counters: a registry collects in order
         # (function, status, path) -> its calls counter and its function's duration histogram; as bounded
         # as the registry's own series, which are never removed either
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
@@ -76,6 +83,15 @@ class InvocationMetrics:
         )
 
     def observe(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+
+    def catch_up(self, _written: object = None) -> None:
+        """Fold the records kept since the last time into the counters (also a recorder listener)."""
+        pending, self._pending = self._pending, []
+        for row in pending:
+            self._fold(row)
+
+    def _fold(self, row: dict[str, Any]) -> None:
         function, status, path = row["function_name"], row["status"], row.get("path") or "none"
         key = (function, status, path)
         children = self._children.get(key)
@@ -103,6 +119,17 @@ class InvocationMetrics:
             if cpu is None:
                 cpu = self._cpu[function] = self.cpu.labels(function)
             cpu.inc(cpu_ms / 1000)
+
+
+class _CatchUp(Collector):
+    """Yields no metric: brings the invocation counters up to date before the registry collects them."""
+
+    def __init__(self, metrics: InvocationMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        self.metrics.catch_up()
+        return iter(())
 
 
 class PlatformCollector(Collector):

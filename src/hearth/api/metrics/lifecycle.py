@@ -18,6 +18,7 @@ def start_metrics(state: HearthState) -> Callable[[], Awaitable[None]]:
         state.engine, state.recorder, sampler, lambda: state.queue_depth() if state.queue_depth else 0
     )
     state.recorder.observers.append(invocation_metrics.observe)
+    state.recorder.listeners.append(invocation_metrics.catch_up)
     state.recorder.listeners.append(state.log_hub.publish)
     retention = RetentionTask(
         state.sessions,
