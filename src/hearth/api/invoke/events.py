@@ -47,6 +47,7 @@ class HttpRequest:
     path: str  # the same, decoded
     raw_query: str
     headers: list[tuple[str, str]]  # lower-case names, in order, repeats kept
+    joined_headers: dict[str, str]  # one value per name, a repeated header's values joined with `,` (2.0's rule)
     body: bytes
     source_ip: str
     protocol: str
@@ -54,14 +55,6 @@ class HttpRequest:
     api_id: str
     account_id: str
     time_s: float
-
-    @cached_property
-    def joined_headers(self) -> dict[str, str]:
-        """One value per name, a repeated header's values joined with `,` (format 2.0's rule)."""
-        out: dict[str, str] = {}
-        for key, value in self.headers:
-            out[key] = f"{out[key]},{value}" if key in out else value
-        return out
 
     def header(self, name: str) -> str | None:
         return self.joined_headers.get(name)
@@ -86,13 +79,14 @@ def request_parts(
     client = scope.get("client") or ("", 0)
     server = scope.get("server") or ("", 0)
     client_ip = str(client[0])
-    headers = with_forwarding(scope["headers"], client_ip, scope.get("scheme", "http"), server[1])
+    headers, joined = with_forwarding(scope["headers"], client_ip, scope.get("scheme", "http"), server[1])
     return HttpRequest(
         scope["method"],
         raw_path,
         path,
         scope.get("query_string", b"").decode("latin-1"),
         headers,
+        joined,
         body,
         client_ip,
         f"HTTP/{scope.get('http_version', '1.1')}",
@@ -105,28 +99,28 @@ def request_parts(
 
 def with_forwarding(
     raw_headers: Iterable[tuple[bytes, bytes]], client_ip: str, scheme: str, port: int | None
-) -> list[tuple[str, str]]:
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """The request's headers (decoded, names lower-cased) as an AWS front passes them on: X-Forwarded-For
-    gets the client's address appended (moved last), X-Forwarded-Proto and -Port are added if missing."""
+    gets the client's address appended (moved last), X-Forwarded-Proto and -Port are added if missing.
+    Both as a list (repeats kept) and joined (one value per name), in one pass."""
     out = []
+    joined: dict[str, str] = {}
     forwarded = []
-    has_proto = has_port = False
     for raw_name, raw_value in raw_headers:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
         if name == "x-forwarded-for":
             forwarded.append(value)
             continue
-        if name == "x-forwarded-proto":
-            has_proto = True
-        elif name == "x-forwarded-port":
-            has_port = True
         out.append((name, value))
-    out.append(("x-forwarded-for", ", ".join([*forwarded, client_ip]) if forwarded else client_ip))
-    if not has_proto:
-        out.append(("x-forwarded-proto", scheme))
-    if not has_port and port:
-        out.append(("x-forwarded-port", str(port)))
-    return out
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    added = [("x-forwarded-for", ", ".join([*forwarded, client_ip]) if forwarded else client_ip)]
+    if "x-forwarded-proto" not in joined:
+        added.append(("x-forwarded-proto", scheme))
+    if "x-forwarded-port" not in joined and port:
+        added.append(("x-forwarded-port", str(port)))
+    out.extend(added)
+    joined.update(added)
+    return out, joined
 
 
 def is_text(content_type: str | None, body: bytes) -> bool:
