@@ -36,9 +36,9 @@ class InvocationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._pending: list[dict[str, Any]] = []
         registry.register(_CatchUp(self))  # registered before the counters: a registry collects in order
-        # (function, status, path) -> its calls counter and its function's duration histogram; as bounded
-        # as the registry's own series, which are never removed either
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # Series looked up once: as bounded as the registry's own, which are never removed either.
+        self._calls: dict[tuple[str, str, str], Any] = {}  # (function, status, path) -> its calls counter
+        self._durations: dict[str, Any] = {}
         self._cpu: dict[str, Any] = {}
         self.invocations = Counter(
             "hearth_invocations",
@@ -86,39 +86,46 @@ class InvocationMetrics:
         self._pending.append(row)
 
     def catch_up(self, _written: object = None) -> None:
-        """Fold the records kept since the last time into the counters (also a recorder listener)."""
-        pending, self._pending = self._pending, []
-        for row in pending:
-            self._fold(row)
+        """Fold the records kept since the last time into the counters (also a recorder listener).
 
-    def _fold(self, row: dict[str, Any]) -> None:
-        function, status, path = row["function_name"], row["status"], row.get("path") or "none"
-        key = (function, status, path)
-        children = self._children.get(key)
-        if children is None:  # labels() costs a lock and a tuple check per call: look each series up once
-            children = self._children[key] = (
-                self.invocations.labels(function, status, path),
-                self.duration.labels(function),
-            )
-        calls, duration = children
-        calls.inc()
-        if status == "throttled":
-            self.throttles.labels(function).inc()
+        Counters are added once per series for the whole batch (each add takes the series' lock); every
+        duration is observed on its own (a histogram has no bulk add)."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return
-        duration.observe(row["duration_ms"] / 1000)
-        if path in ("cold", "stem"):
-            self.cold_starts.labels(function, path).inc()
-            if row.get("init_ms") is not None:
-                self.init_duration.labels(function, path).observe(row["init_ms"] / 1000)
-        if status in ERROR_STATUSES:
-            self.errors.labels(function, status).inc()
-        if status == "timeout":
-            self.timeouts.labels(function).inc()
-        if cpu_ms := row.get("cpu_ms"):
+        calls: dict[tuple[str, str, str], int] = {}
+        cpu_ms: dict[str, float] = {}
+        for row in pending:
+            function, status, path = row["function_name"], row["status"], row.get("path") or "none"
+            key = (function, status, path)
+            calls[key] = calls.get(key, 0) + 1
+            if status == "throttled":
+                self.throttles.labels(function).inc()
+                continue
+            duration = self._durations.get(function)
+            if duration is None:  # labels() costs a lock and a tuple check per call: look each series up once
+                duration = self._durations[function] = self.duration.labels(function)
+            duration.observe(row["duration_ms"] / 1000)
+            if path in ("cold", "stem"):
+                self.cold_starts.labels(function, path).inc()
+                if row.get("init_ms") is not None:
+                    self.init_duration.labels(function, path).observe(row["init_ms"] / 1000)
+            if status in ERROR_STATUSES:
+                self.errors.labels(function, status).inc()
+            if status == "timeout":
+                self.timeouts.labels(function).inc()
+            if used := row.get("cpu_ms"):
+                cpu_ms[function] = cpu_ms.get(function, 0.0) + used
+        for key, count in calls.items():
+            counter = self._calls.get(key)
+            if counter is None:
+                counter = self._calls[key] = self.invocations.labels(*key)
+            counter.inc(count)
+        for function, used in cpu_ms.items():
             cpu = self._cpu.get(function)
             if cpu is None:
                 cpu = self._cpu[function] = self.cpu.labels(function)
-            cpu.inc(cpu_ms / 1000)
+            cpu.inc(used / 1000)
 
 
 class _CatchUp(Collector):
