@@ -35,6 +35,7 @@ def run_server(host: str, port: int, keep_alive_s: float = 75.0, limits: HttpLim
         # size, header and body time, and connections
         http=protocol_for(limits) if limits.active else CoalescingHttpToolsProtocol,
         ws="none",  # Hearth serves no WebSocket: an Upgrade request is answered as plain HTTP
+        server_header=False,  # no `server: uvicorn` on every response: it tells clients nothing they need
         log_level="warning",
         timeout_graceful_shutdown=10,
         # Longer than clients' and load balancers' idle pools (httpx 5 s, ALB 60 s): a server that closes
