@@ -10,12 +10,12 @@ import docker
 from hearth.testing import HearthServer
 
 
-def agent_policies(client: docker.DockerClient, function: str) -> dict[str, int]:
-    """Each process in the function's containers (host pid -> its command) and its scheduling policy."""
+def agent_policies(client: docker.DockerClient, sandbox_id: str) -> dict[str, int]:
+    """Each agent process in the sandbox's container (its command line) and its scheduling policy, read on
+    the host. The container is named after the sandbox whether it started for the function or as a stem cell."""
     policies = {}
-    for container in client.containers.list(filters={"name": f"hearth-{function}-v"}):
-        top = container.top(ps_args="-o pid,args")
-        for pid, command in top["Processes"]:
+    for container in client.containers.list(filters={"name": sandbox_id}):
+        for pid, command in container.top(ps_args="-o pid,args")["Processes"]:
             if "agent.py" in command and "docker-init" not in command:
                 policies[command] = os.sched_getscheduler(int(pid))
     return policies
@@ -26,5 +26,6 @@ def test_the_agent_runs_under_sched_batch(hearth: HearthServer, docker_client: d
     response = hearth.invoke(fname)
     assert response.status_code == 200, response.text
     assert response.json() == os.SCHED_BATCH  # as the function sees itself
-    policies = agent_policies(docker_client, fname)
+    record = hearth.client.get(f"/api/invocations/{response.headers['X-Hearth-Invocation-Id']}").json()
+    policies = agent_policies(docker_client, record["sandbox_id"])
     assert policies and set(policies.values()) == {os.SCHED_BATCH}, policies
