@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 from typing import Any
 
+from hearth.engine.clock import MONOTONIC, Clock, Deadlines
 from hearth.engine.protocol import HEADER, MAX_FRAME_BYTES, ProtocolError, decode_body, encode_frame
 from hearth.engine.sandbox import FunctionInitError, SandboxCrashed
 
 Frame = tuple[dict[str, Any], bytes | None]  # a frame's JSON object and its payload
-# A timer may run this early by the loop's clock (uvloop's is in milliseconds): a deadline within it is due.
-DEADLINE_SLACK_S = 0.001
 __all__ = ["AgentChannel", "Frame", "ProtocolError", "encode_frame", "read_frame"]
 
 
@@ -26,13 +25,12 @@ async def read_frame(reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BY
 class AgentChannel:
     """Request/response multiplexing over one agent stream; responses are matched by `id`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, clock: Clock = MONOTONIC) -> None:
         self._reader = reader
         self._writer = writer
         self._pending: dict[str, asyncio.Future[Frame]] = {}
-        self._deadlines: dict[str, float] = {}  # each pending request's, on the loop's clock
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._clock = clock
+        self._deadlines = Deadlines[str](clock, self._time_out)  # each pending request's
         self._loop: asyncio.AbstractEventLoop | None = None
         self._frames: _FrameProtocol | None = None  # reads the stream once multiplexing starts
         self.closed = False
@@ -98,39 +96,18 @@ class AgentChannel:
         future: asyncio.Future[Frame] = loop.create_future()
         request_id = frame["id"]
         self._pending[request_id] = future
-        deadline = loop.time() + timeout_s
-        self._deadlines[request_id] = deadline
-        if self._timer is None or deadline < self._timer_at:
-            self._arm(loop, deadline)
+        self._deadlines.add(request_id, self._clock.now() + timeout_s)
         try:
             await self._send(frame)
             return await future
         finally:
             self._pending.pop(request_id, None)
-            self._deadlines.pop(request_id, None)
+            self._deadlines.discard(request_id)
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
-        """One timer per channel, at the earliest deadline it may have to enforce. Not asyncio.wait_for (a task
-        per call), nor a timer per call: a call that answers in time (nearly all) leaves the timer as it is, and
-        when it fires it only looks at the calls then pending and arms itself again for the next deadline."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = loop.call_at(at, self._sweep, loop)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time() + DEADLINE_SLACK_S
-        next_at: float | None = None
-        for request_id, deadline in self._deadlines.items():
-            if deadline <= now:
-                future = self._pending.get(request_id)
-                if future is not None and not future.done():
-                    future.set_exception(TimeoutError())
-            elif next_at is None or deadline < next_at:
-                next_at = deadline
-        if next_at is not None and not self.closed:
-            self._arm(loop, next_at)
+    def _time_out(self, request_id: str) -> None:
+        future = self._pending.get(request_id)
+        if future is not None and not future.done():
+            future.set_exception(TimeoutError())
 
     async def _send(self, frame: dict[str, Any]) -> None:
         try:
@@ -157,9 +134,7 @@ class AgentChannel:
             return
         self.closed = True
         self.close_reason = reason
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadlines.cancel()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SandboxCrashed(reason))

@@ -12,7 +12,9 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
+
+K = TypeVar("K")
 
 
 class Timer(Protocol):
@@ -103,3 +105,51 @@ class _ManualTimer:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+
+class Deadlines(Generic[K]):
+    """Many deadlines, one timer: for the calls waiting on a channel or a pool.
+
+    Not a timer per call (set, then cancelled when the call ends in time, as nearly all do): the one timer
+    sits at the earliest deadline that may be due; when it fires it expires what is due and moves to the
+    next. A key that leaves before its deadline (`discard`) leaves the timer as it is.
+    """
+
+    SLACK_S = 0.001  # a loop's timer may fire this early by its clock (uvloop's is in ms): within it is due
+
+    def __init__(self, clock: Clock, expire: Callable[[K], None]) -> None:
+        self._clock = clock
+        self._expire = expire
+        self._due: dict[K, float] = {}
+        self._timer: Timer | None = None
+        self._timer_at = 0.0
+
+    def add(self, key: K, at: float) -> None:
+        """`key` expires at `at` (on the clock's scale) unless discarded first."""
+        self._due[key] = at
+        if self._timer is None or at < self._timer_at:
+            self._arm(at)
+
+    def discard(self, key: K) -> None:
+        self._due.pop(key, None)
+
+    def cancel(self) -> None:
+        """Stop the timer (its owner is closing); keys added later arm it again."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, at: float) -> None:
+        self.cancel()
+        self._timer_at = at
+        self._timer = self._clock.call_later(max(0.0, at - self._clock.now()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._clock.now() + self.SLACK_S
+        due = [key for key, at in self._due.items() if at <= now]
+        for key in due:
+            self._expire(key)
+        later = [at for at in self._due.values() if at > now]
+        if later:
+            self._arm(min(later))

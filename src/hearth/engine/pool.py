@@ -16,12 +16,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from hearth.engine.clock import MONOTONIC, Clock, Timer
+from hearth.engine.clock import MONOTONIC, Clock, Deadlines
 from hearth.engine.sandbox import FunctionInitError, FunctionSpec, Sandbox
 
 log = logging.getLogger(__name__)
-# A timer may fire this early by its loop's clock (uvloop's is in milliseconds): a deadline within it is due.
-DEADLINE_SLACK_S = 0.001
 
 SandboxFactory = Callable[[FunctionSpec], Awaitable[tuple[Sandbox, str, float]]]
 """Produces a sandbox loaded with `spec`: (sandbox, path 'cold' | 'stem', init ms)."""
@@ -62,9 +60,7 @@ class VersionPool:
         self._waiters: deque[asyncio.Future[Instance | None]] = deque()
         self._stopping: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wait_deadlines: dict[asyncio.Future[Instance | None], float] = {}  # on `clock`
-        self._timer: Timer | None = None
-        self._timer_at = 0.0
+        self._wait_deadlines = Deadlines[asyncio.Future[Instance | None]](clock, _expire)
 
     @property
     def waiting(self) -> int:
@@ -110,9 +106,7 @@ class VersionPool:
             waiter: asyncio.Future[Instance | None] = loop.create_future()
             self._waiters.append(waiter)
             if timeout is not None:
-                self._wait_deadlines[waiter] = deadline
-                if self._timer is None or deadline < self._timer_at:
-                    self._arm(deadline)
+                self._wait_deadlines.add(waiter, deadline)
             try:
                 if own_start is None:
                     await waiter  # a timer, not asyncio.wait_for: no task per waiting call
@@ -131,7 +125,7 @@ class VersionPool:
                 self._abandon(own_start)
                 raise
             finally:
-                self._wait_deadlines.pop(waiter, None)
+                self._wait_deadlines.discard(waiter)
             handed = self._withdraw(waiter)
             if handed is not None and handed is _started(own_start):
                 # With concurrency > 1 the new instance's spare slot went to the oldest waiter: us. Keep the
@@ -145,27 +139,6 @@ class VersionPool:
             if own_start is not None and own_start.done():
                 instance = own_start.result()  # init errors reach the caller that started it
                 return instance, instance.start_path
-
-    def _arm(self, at: float) -> None:
-        """One timer per pool, at the earliest deadline of a waiting call (not one set and cancelled per call:
-        a call handed an instance in time leaves it be); when it fires it fails the calls then due and arms
-        itself for the next deadline."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self.clock.call_later(max(0.0, at - self.clock.now()), self._expire_due)
-
-    def _expire_due(self) -> None:
-        self._timer = None
-        now = self.clock.now() + DEADLINE_SLACK_S
-        next_at: float | None = None
-        for waiter, deadline in self._wait_deadlines.items():
-            if deadline <= now:
-                _expire(waiter)
-            elif next_at is None or deadline < next_at:
-                next_at = deadline
-        if next_at is not None:
-            self._arm(next_at)
 
     def _withdraw(self, waiter: asyncio.Future[Instance | None]) -> Instance | None:
         """Leave the queue; returns the instance handed to this waiter, if one was."""
