@@ -172,7 +172,7 @@ def event_v2(req: HttpRequest) -> dict[str, Any]:
     if "cookie" in joined:
         cookies = [c.strip() for key, value in req.headers if key == "cookie" for c in value.split(";") if c.strip()]
         headers = {key: value for key, value in joined.items() if key != "cookie"}
-    host = joined.get("host") or "localhost"
+    domain_name, domain_prefix = domain(req)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": "$default",
@@ -187,8 +187,8 @@ def event_v2(req: HttpRequest) -> dict[str, Any]:
     event["requestContext"] = {
         "accountId": req.account_id,
         "apiId": req.api_id,
-        "domainName": host,
-        "domainPrefix": host.split(":")[0].split(".")[0],
+        "domainName": domain_name,
+        "domainPrefix": domain_prefix,
         "http": {
             "method": req.method,
             "path": req.raw_path,

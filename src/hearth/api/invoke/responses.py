@@ -10,14 +10,20 @@ from hearth.engine.engine import InvocationResult
 STATUS_HTTP = {"ok": 200, "error": 500, "timeout": 504, "oom": 502, "crashed": 502, "throttled": 429}
 
 
+def hearth_raw_headers(res: InvocationResult) -> list[tuple[bytes, bytes]]:
+    """Hearth's headers on every invocation's response, as ASGI sends them."""
+    return [
+        (b"x-hearth-invocation-id", res.invocation_id.encode("latin-1")),
+        (b"x-hearth-duration-ms", b"%.3f" % res.duration_ms),
+        (b"x-hearth-cold", b"true" if res.cold else b"false"),
+        (b"x-hearth-path", (res.path or "none").encode("latin-1")),
+        (b"x-hearth-version", b"%d" % res.version),
+    ]
+
+
 def hearth_headers(res: InvocationResult) -> dict[str, str]:
-    return {
-        "X-Hearth-Invocation-Id": res.invocation_id,
-        "X-Hearth-Duration-Ms": f"{res.duration_ms:.3f}",
-        "X-Hearth-Cold": "true" if res.cold else "false",
-        "X-Hearth-Path": res.path or "none",
-        "X-Hearth-Version": str(res.version),
-    }
+    """The same, for a response that adds its own (Starlette's headers argument)."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in hearth_raw_headers(res)}
 
 
 class JsonResponse(Response):
@@ -31,11 +37,7 @@ class JsonResponse(Response):
         self.body = body
         self.background = None
         self.raw_headers = [
-            (b"x-hearth-invocation-id", res.invocation_id.encode("latin-1")),
-            (b"x-hearth-duration-ms", b"%.3f" % res.duration_ms),
-            (b"x-hearth-cold", b"true" if res.cold else b"false"),
-            (b"x-hearth-path", (res.path or "none").encode("latin-1")),
-            (b"x-hearth-version", b"%d" % res.version),
+            *hearth_raw_headers(res),
             (b"content-length", b"%d" % len(body)),
             (b"content-type", b"application/json"),
         ]
