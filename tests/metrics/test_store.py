@@ -35,14 +35,31 @@ def synthetic_rows(count: int, span_s: float, seed: int = 1) -> list[dict[str, A
     rng = random.Random(seed)
     rows = []
     for k in range(count):
-        rows.append({
-            "id": f"inv_{seed}_{k}", "function_name": rng.choice(["a", "b", "c"]), "version": 1, "mode": "sync",
-            "started_at": NOW - rng.random() * span_s, "duration_ms": rng.lognormvariate(1.5, 1.2),
-            "queue_ms": 0.0, "status": rng.choice(STATUSES), "path": rng.choice(["warm"] * 8 + ["cold", "stem"]),
-            "backend": "docker", "sandbox_id": "s", "error_type": None, "error_message": None, "stdout": "",
-            "stderr": "", "logs_truncated": False, "request_bytes": 10, "response_bytes": 10, "init_ms": None,
-            "cpu_ms": rng.random(), "memory_peak_bytes": rng.randint(1, 10**8),
-        })
+        rows.append(
+            {
+                "id": f"inv_{seed}_{k}",
+                "function_name": rng.choice(["a", "b", "c"]),
+                "version": 1,
+                "mode": "sync",
+                "started_at": NOW - rng.random() * span_s,
+                "duration_ms": rng.lognormvariate(1.5, 1.2),
+                "queue_ms": 0.0,
+                "status": rng.choice(STATUSES),
+                "path": rng.choice(["warm"] * 8 + ["cold", "stem"]),
+                "backend": "docker",
+                "sandbox_id": "s",
+                "error_type": None,
+                "error_message": None,
+                "stdout": "",
+                "stderr": "",
+                "logs_truncated": False,
+                "request_bytes": 10,
+                "response_bytes": 10,
+                "init_ms": None,
+                "cpu_ms": rng.random(),
+                "memory_peak_bytes": rng.randint(1, 10**8),
+            }
+        )
     return rows
 
 
@@ -56,6 +73,47 @@ def record(sessions, rows: list[dict[str, Any]]) -> None:  # type: ignore[no-unt
         assert recorder.written == len(rows)
 
     asyncio.run(go())
+
+
+def test_records_are_stored_as_given(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Every value of every record reads back unchanged, across several INSERT statements in one flush; a
+    record without the optional columns gets their defaults."""
+    rows = synthetic_rows(1000, 60, seed=5)
+    rows[7].update(
+        stdout='it\'s "quoted" ü ✓ 🔥\n' * 50,
+        error_type="Err",
+        error_message="%s ? ?1 :x",
+        logs_truncated=True,
+        init_ms=12.25,
+        memory_peak_bytes=2**40,
+        cpu_ms=None,
+    )
+    for key in ("queue_ms", "stdout", "stderr", "logs_truncated", "request_bytes", "response_bytes"):
+        del rows[9][key]
+
+    async def go() -> None:
+        recorder = InvocationRecorder(sessions, interval_s=60, batch=10**6)
+        for row in rows:
+            recorder.add(row)
+        await recorder.flush()  # one flush of 1,000 rows
+        assert recorder.written == len(rows)
+
+    asyncio.run(go())
+    columns = [column.name for column in Invocation.__table__.columns]
+    with sessions() as session:
+        stored = {inv.id: inv for inv in session.scalars(select(Invocation))}
+    assert len(stored) == len(rows)
+    defaults = {
+        "queue_ms": 0.0,
+        "stdout": "",
+        "stderr": "",
+        "logs_truncated": False,
+        "request_bytes": 0,
+        "response_bytes": 0,
+    }
+    for row in rows:
+        got = stored[row["id"]]
+        assert {name: getattr(got, name) for name in columns} == {**defaults, **row}
 
 
 def test_histogram_percentiles_stay_within_their_promised_error() -> None:
@@ -117,9 +175,19 @@ def test_summary_exact_and_from_histograms(sessions) -> None:  # type: ignore[no
 
 def test_retention_rolls_up_without_losing_counts(sessions) -> None:  # type: ignore[no-untyped-def]
     record(sessions, synthetic_rows(2000, 2 * 86400, seed=4))
-    samples = [{"ts": NOW - 86400 - 600 + 5 * k, "step_s": 5.0, "function_name": "a", "sandboxes": 1,
-                "cpu_percent": float(k % 10), "memory_bytes": 1000 * (k % 7), "memory_peak_bytes": 9000,
-                "memory_total_bytes": None} for k in range(240)]
+    samples = [
+        {
+            "ts": NOW - 86400 - 600 + 5 * k,
+            "step_s": 5.0,
+            "function_name": "a",
+            "sandboxes": 1,
+            "cpu_percent": float(k % 10),
+            "memory_bytes": 1000 * (k % 7),
+            "memory_peak_bytes": 9000,
+            "memory_total_bytes": None,
+        }
+        for k in range(240)
+    ]
     with sessions.begin() as session:
         session.execute(ResourceSample.__table__.insert(), samples)
     policy = RetentionPolicy(raw_s=86400, aggregate_s=30 * 86400, sample_rollup_s=3600)
@@ -128,8 +196,13 @@ def test_retention_rolls_up_without_losing_counts(sessions) -> None:  # type: ig
         with sessions() as session:
             queries = MetricsQueries(session, raw_retention_s=0, exact_rows=0)  # force the aggregate path
             summary = queries.summary(3 * 86400, NOW)
-            return ({r["function"]: (r["invocations"], r["errors"], r["throttles"], r["cold_starts"])
-                     for r in summary["functions"]}, queries.resources(0))
+            return (
+                {
+                    r["function"]: (r["invocations"], r["errors"], r["throttles"], r["cold_starts"])
+                    for r in summary["functions"]
+                },
+                queries.resources(0),
+            )
 
     before_counts, before_resources = snapshot()
     with sessions.begin() as session:
@@ -158,12 +231,32 @@ def test_resources_of_several_nodes_add_up(sessions) -> None:  # type: ignore[no
         rows = []
         for k in range(24):  # two minutes of 5 s samples, an hour ago
             ts = NOW - 3600 + 5 * k
-            rows.append({"ts": ts, "step_s": 5.0, "function_name": "a", "sandboxes": 1, "cpu_percent": cpu,
-                         "memory_bytes": memory, "memory_peak_bytes": memory, "memory_total_bytes": None,
-                         "node": node})
-            rows.append({"ts": ts, "step_s": 5.0, "function_name": "", "sandboxes": 1, "cpu_percent": host_cpu,
-                         "memory_bytes": 10 * memory, "memory_peak_bytes": 10 * memory,
-                         "memory_total_bytes": 100 * memory, "node": node})
+            rows.append(
+                {
+                    "ts": ts,
+                    "step_s": 5.0,
+                    "function_name": "a",
+                    "sandboxes": 1,
+                    "cpu_percent": cpu,
+                    "memory_bytes": memory,
+                    "memory_peak_bytes": memory,
+                    "memory_total_bytes": None,
+                    "node": node,
+                }
+            )
+            rows.append(
+                {
+                    "ts": ts,
+                    "step_s": 5.0,
+                    "function_name": "",
+                    "sandboxes": 1,
+                    "cpu_percent": host_cpu,
+                    "memory_bytes": 10 * memory,
+                    "memory_peak_bytes": 10 * memory,
+                    "memory_total_bytes": 100 * memory,
+                    "node": node,
+                }
+            )
         return rows
 
     with sessions.begin() as session:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -30,16 +32,33 @@ DEFAULTS = {
 PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
-@functools.cache
-def _driver_insert(paramstyle: str) -> str | None:
-    """The invocations INSERT in the driver's own SQL (SQLite's `?`, psycopg's `%s`), None for another style.
+# Rows per INSERT statement: 400 x 21 columns stays under SQLite's 32,766 bound parameters (3.32+) and
+# PostgreSQL's 65,535.
+ROWS_PER_INSERT = 400
+_row_values = operator.itemgetter(*COLUMNS)
 
-    Written out here because a flush writes thousands of rows from a thread, and SQLAlchemy's
-    per-row parameter processing holds the GIL the event loop needs."""
+
+@functools.lru_cache(maxsize=4)
+def _driver_insert(paramstyle: str, rows: int) -> str | None:
+    """An INSERT of `rows` rows in one statement, in the driver's own SQL (SQLite's `?`, psycopg's `%s`);
+    None for another parameter style.
+
+    Written out because a flush writes thousands of rows from a thread while the event loop needs the GIL:
+    SQLAlchemy's per-row parameter processing holds it, and an executemany hands it back and forth once
+    per row (the sqlite3 module releases it around each statement step: a futex wake-up on the other CPU
+    each time). One statement binds every value in C and releases the GIL once."""
     mark = PLACEHOLDERS.get(paramstyle)
     if mark is None:
         return None
-    return f"INSERT INTO invocations ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"
+    row = f"({', '.join([mark] * len(COLUMNS))})"
+    return f"INSERT INTO invocations ({', '.join(COLUMNS)}) VALUES {', '.join([row] * rows)}"
+
+
+def _values(row: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        return _row_values(row)
+    except KeyError:  # a row without some columns: they take the column's default
+        return tuple(row.get(name, DEFAULTS.get(name)) for name in COLUMNS)
 
 
 class InvocationRecorder:
@@ -107,12 +126,14 @@ class InvocationRecorder:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._sessions.begin() as session:
             connection = session.connection()
-            insert = _driver_insert(connection.dialect.paramstyle)
-            if insert is None:
-                session.execute(Invocation.__table__.insert(), rows)
-            else:  # the driver's executemany over plain tuples: SQLAlchemy's per-row work held the GIL
-                values = [tuple(row.get(name, DEFAULTS.get(name)) for name in COLUMNS) for row in rows]
-                connection.exec_driver_sql(insert, values)
+            paramstyle = connection.dialect.paramstyle
+            for start in range(0, len(rows), ROWS_PER_INSERT):
+                chunk = rows[start : start + ROWS_PER_INSERT]
+                insert = _driver_insert(paramstyle, len(chunk))
+                if insert is None:
+                    session.execute(Invocation.__table__.insert(), chunk)
+                else:
+                    connection.exec_driver_sql(insert, tuple(itertools.chain.from_iterable(map(_values, chunk))))
             upsert_rollups(session, rows)
 
     async def close(self) -> None:
