@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from hearth.metrics import histogram
@@ -14,8 +14,14 @@ from hearth.store.models import InvocationRollup
 ERROR_STATUSES = frozenset({"error", "timeout", "oom", "crashed"})
 COLD_PATHS = frozenset({"cold", "stem"})
 
-WIDTHS = (60, 3600)  # minutes for recent charts, hours for long windows
+WIDTHS = (60, 3600)  # minutes for recent charts, hours for long windows (each a multiple of the first)
 Key = tuple[str, int, int]  # function, width_s, start
+ROLLUPS = InvocationRollup.__table__
+KEY = (ROLLUPS.c.function_name, ROLLUPS.c.width_s, ROLLUPS.c.start)
+SUMMED = ("count", "errors", "timeouts", "throttles", "cold_starts", "duration_sum_ms", "init_sum_ms", "cpu_sum_ms")
+MAXIMA = ("duration_max_ms", "memory_peak_bytes")
+# Executed with one parameter set per rollup; SET takes the other keys of each set (combined()).
+UPDATE_ROLLUP = update(ROLLUPS).where(*(column == bindparam(f"key_{column.name}") for column in KEY))
 
 
 def empty_rollup(function_name: str, width_s: int, start: int) -> dict[str, Any]:
@@ -39,79 +45,95 @@ def empty_rollup(function_name: str, width_s: int, start: int) -> dict[str, Any]
 
 def fold(rollup: dict[str, Any], row: dict[str, Any]) -> None:
     """Add one invocation record to its rollup. Throttled calls never ran: counted apart."""
-    fold_all((rollup,), row)
-
-
-def fold_all(rollups: tuple[dict[str, Any], ...], row: dict[str, Any]) -> None:
-    """Add one invocation record to each of `rollups` (its minute and its hour), reading the row once."""
     status = row["status"]
     if status == "throttled":
-        for rollup in rollups:
-            rollup["throttles"] += 1
+        rollup["throttles"] += 1
         return
     duration = float(row["duration_ms"])
-    error = status in ERROR_STATUSES
-    timeout = status == "timeout"
-    cold = row.get("path") in COLD_PATHS
-    init_ms = row.get("init_ms") or 0.0
-    cpu_ms = row.get("cpu_ms") or 0.0
+    rollup["count"] += 1
+    if status in ERROR_STATUSES:
+        rollup["errors"] += 1
+        rollup["timeouts"] += status == "timeout"
+    if row.get("path") in COLD_PATHS:
+        rollup["cold_starts"] += 1
+    rollup["duration_sum_ms"] += duration
+    if duration > rollup["duration_max_ms"]:
+        rollup["duration_max_ms"] = duration
+    rollup["init_sum_ms"] += row.get("init_ms") or 0.0
+    rollup["cpu_sum_ms"] += row.get("cpu_ms") or 0.0
     memory = row.get("memory_peak_bytes") or 0
+    if memory > rollup["memory_peak_bytes"]:
+        rollup["memory_peak_bytes"] = memory
+    counts = rollup["histogram"]
     bucket = histogram.bucket_of(duration)
-    for rollup in rollups:
-        rollup["count"] += 1
-        rollup["errors"] += error
-        rollup["timeouts"] += timeout
-        rollup["cold_starts"] += cold
-        rollup["duration_sum_ms"] += duration
-        if duration > rollup["duration_max_ms"]:
-            rollup["duration_max_ms"] = duration
-        rollup["init_sum_ms"] += init_ms
-        rollup["cpu_sum_ms"] += cpu_ms
-        if memory > rollup["memory_peak_bytes"]:
-            rollup["memory_peak_bytes"] = memory
-        counts = rollup["histogram"]
-        counts[bucket] = counts.get(bucket, 0) + 1
+    counts[bucket] = counts.get(bucket, 0) + 1
+
+
+def merge(into: dict[str, Any], add: dict[str, Any]) -> None:
+    """Add one rollup (histogram still sparse) to another."""
+    for name in SUMMED:
+        into[name] += add[name]
+    for name in MAXIMA:
+        into[name] = max(into[name], add[name])
+    counts = into["histogram"]
+    for bucket, count in add["histogram"].items():
+        counts[bucket] = counts.get(bucket, 0) + count
 
 
 def rollups_of(rows: Iterable[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """The rollups of every width that `rows` fall in: each row is folded into its minute once, and the
+    minutes are merged into their hours."""
+    finest, *coarser = WIDTHS
     groups: dict[Key, dict[str, Any]] = {}
     for row in rows:
-        name, started = row["function_name"], row["started_at"]
-        targets = []
-        for width in WIDTHS:
-            key = (name, width, int(started // width) * width)
+        key = (row["function_name"], finest, int(row["started_at"] // finest) * finest)
+        rollup = groups.get(key)
+        if rollup is None:
+            rollup = groups[key] = empty_rollup(*key)
+        fold(rollup, row)
+    for (name, _, start), minute in list(groups.items()):
+        for width in coarser:
+            key = (name, width, start // width * width)
             rollup = groups.get(key)
             if rollup is None:
                 rollup = groups[key] = empty_rollup(*key)
-            targets.append(rollup)
-        fold_all(tuple(targets), row)
+            merge(rollup, minute)
     return groups
 
 
-def combine(into: InvocationRollup, add: dict[str, Any]) -> None:
-    for name in ("count", "errors", "timeouts", "throttles", "cold_starts"):
-        setattr(into, name, getattr(into, name) + add[name])
-    for name in ("duration_sum_ms", "init_sum_ms", "cpu_sum_ms"):
-        setattr(into, name, getattr(into, name) + add[name])
-    into.duration_max_ms = max(into.duration_max_ms, add["duration_max_ms"])
-    into.memory_peak_bytes = max(into.memory_peak_bytes, add["memory_peak_bytes"])
-    into.histogram = histogram.to_dense(add["histogram"], into.histogram or [])  # a new list: SQLAlchemy sees it
-
-
 def upsert_rollups(session: Session, rows: Iterable[dict[str, Any]]) -> None:
-    """Fold `rows` into their minutes and hours (same transaction as the rows' insert: both or neither)."""
+    """Fold `rows` into their minutes and hours (same transaction as the rows' insert: both or neither).
+
+    In SQLAlchemy Core, not the ORM: this runs with every flush of the recorder, in a thread that holds
+    the GIL the event loop needs, and the ORM's unit of work cost several times more per flush."""
     groups = rollups_of(rows)
     if not groups:
         return
-    columns = tuple_(InvocationRollup.function_name, InvocationRollup.width_s, InvocationRollup.start)
+    connection = session.connection()
     existing = {
         (r.function_name, r.width_s, r.start): r
         # FOR UPDATE (PostgreSQL): nodes writing the same minute wait for each other instead of losing counts
-        for r in session.scalars(select(InvocationRollup).where(columns.in_(list(groups))).with_for_update())
+        for r in connection.execute(select(ROLLUPS).where(tuple_(*KEY).in_(list(groups))).with_for_update())
     }
+    inserts, updates = [], []
     for key, add in groups.items():
         current = existing.get(key)
         if current is None:
-            session.add(InvocationRollup(**{**add, "histogram": histogram.to_dense(add["histogram"])}))
+            inserts.append({**add, "histogram": histogram.to_dense(add["histogram"])})
         else:
-            combine(current, add)
+            updates.append(combined(current, add))
+    if inserts:
+        connection.execute(insert(ROLLUPS), inserts)
+    if updates:
+        connection.execute(UPDATE_ROLLUP, updates)
+
+
+def combined(current: Row[Any], add: dict[str, Any]) -> dict[str, Any]:
+    """The UPDATE parameters of a stored rollup with `add` folded in."""
+    values: dict[str, Any] = {f"key_{column.name}": add[column.name] for column in KEY}
+    for name in SUMMED:
+        values[name] = getattr(current, name) + add[name]
+    for name in MAXIMA:
+        values[name] = max(getattr(current, name), add[name])
+    values["histogram"] = histogram.to_dense(add["histogram"], current.histogram or [])
+    return values
