@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from hearth.config import Settings
 from hearth.metrics.queries import MetricsQueries
-from hearth.metrics.recorder import InvocationRecorder
+from hearth.metrics.record_store import store_records
 from hearth.store.db import make_engine, make_sessionmaker, migrate
 from hearth.store.models import Invocation
 
@@ -91,7 +91,6 @@ def main() -> None:
     migrate(url)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    recorder = InvocationRecorder(sessions)
     rng = random.Random(1)
     now = time.time()
     print(f"loading {args.rows:,} invocation records over {SPAN_S / 3600:.0f} h into {directory}", flush=True)
@@ -100,7 +99,7 @@ def main() -> None:
     ingest_rate = None
     while written < args.rows:
         batch = rows_for(written, min(BATCH, args.rows - written), now, rng)
-        recorder._write(batch)  # the flush path: raw insert + minute upsert, one transaction
+        store_records(sessions, batch)  # what the invocation writer does per flush: rows + rollups, one transaction
         written += len(batch)
         if written % 500_000 == 0 or written == args.rows:
             rate = written / (time.perf_counter() - t0)
@@ -109,7 +108,7 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     rate = args.rows / load_s
     if not args.queries_only:
-        print(f"ingest: {rate:,.0f} records/s through the recorder's write (batches of {BATCH})", flush=True)
+        print(f"ingest: {rate:,.0f} records/s through store_records (batches of {BATCH})", flush=True)
 
     results = []
     with sessions() as session:

@@ -50,8 +50,10 @@ def records(hearth: HearthServer, function: str, **params: Any) -> list[dict[str
     found: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page = hearth.client.get("/api/invocations", params={"function": function, "limit": 7, **params,
-                                                              **({"cursor": cursor} if cursor else {})})
+        page = hearth.client.get(
+            "/api/invocations",
+            params={"function": function, "limit": 7, **params, **({"cursor": cursor} if cursor else {})},
+        )
         assert page.status_code == 200, page.text
         body = page.json()
         found += body["invocations"]
@@ -169,8 +171,12 @@ def test_summary_and_series_equal_a_brute_force_computation(hearth: HearthServer
 
 @pytest.mark.parametrize(
     ("params", "field"),
-    [({"window": "soon"}, "window"), ({"window": "0s"}, "window"), ({"window": "1h", "step": "1s"}, "step"),
-     ({"window": "1h", "step": "2h"}, "step")],
+    [
+        ({"window": "soon"}, "window"),
+        ({"window": "0s"}, "window"),
+        ({"window": "1h", "step": "1s"}, "step"),
+        ({"window": "1h", "step": "2h"}, "step"),
+    ],
 )
 def test_bad_windows_are_a_clear_422(hearth: HearthServer, fname: str, params: dict[str, str], field: str) -> None:
     hearth.deploy(fname, OUTCOMES)
@@ -187,8 +193,11 @@ def test_prometheus_exposition_parses_and_counts(hearth: HearthServer, fname: st
     families = {f.name: f for f in text_string_to_metric_families(text)}
 
     def value(family: str, sample: str, **labels: str) -> float:
-        return sum(s.value for s in families[family].samples
-                   if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+        return sum(
+            s.value
+            for s in families[family].samples
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        )
 
     assert value("hearth_invocations", "hearth_invocations_total", function=fname) == 4
     assert value("hearth_invocations", "hearth_invocations_total", function=fname, status="error") == 1
@@ -207,8 +216,12 @@ def test_sse_stream_delivers_new_log_lines(hearth: HearthServer, fname: str) -> 
 
     def follow() -> None:
         headers = {"Authorization": f"Bearer {hearth.api_key}"}
-        with httpx.stream("GET", f"{hearth.base_url}/api/functions/{fname}/logs/stream", headers=headers,
-                          timeout=httpx.Timeout(10, read=15)) as response:
+        with httpx.stream(
+            "GET",
+            f"{hearth.base_url}/api/functions/{fname}/logs/stream",
+            headers=headers,
+            timeout=httpx.Timeout(10, read=15),
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             event = None
             for line in response.iter_lines():

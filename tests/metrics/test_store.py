@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from tests.metrics.rows import NOW, synthetic_rows
 
 from hearth.metrics import histogram
 from hearth.metrics.queries import MetricsQueries
 from hearth.metrics.recorder import InvocationRecorder
 from hearth.metrics.retention import RetentionPolicy, apply_retention
+from hearth.metrics.writer import RecordWriter
 from hearth.store.db import make_engine, make_sessionmaker, migrate
 from hearth.store.models import Invocation, InvocationRollup, ResourceSample
-
-NOW = 1_800_000_000.0
-STATUSES = ["ok"] * 16 + ["error", "timeout", "oom", "crashed", "throttled"]
 
 
 @pytest.fixture
@@ -31,41 +29,13 @@ def sessions(tmp_path: Path):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
-def synthetic_rows(count: int, span_s: float, seed: int = 1) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    rows = []
-    for k in range(count):
-        rows.append(
-            {
-                "id": f"inv_{seed}_{k}",
-                "function_name": rng.choice(["a", "b", "c"]),
-                "version": 1,
-                "mode": "sync",
-                "started_at": NOW - rng.random() * span_s,
-                "duration_ms": rng.lognormvariate(1.5, 1.2),
-                "queue_ms": 0.0,
-                "status": rng.choice(STATUSES),
-                "path": rng.choice(["warm"] * 8 + ["cold", "stem"]),
-                "backend": "docker",
-                "sandbox_id": "s",
-                "error_type": None,
-                "error_message": None,
-                "stdout": "",
-                "stderr": "",
-                "logs_truncated": False,
-                "request_bytes": 10,
-                "response_bytes": 10,
-                "init_ms": None,
-                "cpu_ms": rng.random(),
-                "memory_peak_bytes": rng.randint(1, 10**8),
-            }
-        )
-    return rows
+def writer_for(sessions) -> RecordWriter:  # type: ignore[no-untyped-def]
+    return RecordWriter(sessions.kw["bind"].url.render_as_string(hide_password=False))
 
 
 def record(sessions, rows: list[dict[str, Any]]) -> None:  # type: ignore[no-untyped-def]
     async def go() -> None:
-        recorder = InvocationRecorder(sessions, interval_s=0.05, batch=97)
+        recorder = InvocationRecorder(writer_for(sessions), interval_s=0.05, batch=97)
         recorder.start()
         for row in rows:
             recorder.add(row)
@@ -92,11 +62,12 @@ def test_records_are_stored_as_given(sessions) -> None:  # type: ignore[no-untyp
         del rows[9][key]
 
     async def go() -> None:
-        recorder = InvocationRecorder(sessions, interval_s=60, batch=10**6)
+        recorder = InvocationRecorder(writer_for(sessions), interval_s=60, batch=10**6)
         for row in rows:
             recorder.add(row)
         await recorder.flush()  # one flush of 1,000 rows
         assert recorder.written == len(rows)
+        await recorder.close()
 
     asyncio.run(go())
     columns = [column.name for column in Invocation.__table__.columns]

@@ -46,6 +46,7 @@ from hearth.engine.registry import FunctionRegistry
 from hearth.engine.sandbox import Backend, LambdaIdentity
 from hearth.images import containers
 from hearth.metrics.recorder import InvocationRecorder
+from hearth.metrics.writer import RecordWriter
 from hearth.packaging.builder import LayerBuilder
 from hearth.packaging.deps import LAYERS_DIR
 from hearth.packaging.index_config import read_host_config
@@ -131,7 +132,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     node = owner_id(data_dir)
     code = CodeStore(data_dir / "code", SharedFiles(sessions) if settings.code_shared else None)
     registry = FunctionRegistry()  # filled from the store by the follower's first sync, below
-    recorder = InvocationRecorder(sessions, settings.invocation_flush_interval_s, settings.invocation_flush_batch)
+    recorder = InvocationRecorder(
+        RecordWriter(url), settings.invocation_flush_interval_s, settings.invocation_flush_batch
+    )
     engine = Engine(
         build_backends(settings, node),
         EngineConfig(

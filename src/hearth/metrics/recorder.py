@@ -1,5 +1,5 @@
 """Write-behind recording of invocations: the engine appends each record (hearth.engine.records), a
-background task writes batches.
+background task hands batches to the invocation writer (hearth.metrics.writer), a process of its own.
 
 The loss window on a crash is at most one flush interval (default 0.5 s) of records; a clean
 shutdown flushes everything.
@@ -9,61 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import itertools
 import logging
-import operator
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from hearth.metrics.aggregate import upsert_rollups
-from hearth.store.models import Invocation
+from hearth.metrics.writer import RecordWriter
 
 log = logging.getLogger(__name__)
-COLUMNS = tuple(column.name for column in Invocation.__table__.columns)
-# What the ORM would fill in for a key a row lacks (a column's scalar default), else NULL.
-DEFAULTS = {
-    column.name: column.default.arg
-    for column in Invocation.__table__.columns
-    if column.default is not None and column.default.is_scalar
-}
-PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
-# Rows per INSERT statement: 400 x 21 columns stays under SQLite's 32,766 bound parameters (3.32+) and
-# PostgreSQL's 65,535.
-ROWS_PER_INSERT = 400
-_row_values = operator.itemgetter(*COLUMNS)
-
-
-@functools.lru_cache(maxsize=4)
-def _driver_insert(paramstyle: str, rows: int) -> str | None:
-    """An INSERT of `rows` rows in one statement, in the driver's own SQL (SQLite's `?`, psycopg's `%s`);
-    None for another parameter style.
-
-    Written out because a flush writes thousands of rows from a thread while the event loop needs the GIL:
-    SQLAlchemy's per-row parameter processing holds it, and an executemany hands it back and forth once
-    per row (the sqlite3 module releases it around each statement step: a futex wake-up on the other CPU
-    each time). One statement binds every value in C and releases the GIL once."""
-    mark = PLACEHOLDERS.get(paramstyle)
-    if mark is None:
-        return None
-    row = f"({', '.join([mark] * len(COLUMNS))})"
-    return f"INSERT INTO invocations ({', '.join(COLUMNS)}) VALUES {', '.join([row] * rows)}"
-
-
-def _values(row: dict[str, Any]) -> tuple[Any, ...]:
-    try:
-        return _row_values(row)
-    except KeyError:  # a row without some columns: they take the column's default
-        return tuple(row.get(name, DEFAULTS.get(name)) for name in COLUMNS)
 
 
 class InvocationRecorder:
-    def __init__(self, sessions: sessionmaker[Session], interval_s: float = 0.5, batch: int = 500) -> None:
-        self._sessions = sessions
+    def __init__(self, writer: RecordWriter, interval_s: float = 0.5, batch: int = 500) -> None:
+        self._writer = writer
         self._interval_s = interval_s
         self._batch = batch
         self._buffer: list[dict[str, Any]] = []
@@ -91,6 +48,10 @@ class InvocationRecorder:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        try:
+            await self._writer.start()  # its start-up (imports, the database) paid now, not at the first flush
+        except Exception:
+            log.exception("could not start the invocation writer; the first flush tries again")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._interval_s)
@@ -107,7 +68,7 @@ class InvocationRecorder:
             return
         rows, self._buffer = self._buffer, []
         try:
-            await asyncio.to_thread(self._write, rows)
+            await self._writer.write(rows)
         except Exception as exc:
             log.warning("could not write %d invocation records (%s); keeping them for the next flush", len(rows), exc)
             self._buffer[:0] = rows
@@ -123,22 +84,10 @@ class InvocationRecorder:
             except Exception:
                 log.exception("invocation listener failed")
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        with self._sessions.begin() as session:
-            connection = session.connection()
-            paramstyle = connection.dialect.paramstyle
-            for start in range(0, len(rows), ROWS_PER_INSERT):
-                chunk = rows[start : start + ROWS_PER_INSERT]
-                insert = _driver_insert(paramstyle, len(chunk))
-                if insert is None:
-                    session.execute(Invocation.__table__.insert(), chunk)
-                else:
-                    connection.exec_driver_sql(insert, tuple(itertools.chain.from_iterable(map(_values, chunk))))
-            upsert_rollups(session, rows)
-
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+        await self._writer.close()
