@@ -37,6 +37,9 @@ def run_server(host: str, port: int, keep_alive_s: float = 75.0, limits: HttpLim
         ws="none",  # Hearth serves no WebSocket: an Upgrade request is answered as plain HTTP
         server_header=False,  # no `server: uvicorn` on every response: it tells clients nothing they need
         log_level="warning",
+        # The access log logs at INFO, below that level, so it never printed a line: off, uvicorn also skips
+        # building its arguments (client address, path) on every response. Invocation records are the log.
+        access_log=False,
         timeout_graceful_shutdown=10,
         # Longer than clients' and load balancers' idle pools (httpx 5 s, ALB 60 s): a server that closes
         # an idle connection first races a client sending on it, which then sees a disconnect.

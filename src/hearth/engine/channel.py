@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, NoReturn
 
 from hearth.engine.clock import MONOTONIC, Clock, Deadlines
 from hearth.engine.protocol import HEADER, MAX_FRAME_BYTES, ProtocolError, decode_body, encode_frame
@@ -56,12 +56,12 @@ class AgentChannel:
 
     async def exchange(self, frame: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send a frame and read the agent's answer, before `init` (the optional `warm` frame)."""
-        await self._send(frame)
+        await self._write(frame)
         return await self._next_frame(timeout_s)
 
     async def init(self, frame: dict[str, Any], timeout_s: float) -> float:
         """Send init, wait for ready; then start multiplexing. Returns the agent's init ms."""
-        await self._send(frame)
+        await self._write(frame)
         reply = await self._next_frame(timeout_s)
         if reply.get("type") == "init_error":
             raise FunctionInitError(reply.get("error") or {"type": "InitError", "message": "unknown"})
@@ -98,7 +98,8 @@ class AgentChannel:
         self._pending[request_id] = future
         self._deadlines.add(request_id, self._clock.now() + timeout_s)
         try:
-            await self._send(frame)
+            if self._send(frame):
+                await self._drain()
             return await future
         finally:
             self._pending.pop(request_id, None)
@@ -109,15 +110,30 @@ class AgentChannel:
         if future is not None and not future.done():
             future.set_exception(TimeoutError())
 
-    async def _send(self, frame: dict[str, Any]) -> None:
+    def _send(self, frame: dict[str, Any]) -> bool:
+        """Write a frame; True if the agent is behind on reading and the caller should `_drain` first.
+
+        Not a coroutine: it is one on every call's path, and awaiting it would cost a frame each time."""
         try:
             transport = self._writer.transport
             transport.write(encode_frame(frame))
-            if transport.get_write_buffer_size() > 1 << 20:
-                await (self._frames.drained() if self._frames is not None else self._writer.drain())
+            return transport.get_write_buffer_size() > 1 << 20
         except (ConnectionError, RuntimeError) as exc:
-            self._fail(f"agent connection lost while sending: {exc}")
-            raise SandboxCrashed(self.close_reason or "agent connection lost") from None
+            self._lost(exc)
+
+    async def _write(self, frame: dict[str, Any]) -> None:
+        if self._send(frame):
+            await self._drain()
+
+    async def _drain(self) -> None:
+        try:
+            await (self._frames.drained() if self._frames is not None else self._writer.drain())
+        except (ConnectionError, RuntimeError) as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: Exception) -> NoReturn:
+        self._fail(f"agent connection lost while sending: {exc}")
+        raise SandboxCrashed(self.close_reason or "agent connection lost") from None
 
     def _deliver(self, body: bytes) -> None:
         try:

@@ -139,7 +139,16 @@ async def serve_trigger(state: HearthState, request: Request) -> Response:
     def answer(res: InvocationResult) -> Response:  # the payload format's rules: a malformed response is an error
         return trigger_response(res, payload_format, public=public)
 
-    return await invoke(state, spec.name, event, CallSite("http", len(body)), answer, invocation_id)
+    try:  # the engine's own call, not `invoke`'s: one coroutine frame fewer on every call's path
+        return await state.engine.invoke(
+            lambda: state.registry.get(spec.name),
+            event,
+            call=CallSite("http", len(body)),
+            answer=answer,
+            invocation_id=invocation_id,
+        )
+    except LookupError:
+        raise not_found(spec.name) from None
 
 
 TRIGGER_BODY: dict[str, Any] = {
