@@ -8,8 +8,7 @@ metrics recorder, which writes it behind the request and fans it out to Promethe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from hearth.engine.engine import InvocationResult
@@ -21,9 +20,9 @@ InvocationRecord = dict[str, Any]
 RecordSink = Callable[[InvocationRecord], None]
 
 
-@dataclass(frozen=True)
-class CallSite:
-    """What only the caller of `Engine.invoke` knows about a call."""
+class CallSite(NamedTuple):
+    """What only the caller of `Engine.invoke` knows about a call (a tuple: one is built per call, and a
+    frozen dataclass' __init__ costs a setattr call per field)."""
 
     trigger: Trigger
     request_bytes: int = 0
