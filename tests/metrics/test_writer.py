@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from tests.metrics.rows import synthetic_rows
 
@@ -25,9 +26,15 @@ def stored(url: str) -> int:
         engine.dispose()
 
 
-def test_a_killed_writer_is_replaced_and_no_record_is_lost(tmp_path: Path) -> None:
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A migrated SQLite file's URL."""
     url = f"sqlite:///{tmp_path / 'hearth.db'}"
     migrate(url)
+    return url
+
+
+def test_a_killed_writer_is_replaced_and_no_record_is_lost(url: str) -> None:
     rows = synthetic_rows(300, 60, seed=7)
 
     async def go() -> None:
@@ -76,10 +83,8 @@ def test_a_refused_batch_is_kept_until_the_database_takes_it(tmp_path: Path) -> 
     assert stored(url) == 50
 
 
-def test_the_writer_outlives_a_ctrl_c_to_the_process_group(tmp_path: Path) -> None:
+def test_the_writer_outlives_a_ctrl_c_to_the_process_group(url: str) -> None:
     """Ctrl-C reaches every process of the terminal's group: the server's last flush still needs the writer."""
-    url = f"sqlite:///{tmp_path / 'hearth.db'}"
-    migrate(url)
     rows = synthetic_rows(20, 60, seed=9)
 
     async def go() -> None:
