@@ -37,6 +37,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 LINGER_S = 2.0
+KEEP_ALIVE_SLACK_S = 0.001  # uvloop's timers run in whole ms: a timer that fires within this is on time
 COALESCE_MAX_BYTES = 64 * 1024  # a larger first body chunk is written after the head, not copied onto it
 # Request line overhead beyond the method and target: " HTTP/1.1\r\n"; each header adds ": " and "\r\n".
 REQUEST_LINE_OVERHEAD = 11
@@ -113,13 +114,57 @@ class HeadHoldingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing a response's head and its (small) body in one write."""
+    """uvicorn's httptools protocol, writing a response's head and its (small) body in one write, and
+    timing idle kept-alive connections with one lazy timer.
+
+    uvicorn sets a keep-alive timer after every response and cancels it when the next request's first
+    bytes arrive: a uvloop timer set and cancelled costs ~5 µs, on every call of a busy connection.
+    Here a connection keeps one timer: a response notes when the connection went idle and arms the
+    timer only if none is armed; when it fires, it closes the connection if it has been idle for the
+    whole keep-alive time, waits for the rest if it went idle later, and does nothing while a request
+    is under way (its response arms the timer again). Same closing times, no timer per request.
+    """
+
+    idle_since: float | None = None  # loop time of the last response, while no request is under way
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
             cycle.transport = cast(asyncio.Transport, HeadHoldingTransport(self.transport, cycle))
+
+    def _unset_keepalive_if_required(self) -> None:  # uvicorn's hook: bytes arrived, or a response ended
+        self.idle_since = None
+
+    def on_response_complete(self) -> None:  # uvicorn's, with the lazy timer
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # the next pipelined request starts
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.keep_alive_due)
+
+    def keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing() or self.idle_since is None:
+            return
+        left = self.idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > KEEP_ALIVE_SLACK_S:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self.keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.idle_since = None
+        if self.timeout_keep_alive_task is not None:  # not left to hold the connection until it fires
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
 
 class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
