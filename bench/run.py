@@ -39,32 +39,64 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "memory_gib": round(total_kb / 2**20, 1), "kernel": platform.release()}
 
 
-def bench_warm(seconds: float) -> dict[str, Any]:
+WARM_ROUNDS = 3
+
+
+def bench_warm(seconds: float, rounds: int = WARM_ROUNDS) -> dict[str, Any]:
     """Warm no-op throughput and latency through /fn vs a bare FastAPI hello app, with each server
-    process' CPU per request (it moves less than throughput on a machine others load)."""
-    out: dict[str, Any] = {"python": [], "javascript": [], "baseline": []}
+    process' CPU per request (it moves less than throughput on a machine others load).
+
+    Both servers run throughout, and each connection count is measured `rounds` times on each target,
+    taking turns (which goes first rotates): a drift of the machine's speed over the run falls on all
+    alike, where measuring Hearth and then the bare app could set a slow minute against a fast one.
+    Each figure is the median of its rounds; `rps_rounds` and `ratio_rounds` keep every round.
+    """
     server = hearth_server({"HEARTH_KEEP_ALIVE_S": "600"})
     try:
         server.deploy("noop-py", NOOP_PY, max_instances=4)
         server.deploy("noop-js", NOOP_JS, language="javascript", max_instances=4)
-        for runtime, name in (("python", "noop-py"), ("javascript", "noop-js")):
-            url = f"{server.base_url}/fn/{name}"
+        assert server.proc is not None
+        targets = {
+            "python": (server.proc.pid, f"{server.base_url}/fn/noop-py"),
+            "javascript": (server.proc.pid, f"{server.base_url}/fn/noop-js"),
+        }
+        for _, url in targets.values():
             wrk(url, 64, 3)  # start the instances: the figures below are warm
-            assert server.proc is not None
-            for connections in (1, 16, 64):
-                out[runtime].append(measured(server.proc.pid, url, connections, seconds))
+        with BaselineServer() as baseline:
+            assert baseline.proc is not None
+            targets["baseline"] = (baseline.proc.pid, baseline.url)
+            wrk(baseline.url, 16, 2)
+            runs: dict[str, dict[int, list[dict[str, Any]]]] = {label: {} for label in targets}
+            for round_ in range(rounds):
+                items = list(targets.items())
+                order = items[round_ % len(items) :] + items[: round_ % len(items)]
+                for connections in WARM_CONNECTIONS:
+                    for label, (pid, url) in order:
+                        runs[label].setdefault(connections, []).append(measured(pid, url, connections, seconds))
     finally:
         server.stop()
-    with BaselineServer() as baseline:
-        wrk(baseline.url, 16, 2)
-        assert baseline.proc is not None
-        for connections in (1, 16, 64):
-            out["baseline"].append(measured(baseline.proc.pid, baseline.url, connections, seconds))
+    out: dict[str, Any] = {label: [_median_row(runs[label][c]) for c in WARM_CONNECTIONS] for label in targets}
     for runtime in ("python", "javascript"):
-        for row, base in zip(out[runtime], out["baseline"], strict=True):
+        for row, base, connections in zip(out[runtime], out["baseline"], WARM_CONNECTIONS, strict=True):
             row["ratio_to_baseline_rps"] = round(row["rps"] / base["rps"], 2)
+            row["ratio_rounds"] = [
+                round(mine["rps"] / theirs["rps"], 2)
+                for mine, theirs in zip(runs[runtime][connections], runs["baseline"][connections], strict=True)
+            ]
             row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
     return out
+
+
+WARM_CONNECTIONS = (1, 16, 64)
+
+
+def _median_row(done: list[dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"connections": done[0]["connections"], "rounds": len(done)}
+    for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "server_cpu_us_per_request"):
+        row[key] = round(statistics.median(run[key] for run in done), 3)
+    row["errors"] = sum(run["errors"] for run in done)
+    row["rps_rounds"] = [run["rps"] for run in done]
+    return row
 
 
 def bench_large_result(seconds: float) -> dict[str, Any]:
@@ -201,6 +233,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default="warm,large,front,cold,batching,density,backends,microvm,provided")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=WARM_ROUNDS, help="rounds of the warm comparison")
     parser.add_argument("--trials", type=int, default=30, help="cold-start trials")
     parser.add_argument("--sandboxes", type=int, default=40, help="warm sandboxes for the density figure")
     parser.add_argument("--backends", default="docker,gvisor", help="isolation backends compared (`backends`)")
@@ -208,7 +241,7 @@ def main() -> None:
     only = set(args.only.split(","))
     results: dict[str, Any] = {"machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if "warm" in only:
-        results["warm"] = bench_warm(args.seconds)
+        results["warm"] = bench_warm(args.seconds, args.rounds)
         print(json.dumps({"warm": results["warm"]}, indent=1), flush=True)
     if "large" in only:  # a ~12 KB result: what parsing and re-encoding results on the host would cost
         results["large"] = bench_large_result(args.seconds)
