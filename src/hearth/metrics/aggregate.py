@@ -104,8 +104,8 @@ def rollups_of(rows: Iterable[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
 def upsert_rollups(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     """Fold `rows` into their minutes and hours (same transaction as the rows' insert: both or neither).
 
-    In SQLAlchemy Core, not the ORM: this runs with every flush of the recorder, in a thread that holds
-    the GIL the event loop needs, and the ORM's unit of work cost several times more per flush."""
+    In SQLAlchemy Core, not the ORM: this runs with every flush of the recorder (in the invocation
+    writer's process), and the ORM's unit of work cost several times more per flush."""
     groups = rollups_of(rows)
     if not groups:
         return
