@@ -40,6 +40,7 @@ def machine() -> dict[str, Any]:
 
 
 WARM_ROUNDS = 3
+WARM_CONNECTIONS = (1, 16, 64)
 
 
 def bench_warm(seconds: float, rounds: int = WARM_ROUNDS) -> dict[str, Any]:
@@ -85,9 +86,6 @@ def bench_warm(seconds: float, rounds: int = WARM_ROUNDS) -> dict[str, Any]:
             ]
             row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
     return out
-
-
-WARM_CONNECTIONS = (1, 16, 64)
 
 
 def _median_row(done: list[dict[str, Any]]) -> dict[str, Any]:

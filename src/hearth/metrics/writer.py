@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import struct
 import sys
 from typing import IO, Any
 
 import orjson
 
-HEADER = struct.Struct(">I")
+from hearth.engine.protocol import HEADER  # the agent protocol's framing: a 4-byte length, then the JSON
+
 STOP_TIMEOUT_S = 30.0
 
 
