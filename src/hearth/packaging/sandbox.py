@@ -189,6 +189,10 @@ class BuildSandbox:
         lines: asyncio.Queue[str | None] = asyncio.Queue()
         client = self._client()
 
+        def post(line: str | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed (a build over its time): nobody reads on
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+
         def read() -> None:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             pending = ""
@@ -197,13 +201,13 @@ class BuildSandbox:
                     pending += decoder.decode(chunk)
                     *complete, pending = pending.split("\n")
                     for line in complete:
-                        loop.call_soon_threadsafe(lines.put_nowait, line + "\n")
+                        post(line + "\n")
             except docker.errors.DockerException:
                 pass
             finally:
                 if pending:
-                    loop.call_soon_threadsafe(lines.put_nowait, pending + "\n")
-                loop.call_soon_threadsafe(lines.put_nowait, None)
+                    post(pending + "\n")
+                post(None)
 
         reader = threading.Thread(target=read, name="build-log", daemon=True)
         reader.start()
